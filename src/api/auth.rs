@@ -1,0 +1,96 @@
+//! Who is calling. Keys come from the config; with none configured the server runs in local mode, where
+//! only loopback peers are served and each is principal `local` with every role.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiContext;
+use crate::config::{Config, Role};
+use crate::error::Error;
+use crate::market::Principal;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+pub const MINER_ID_HEADER: &str = "x-miner-id";
+pub const LOCAL_PRINCIPAL: &str = "local";
+
+pub struct Auth {
+    keys: HashMap<String, Principal>,
+}
+
+impl Auth {
+    pub fn from_config(config: &Config) -> Self {
+        let keys = config
+            .keys
+            .iter()
+            .map(|k| {
+                let principal = Principal { id: k.principal.clone(), roles: k.roles.iter().copied().collect() };
+                (k.key.expose().to_owned(), principal)
+            })
+            .collect();
+        Self { keys }
+    }
+
+    pub fn local_mode(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn authenticate(&self, key: Option<&str>) -> Result<Principal, Error> {
+        if self.local_mode() {
+            return Ok(Principal {
+                id: LOCAL_PRINCIPAL.to_owned(),
+                roles: HashSet::from([Role::Client, Role::Miner, Role::Admin]),
+            });
+        }
+        // An empty header is what the aitbc client sends when its user has no key.
+        match key.filter(|k| !k.is_empty()) {
+            None => Err(Error::Unauthorized("an API key is required (X-Api-Key header)".into())),
+            Some(key) => self.keys.get(key).cloned().ok_or_else(|| Error::Unauthorized("invalid API key".into())),
+        }
+    }
+}
+
+/// The authenticated caller of an endpoint that needs one.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<ApiContext> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiContext) -> Result<Self, Self::Rejection> {
+        let key = parts.headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
+        state.auth.authenticate(key).map(Caller)
+    }
+}
+
+/// The `X-Miner-ID` header, which an admin may use to register a GPU for a miner.
+pub fn miner_id_header(parts: &axum::http::HeaderMap) -> Option<String> {
+    parts
+        .get(MINER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// In local mode, refuse every peer that is not on a loopback address.
+pub async fn local_mode_guard(
+    State(state): State<ApiContext>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.auth.local_mode() && !state.config().allow_open_access {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+        let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().to_canonical().is_loopback());
+        if !loopback {
+            return Error::forbidden(
+                "this server runs in local mode (no API keys configured) and only serves loopback callers",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}

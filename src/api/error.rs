@@ -1,0 +1,56 @@
+//! The one place where errors become HTTP responses: `{"detail": "..."}` with the status the contract
+//! gives. Database and internal errors are logged with detail and shown to the client as a bare 500.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::Error;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
+}
+
+pub fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = status_of(&self);
+        let detail = match &self {
+            Error::Database(sqlx::Error::PoolTimedOut) => {
+                tracing::warn!(error = %self, "database pool exhausted");
+                "the service is overloaded; retry shortly".to_owned()
+            }
+            Error::Database(_) | Error::Internal(_) => {
+                tracing::error!(error = %self, "request failed");
+                "internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(ErrorBody { detail })).into_response()
+    }
+}
+
+pub async fn not_found() -> Error {
+    Error::not_found("no such endpoint")
+}
+
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody { detail: "method not allowed on this endpoint".into() }))
+        .into_response()
+}

@@ -1,0 +1,68 @@
+//! Request extractors whose rejections follow the contract: malformed JSON 400, missing or mistyped
+//! fields 422, body over the limit 413, always as `{"detail": ...}`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// A JSON body. The `Content-Type` is not insisted on: command-line users often leave it out.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge("request body is larger than the configured limit".into())
+            } else {
+                Error::bad_request(format!("cannot read request body: {}", rejection.body_text()))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::bad_request("request body must be a JSON object"));
+    }
+    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => Error::unprocessable(format!("invalid request: {err}")),
+        _ => Error::bad_request(format!("malformed JSON: {err}")),
+    })
+}
+
+/// Query parameters; a parameter of the wrong type is a 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|rejection| Error::unprocessable(rejection.body_text()))
+    }
+}
+
+/// Reads a paging parameter and checks it against its range (out of range is a 400).
+pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, Error> {
+    match value {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(Error::bad_request(format!("limit must be between 1 and {max}"))),
+    }
+}
+
+pub fn offset(value: Option<i64>) -> Result<i64, Error> {
+    match value {
+        None => Ok(0),
+        Some(offset) if offset >= 0 => Ok(offset),
+        Some(_) => Err(Error::bad_request("offset must not be negative")),
+    }
+}

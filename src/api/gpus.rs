@@ -1,0 +1,151 @@
+//! `/v1/marketplace/gpu/...`: register, list, details, delete, heartbeat.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiContext;
+use super::auth::{Caller, miner_id_header};
+use super::error::ErrorBody;
+use super::extract::{ApiJson, ApiQuery, limit, offset};
+use crate::error::{Error, Result};
+use crate::market::registry::{
+    self, GpuView, HeartbeatAck, ListFilter, Registered, Registration, Removed, SortKey, SortOrder,
+};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/v1/marketplace/gpu/register", post(register))
+        .route("/v1/marketplace/gpu/list", get(list))
+        .route("/v1/marketplace/gpu/{id}", get(details).delete(remove))
+        .route("/v1/marketplace/gpu/{id}/heartbeat", post(heartbeat))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterBody {
+    pub gpu: GpuSpec,
+}
+
+/// Both the aitbc client's spellings (`name`, `memory_gb`) and the older coordinator's (`memory`,
+/// `cuda_version`, `region`, `capabilities`, `miner_id`) are accepted.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GpuSpec {
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub memory_gb: Option<f64>,
+    pub memory: Option<f64>,
+    pub cuda_cores: Option<i64>,
+    pub compute_capability: Option<String>,
+    pub cuda_version: Option<String>,
+    pub region: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub price_per_hour: Option<f64>,
+    pub miner_id: Option<String>,
+}
+
+/// Register a GPU (miner role, or admin registering for `X-Miner-ID`).
+#[utoipa::path(post, path = "/v1/marketplace/gpu/register", tag = "registry", request_body = RegisterBody,
+    responses((status = 201, body = Registered), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn register(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<(StatusCode, Json<Registered>)> {
+    let spec = body.gpu;
+    let model = spec.name.or(spec.model).ok_or_else(|| Error::unprocessable("gpu.name is required"))?;
+    let registration = Registration {
+        model,
+        memory_gb: spec.memory_gb.or(spec.memory),
+        cuda_version: spec.cuda_version,
+        cuda_cores: spec.cuda_cores,
+        compute_capability: spec.compute_capability,
+        region: spec.region,
+        description: spec.description,
+        capabilities: spec.capabilities,
+        price_per_hour: spec.price_per_hour,
+        miner_id: miner_id_header(&headers).or(spec.miner_id),
+    };
+    let registered = registry::register(&ctx.market, &caller, registration).await?;
+    Ok((StatusCode::CREATED, Json(registered)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// true: available only; false: everything not available.
+    pub available: Option<bool>,
+    /// Case-insensitive; `*` and `?` wildcards; plain text is a substring; spaces and dashes ignored.
+    pub model: Option<String>,
+    pub memory_min: Option<f64>,
+    /// On `current_price`.
+    pub price_max: Option<f64>,
+    pub region: Option<String>,
+    pub status: Option<String>,
+    pub miner_id: Option<String>,
+    pub capability: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub sort: Option<SortKey>,
+    #[param(value_type = Option<String>)]
+    pub order: Option<SortOrder>,
+    /// 1-500, default 100.
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Search the catalogue.
+#[utoipa::path(get, path = "/v1/marketplace/gpu/list", tag = "registry", params(ListParams),
+    responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<Vec<GpuView>>> {
+    if params.memory_min.is_some_and(|m| !m.is_finite() || m < 0.0) {
+        return Err(Error::bad_request("memory_min must not be negative"));
+    }
+    if params.price_max.is_some_and(|p| !p.is_finite() || p < 0.0) {
+        return Err(Error::bad_request("price_max must not be negative"));
+    }
+    let filter = ListFilter {
+        available: params.available,
+        model: params.model,
+        memory_min: params.memory_min,
+        price_max: params.price_max,
+        region: params.region,
+        status: params.status,
+        miner_id: params.miner_id,
+        capability: params.capability,
+        sort: params.sort.unwrap_or_default(),
+        order: params.order,
+        limit: limit(params.limit, 100, 500)?,
+        offset: offset(params.offset)?,
+    };
+    Ok(Json(registry::list(&ctx.market, filter).await?))
+}
+
+/// One GPU, with its current booking while booked.
+#[utoipa::path(get, path = "/v1/marketplace/gpu/{id}", tag = "registry",
+    responses((status = 200, body = GpuView), (status = 404, body = ErrorBody)))]
+pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<String>) -> Result<Json<GpuView>> {
+    Ok(Json(registry::details(&ctx.market, &id).await?))
+}
+
+/// Remove a GPU (its miner or an admin; 409 while booked).
+#[utoipa::path(delete, path = "/v1/marketplace/gpu/{id}", tag = "registry",
+    responses((status = 200, body = Removed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove(State(ctx): State<ApiContext>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Removed>> {
+    Ok(Json(registry::remove(&ctx.market, &caller, &id).await?))
+}
+
+/// Liveness from the GPU's miner; an offline GPU comes back online.
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/heartbeat", tag = "registry",
+    responses((status = 200, body = HeartbeatAck), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn heartbeat(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<HeartbeatAck>> {
+    Ok(Json(registry::heartbeat(&ctx.market, &caller, &id).await?))
+}
+

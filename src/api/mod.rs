@@ -1,0 +1,85 @@
+//! HTTP: one file per resource, each exposing `router()`. Handlers parse, call `market`, and return;
+//! errors become responses in `error.rs`.
+
+pub mod admin;
+pub mod auth;
+pub mod bookings;
+pub mod error;
+pub mod extract;
+pub mod gpus;
+pub mod offers;
+pub mod openapi;
+pub mod orders;
+pub mod pricing;
+pub mod reviews;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use prometheus_client::registry::Registry;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::market::Market;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub market: Market,
+    pub auth: Arc<auth::Auth>,
+    pub registry: Arc<Registry>,
+}
+
+impl ApiContext {
+    pub fn config(&self) -> &Config {
+        &self.market.config
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(context: ApiContext) -> Router {
+    let max_body = context.config().max_body_bytes;
+    Router::new()
+        .merge(gpus::router())
+        .merge(bookings::router())
+        .merge(reviews::router())
+        .merge(orders::router())
+        .merge(pricing::router())
+        .merge(offers::router())
+        .merge(admin::router())
+        .merge(system::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(context.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(context.clone(), auth::local_mode_guard))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(context)
+}
+
+async fn record_metrics(State(context): State<ApiContext>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    // The route template, not the raw path, so ids do not explode the label set.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let elapsed: Duration = started.elapsed();
+    context.market.metrics.observe_request(&method, &route, response.status().as_u16(), elapsed.as_secs_f64());
+    response
+}

@@ -1,0 +1,92 @@
+//! The older coordinator's views: offers, stats, bids, sync-offers, miner-offers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiContext;
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::extract::{ApiJson, ApiQuery, limit, offset};
+use crate::error::Result;
+use crate::market::offers::{self, BidAccepted, MarketStats, NewBid, OfferView, SyncReport};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/v1/marketplace/offers", get(list_offers))
+        .route("/v1/marketplace/miner-offers", get(miner_offers))
+        .route("/v1/marketplace/stats", get(stats))
+        .route("/v1/marketplace/bids", post(place_bid))
+        .route("/v1/marketplace/sync-offers", post(sync_offers))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OfferParams {
+    pub miner_id: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Every GPU in the catalogue as an offer of one unit at its current price.
+#[utoipa::path(get, path = "/v1/marketplace/offers", tag = "offers", params(OfferParams),
+    responses((status = 200, body = [OfferView])))]
+pub async fn list_offers(
+    State(ctx): State<ApiContext>,
+    ApiQuery(params): ApiQuery<OfferParams>,
+) -> Result<Json<Vec<OfferView>>> {
+    let limit = limit(params.limit, 100, 500)?;
+    Ok(Json(offers::offers(&ctx.market, params.miner_id, limit, offset(params.offset)?).await?))
+}
+
+/// Offers of one miner (`miner_id`), or of all miners.
+#[utoipa::path(get, path = "/v1/marketplace/miner-offers", tag = "offers", params(OfferParams),
+    responses((status = 200, body = [OfferView])))]
+pub async fn miner_offers(
+    State(ctx): State<ApiContext>,
+    ApiQuery(params): ApiQuery<OfferParams>,
+) -> Result<Json<Vec<OfferView>>> {
+    list_offers(State(ctx), ApiQuery(params)).await
+}
+
+/// Marketplace totals.
+#[utoipa::path(get, path = "/v1/marketplace/stats", tag = "offers", responses((status = 200, body = MarketStats)))]
+pub async fn stats(State(ctx): State<ApiContext>) -> Result<Json<MarketStats>> {
+    Ok(Json(offers::stats(&ctx.market).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BidBody {
+    pub provider: Option<String>,
+    pub gpu_model: Option<String>,
+    pub capacity: i64,
+    pub price: f64,
+    pub notes: Option<String>,
+}
+
+/// Place a bid for capacity.
+#[utoipa::path(post, path = "/v1/marketplace/bids", tag = "offers", request_body = BidBody,
+    responses((status = 202, body = BidAccepted), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn place_bid(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    ApiJson(body): ApiJson<BidBody>,
+) -> Result<(StatusCode, Json<BidAccepted>)> {
+    let bid = NewBid {
+        provider: body.provider,
+        gpu_model: body.gpu_model,
+        capacity: body.capacity,
+        price: body.price,
+        notes: body.notes,
+    };
+    Ok((StatusCode::ACCEPTED, Json(offers::place_bid(&ctx.market, &caller, bid).await?)))
+}
+
+/// Recompute every offer's price from the registry now (admin).
+#[utoipa::path(post, path = "/v1/marketplace/sync-offers", tag = "offers",
+    responses((status = 200, body = SyncReport), (status = 403, body = ErrorBody)))]
+pub async fn sync_offers(State(ctx): State<ApiContext>, Caller(caller): Caller) -> Result<Json<SyncReport>> {
+    Ok(Json(offers::sync(&ctx.market, &caller).await?))
+}

@@ -1,0 +1,39 @@
+//! `/v1/marketplace/orders`.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::ApiContext;
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::extract::{ApiQuery, limit, offset};
+use crate::error::Result;
+use crate::market::orders::{self, OrderView};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/v1/marketplace/orders", get(list))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct OrderParams {
+    /// active, completed, cancelled or expired.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Order history, newest first: a client's own, a miner's GPUs', or all for an admin.
+#[utoipa::path(get, path = "/v1/marketplace/orders", tag = "orders", params(OrderParams),
+    responses((status = 200, body = [OrderView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    ApiQuery(params): ApiQuery<OrderParams>,
+) -> Result<Json<Vec<OrderView>>> {
+    let limit = limit(params.limit, 100, 500)?;
+    let offset = offset(params.offset)?;
+    Ok(Json(orders::list(&ctx.market, &caller, params.status.as_deref(), limit, offset).await?))
+}

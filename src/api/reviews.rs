@@ -1,0 +1,64 @@
+//! `/v1/marketplace/gpu/{id}/reviews`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiContext;
+use super::auth::Caller;
+use super::error::ErrorBody;
+use super::extract::{ApiJson, ApiQuery, limit, offset};
+use crate::error::{Error, Result};
+use crate::market::reviews::{self, GpuReviews, Rating, ReviewAdded};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/v1/marketplace/gpu/{id}/reviews", get(list).post(add))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct Paging {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Accepted reviews, newest first, with the GPU's aggregate.
+#[utoipa::path(get, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", params(Paging),
+    responses((status = 200, body = GpuReviews), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Json<GpuReviews>> {
+    let limit = limit(paging.limit, 10, 100)?;
+    Ok(Json(reviews::list(&ctx.market, &id, limit, offset(paging.offset)?).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReviewBody {
+    /// An integer from 1 to 5.
+    pub rating: serde_json::Value,
+    pub comment: Option<String>,
+}
+
+/// Review a GPU; the moderation policy accepts, flags (held for an admin) or rejects it.
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", request_body = ReviewBody,
+    responses((status = 201, body = ReviewAdded), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn add(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<(StatusCode, Json<ReviewAdded>)> {
+    // The contract makes any rating other than an integer 1-5 a 422, including 0, 6 and 4.5.
+    let rating = body
+        .rating
+        .as_i64()
+        .and_then(Rating::new)
+        .ok_or_else(|| Error::unprocessable("rating must be an integer from 1 to 5"))?;
+    let added = reviews::add(&ctx.market, &caller, &id, rating, body.comment).await?;
+    Ok((StatusCode::CREATED, Json(added)))
+}

@@ -1,0 +1,406 @@
+//! One typed configuration, read once at start: TOML file, then `GPU_MARKET_*` environment overrides,
+//! then command-line flags. Everything is validated here so the rest of the service can trust it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "gpu-market.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Directory holding `policies.toml` and the deployed `.wasm` modules.
+    pub policies_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Serve with no API keys on a non-loopback address (everyone gets every role). Off by default.
+    pub allow_open_access: bool,
+    /// `tracing` filter used when `RUST_LOG` is not set.
+    pub log: String,
+    pub database: DatabaseConfig,
+    pub booking: BookingConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub pricing: PricingConfig,
+    pub reviews: ReviewConfig,
+    /// API keys. None configured = local mode (loopback callers only, all roles).
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 18000)),
+            policies_dir: PathBuf::from("policies"),
+            max_body_bytes: 64 * 1024,
+            allow_open_access: false,
+            log: "info".to_owned(),
+            database: DatabaseConfig::default(),
+            booking: BookingConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            pricing: PricingConfig::default(),
+            reviews: ReviewConfig::default(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    /// How long a request waits for a pooled connection before failing.
+    pub acquire_timeout_ms: u64,
+    /// How long the service retries reaching the database at start before giving up.
+    pub connect_timeout_ms: u64,
+    /// SQLite: how long a writer waits for the file lock.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/gpu-market.db?mode=rwc".to_owned(),
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BookingConfig {
+    /// How often the expiry sweeper looks at active bookings.
+    pub sweep_interval_ms: u64,
+    /// Upper bound on what the timeout policy may add to one booking (extensions + grace).
+    pub max_extensions: u32,
+}
+
+impl Default for BookingConfig {
+    fn default() -> Self {
+        Self { sweep_interval_ms: 1_000, max_extensions: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeartbeatConfig {
+    /// A GPU that sent heartbeats and then stays silent this long turns `offline`.
+    pub timeout_seconds: u64,
+    pub check_interval_ms: u64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self { timeout_seconds: 300, check_interval_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// How often current prices of the whole catalogue are recomputed (they also are on every market event).
+    pub refresh_interval_ms: u64,
+    /// Spacing of the per-model price history samples.
+    pub history_interval_seconds: u64,
+    /// How many history points the pricing endpoint returns.
+    pub history_points: u32,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self { refresh_interval_ms: 30_000, history_interval_seconds: 300, history_points: 48 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewConfig {
+    pub max_comment_chars: usize,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self { max_comment_chars: 2_000 }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub key: Secret,
+    /// Who the key belongs to: becomes `client_id` / `miner_id`.
+    pub principal: String,
+    pub roles: Vec<Role>,
+}
+
+impl fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("principal", &self.principal)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Miner,
+    Admin,
+}
+
+/// Values given on the command line; they win over the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub policies_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (or `gpu-market.toml` when present), applies the environment and `overrides`,
+    /// and validates the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        if let Some(bind) = overrides.bind {
+            config.bind = bind;
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database.url = url.clone();
+        }
+        if let Some(dir) = &overrides.policies_dir {
+            config.policies_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| err.to_string())
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(value) = var("GPU_MARKET_BIND") {
+            self.bind = value.parse().map_err(|err| ConfigError::Env {
+                name: "GPU_MARKET_BIND",
+                message: format!("`{value}` is not a socket address: {err}"),
+            })?;
+        }
+        if let Some(value) = var("GPU_MARKET_DATABASE_URL") {
+            self.database.url = value;
+        }
+        if let Some(value) = var("GPU_MARKET_POLICIES_DIR") {
+            self.policies_dir = PathBuf::from(value);
+        }
+        if let Some(value) = var("GPU_MARKET_MAX_BODY_BYTES") {
+            self.max_body_bytes = value.parse().map_err(|err| ConfigError::Env {
+                name: "GPU_MARKET_MAX_BODY_BYTES",
+                message: format!("`{value}` is not a byte count: {err}"),
+            })?;
+        }
+        if let Some(value) = var("GPU_MARKET_LOG") {
+            self.log = value;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must start with sqlite:, postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return invalid("database.min_connections", "must not exceed database.max_connections");
+        }
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes", "must be at least 1024");
+        }
+        if self.booking.sweep_interval_ms == 0 {
+            return invalid("booking.sweep_interval_ms", "must be positive");
+        }
+        if self.heartbeat.timeout_seconds == 0 || self.heartbeat.check_interval_ms == 0 {
+            return invalid("heartbeat", "timeout_seconds and check_interval_ms must be positive");
+        }
+        if self.pricing.refresh_interval_ms == 0 || self.pricing.history_interval_seconds == 0 {
+            return invalid("pricing", "refresh_interval_ms and history_interval_seconds must be positive");
+        }
+        if self.pricing.history_points == 0 || self.pricing.history_points > 10_000 {
+            return invalid("pricing.history_points", "must be between 1 and 10000");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for key in &self.keys {
+            if key.key.expose().is_empty() {
+                return invalid("keys.key", "an API key must not be empty");
+            }
+            if key.principal.trim().is_empty() {
+                return invalid("keys.principal", "must not be empty");
+            }
+            if key.roles.is_empty() {
+                return invalid("keys.roles", "a key needs at least one role");
+            }
+            if !seen.insert(key.key.expose()) {
+                return invalid("keys.key", "the same key is configured twice");
+            }
+        }
+        if self.keys.is_empty() && !self.bind.ip().is_loopback() && !self.allow_open_access {
+            return invalid(
+                "bind",
+                "no API keys are configured, so the server only serves loopback callers; bind to a \
+                 loopback address, configure [[keys]], or set allow_open_access = true",
+            );
+        }
+        Ok(())
+    }
+
+    /// Local mode: no keys, every loopback caller is principal `local` with all roles.
+    pub fn local_mode(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The URL with any password replaced, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("bnid = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.contains("bnid"), "{err}");
+        let err = Config::from_toml("[database]\nurll = \"x\"").unwrap_err();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::from_toml("[database]\nmax_connections = \"many\"").unwrap_err();
+        assert!(err.contains("max_connections"), "{err}");
+        let config = Config::from_toml("[database]\nurl = \"mysql://x\"").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = Config::from_toml("bind = \"127.0.0.1:1\"").unwrap();
+        config
+            .apply_env(|name| match name {
+                "GPU_MARKET_BIND" => Some("127.0.0.1:2".to_owned()),
+                "GPU_MARKET_DATABASE_URL" => Some("postgres://u@h/db".to_owned()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.bind.port(), 2);
+        assert_eq!(config.database.url, "postgres://u@h/db");
+    }
+
+    #[test]
+    fn open_bind_without_keys_needs_an_explicit_opt_in() {
+        let mut config = Config::from_toml("bind = \"0.0.0.0:18000\"").unwrap();
+        assert!(config.validate().is_err());
+        config.allow_open_access = true;
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://bob:hunter2@db:5432/x"), "postgres://bob:***@db:5432/x");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let key = ApiKeyConfig { key: Secret::new("s3cret"), principal: "a".into(), roles: vec![Role::Admin] };
+        assert!(!format!("{key:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,71 @@
+//! The one error type of the service. Variants say what went wrong in domain terms; `api::error` maps
+//! them to HTTP status codes in one place.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value outside its allowed range, or a request that makes no sense in the current state.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A field missing or of the wrong type.
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(message.into())
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::Unprocessable(message.into())
+    }
+}
+
+/// Turns a violation of a named database constraint into the API error it stands for.
+pub trait ResultExt<T> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T> {
+        self.map_err(|err| match &err {
+            sqlx::Error::Database(db) if violates(db.as_ref(), name) => map(),
+            _ => Error::Database(err),
+        })
+    }
+}
+
+fn violates(err: &dyn sqlx::error::DatabaseError, name: &str) -> bool {
+    // Postgres names the index; SQLite only names the columns, so match on the message as well.
+    err.constraint() == Some(name)
+        || (err.is_unique_violation() && name.starts_with("bookings_one_active") && err.message().contains("bookings.gpu_id"))
+        || err.message().contains(name)
+}

@@ -1,0 +1,104 @@
+//! Prometheus metrics. Counters and histograms are updated where things happen; gauges that describe
+//! the shared database (GPUs by status, active bookings) are read from it at scrape time, so every
+//! replica reports the same truth.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotLabel {
+    pub slot: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~4 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+pub struct Metrics {
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub bookings_created: Counter,
+    bookings_ended: Family<StatusLabel, Counter>,
+    reviews: Family<StatusLabel, Counter>,
+    /// Decisions answered by the built-in fallback because a policy failed, seen from the market side.
+    pub pricing_fallbacks: Counter,
+    pub timeout_fallbacks: Counter,
+    pub moderation_fallbacks: Counter,
+    pub gpus: Family<StatusLabel, Gauge>,
+    pub active_bookings: Gauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let fallbacks = Family::<SlotLabel, Counter>::default();
+        let slot = |name: &str| fallbacks.get_or_create(&SlotLabel { slot: name.to_owned() }).clone();
+        let metrics = Self {
+            http_requests: Family::default(),
+            http_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            bookings_created: Counter::default(),
+            bookings_ended: Family::default(),
+            reviews: Family::default(),
+            pricing_fallbacks: slot("pricing"),
+            timeout_fallbacks: slot("booking-timeout"),
+            moderation_fallbacks: slot("review-moderation"),
+            gpus: Family::default(),
+            active_bookings: Gauge::default(),
+        };
+        registry.register("gpu_market_http_requests", "HTTP requests by route and status", metrics.http_requests.clone());
+        registry.register(
+            "gpu_market_http_request_duration_seconds",
+            "HTTP request latency by route",
+            metrics.http_latency.clone(),
+        );
+        registry.register("gpu_market_bookings_created", "Bookings created", metrics.bookings_created.clone());
+        registry.register("gpu_market_bookings_ended", "Bookings ended, by final status", metrics.bookings_ended.clone());
+        registry.register("gpu_market_reviews", "Reviews by moderation outcome", metrics.reviews.clone());
+        registry.register("gpu_market_decision_fallbacks", "Market decisions answered by a slot's fallback", fallbacks);
+        registry.register("gpu_market_gpus", "GPUs in the catalogue by status", metrics.gpus.clone());
+        registry.register("gpu_market_active_bookings", "Bookings currently active", metrics.active_bookings.clone());
+        metrics
+    }
+
+    pub fn bookings_ended(&self, status: &str) {
+        self.bookings_ended.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
+    }
+
+    pub fn reviews(&self, status: &str) {
+        self.reviews.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
+            .inc();
+        self.http_latency.get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() }).observe(seconds);
+    }
+}
+
+/// A registry with only this module's metrics, for tests and tools that need a `Metrics`.
+pub fn standalone() -> Metrics {
+    Metrics::new(&mut Registry::default())
+}

@@ -1,0 +1,160 @@
+//! Wiring: configuration → store → policies → market → HTTP router and background tasks, and a clean
+//! stop on SIGTERM / ctrl-c (in-flight requests drain, background tasks finish their current step).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiContext, auth::Auth};
+use crate::config::Config;
+use crate::market::{Market, pricing, sweeper};
+use crate::metrics::Metrics;
+use crate::policy::{BuiltinPolicies, Policies};
+use crate::store::Store;
+
+/// A ready service: migrated database, policies loaded, router built. Nothing runs until
+/// [`App::serve`] or [`App::spawn_background`].
+pub struct App {
+    context: ApiContext,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_policies(config, Arc::new(BuiltinPolicies)).await
+    }
+
+    pub async fn build_with_policies(config: Config, policies: Arc<dyn Policies>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let store = Store::connect(&config.database).await?;
+        store.migrate().await?;
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let auth = Arc::new(Auth::from_config(&config));
+        let market = Market::new(store, policies, Arc::new(config), metrics);
+        Ok(Self { context: ApiContext { market, auth, registry: Arc::new(registry) } })
+    }
+
+    pub fn router(&self) -> Router {
+        api::router(self.context.clone())
+    }
+
+    pub fn market(&self) -> &Market {
+        &self.context.market
+    }
+
+    /// Starts the booking sweeper, the heartbeat monitor and the price refresher.
+    pub fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let market = &self.context.market;
+        vec![
+            tokio::spawn(sweeper::run_booking_sweeper(market.clone(), shutdown.clone())),
+            tokio::spawn(sweeper::run_heartbeat_monitor(market.clone(), shutdown.clone())),
+            tokio::spawn(pricing::run_refresher(market.clone(), shutdown.clone())),
+        ]
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = self.spawn_background(&shutdown);
+        let service = self.router().into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+        shutdown.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.context.market.store.close().await;
+        result.context("HTTP server failed")
+    }
+}
+
+/// A server running in the background, for tests and embedding.
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match self.handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "server stopped with an error"),
+            Err(err) => tracing::warn!(error = %err, "server task failed"),
+        }
+    }
+}
+
+/// Builds the app and serves it on `config.bind` (port 0 picks a free port).
+pub async fn spawn(config: Config) -> anyhow::Result<RunningServer> {
+    let bind = config.bind;
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.serve(listener, shutdown.clone()));
+    Ok(RunningServer { addr, shutdown, handle })
+}
+
+/// `gpu-market serve`: runs until SIGTERM or ctrl-c.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let bind = config.bind;
+    let local_mode = config.local_mode();
+    let open = config.allow_open_access;
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = app.market().store.display_url(), "gpu-market listening on http://{addr}");
+    if local_mode {
+        if open {
+            tracing::warn!("NO API KEYS CONFIGURED and allow_open_access is set: every caller has every role");
+        } else {
+            tracing::warn!(
+                "LOCAL MODE: no API keys configured; only loopback callers are served, each as principal `local` with all roles"
+            );
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.serve(listener, shutdown).await?;
+    tracing::info!("gpu-market stopped");
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+    shutdown.cancel();
+}

@@ -1,0 +1,161 @@
+//! Persistence: sqlx over SQLite (embedded default) or PostgreSQL (scale-out), through the `Any` driver so
+//! every query is written once. SQL placeholders are `$n`, which both backends accept.
+//!
+//! Times are unix microseconds and money integer micro-units in every table.
+
+pub mod bids;
+pub mod bookings;
+pub mod gpus;
+pub mod prices;
+pub mod reviews;
+mod sql;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use crate::config::{DatabaseConfig, redact_url};
+
+pub use sql::Sql;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the directory for database {url}: {source}")]
+    CreateDir { url: String, source: std::io::Error },
+    #[error("migrating database {url} failed: {source}")]
+    Migrate { url: String, source: sqlx::migrate::MigrateError },
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connection pools. SQLite allows one writer at a time, so it gets a single-connection writer pool
+/// (writers queue in the pool instead of failing with SQLITE_BUSY) beside a pool of readers; on
+/// PostgreSQL both are the same pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    reader: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
+    url: String,
+}
+
+impl Store {
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let url = config.url.clone();
+        let redacted = redact_url(&url);
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let connect_err = |source| StoreError::Connect { url: redacted.clone(), source };
+        let store = match backend {
+            Backend::Postgres => {
+                let pool = pool_options(config, config.max_connections)
+                    .connect(&url)
+                    .await
+                    .map_err(connect_err)?;
+                Self { reader: pool.clone(), writer: pool, backend, url: redacted }
+            }
+            Backend::Sqlite => {
+                ensure_sqlite_dir(&url).map_err(|source| StoreError::CreateDir { url: redacted.clone(), source })?;
+                let busy_timeout = config.busy_timeout_ms;
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                let writer = sqlite_pool(config, 1, busy_timeout).connect(&url).await.map_err(connect_err)?;
+                // An in-memory database exists once per connection: readers must share the writer.
+                let reader = if in_memory {
+                    writer.clone()
+                } else {
+                    sqlite_pool(config, config.max_connections, busy_timeout)
+                        .connect(&url)
+                        .await
+                        .map_err(connect_err)?
+                };
+                Self { reader, writer, backend, url: redacted }
+            }
+        };
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL with any password removed.
+    pub fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Cheap liveness probe for `/health`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn pool_options(config: &DatabaseConfig, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(config.min_connections.min(max_connections))
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms.max(config.connect_timeout_ms)))
+}
+
+fn sqlite_pool(config: &DatabaseConfig, max_connections: u32, busy_timeout_ms: u64) -> AnyPoolOptions {
+    pool_options(config, max_connections).after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            conn.execute(
+                format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                     PRAGMA busy_timeout = {busy_timeout_ms};"
+                )
+                .as_str(),
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}
+
+/// Creates the parent directory of a SQLite database file (the default lives under `data/`).
+fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(());
+    }
+    match Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}

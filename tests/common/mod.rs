@@ -1,0 +1,567 @@
+//! Shared harness for the black-box tests: a real server on a random port over a fresh database per test
+//! (a SQLite file in a temp dir, or a fresh PostgreSQL database when `GPU_MARKET_TEST_POSTGRES_URL` is
+//! set), a client that speaks like the aitbc CLI, and a second connection pool for assertions on the
+//! database itself.
+//!
+//! Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gpu_market::config::{ApiKeyConfig, Config, Role, Secret};
+use gpu_market::server::RunningServer;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use sqlx::{AnyPool, Column, Row};
+
+/// When set (e.g. `postgres://postgres@127.0.0.1:5432/test`), every test runs on its own fresh
+/// PostgreSQL database created through this URL. A run with it set must fail, never skip, when the
+/// server cannot be reached.
+pub const POSTGRES_ENV: &str = "GPU_MARKET_TEST_POSTGRES_URL";
+
+/// The id shapes of the contract: prefix + 32 lower-case hex digits.
+pub fn assert_id(value: &Value, prefix: &str) -> String {
+    let id = value.as_str().unwrap_or_else(|| panic!("id is not a string: {value}"));
+    let hex = id.strip_prefix(prefix).unwrap_or_else(|| panic!("id {id} lacks the prefix {prefix}"));
+    assert_eq!(hex.len(), 32, "id {id} should carry 32 hex digits after {prefix}");
+    assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "id {id} is not hex after {prefix}");
+    id.to_owned()
+}
+
+/// An RFC 3339 UTC timestamp ending in `Z`; returns it as unix microseconds.
+pub fn assert_timestamp(value: &Value) -> i64 {
+    let text = value.as_str().unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
+    assert!(text.ends_with('Z'), "timestamp {text} should be UTC with a Z suffix");
+    let parsed = chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|err| panic!("timestamp {text} is not RFC 3339: {err}"));
+    parsed.timestamp_micros()
+}
+
+/// A JSON money amount as integer micro-AITBC (the API prints at most 6 decimals).
+pub fn micros(value: &Value) -> i64 {
+    let units = value.as_f64().unwrap_or_else(|| panic!("amount is not a number: {value}"));
+    (units * 1_000_000.0).round() as i64
+}
+
+/// The JSON error convention: a `detail` holding a non-empty human sentence.
+pub fn assert_detail(reply: &Reply) {
+    let detail = reply.body.get("detail").unwrap_or_else(|| {
+        panic!("error {} without a JSON `detail`: {}", reply.status, reply.text)
+    });
+    let detail = detail.as_str().unwrap_or_else(|| panic!("`detail` is not a string: {detail}"));
+    assert!(!detail.trim().is_empty(), "`detail` is empty");
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+/// A database that exists for one test only.
+pub struct TestDatabase {
+    url: String,
+    kind: DatabaseKind,
+}
+
+enum DatabaseKind {
+    Sqlite { _dir: tempfile::TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.trim().is_empty() => Self::create_postgres(admin_url).await,
+            _ => Self::create_sqlite(),
+        }
+    }
+
+    fn create_sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the SQLite database");
+        let path = dir.path().join("gpu-market.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self { url, kind: DatabaseKind::Sqlite { _dir: dir } }
+    }
+
+    async fn create_postgres(admin_url: String) -> Self {
+        use sqlx::Connection;
+        let name = format!("gm_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin_url).await.unwrap_or_else(|err| {
+            panic!("{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {err}")
+        });
+        // Concurrent CREATE DATABASE calls can collide on the template; retry those briefly.
+        let mut attempt = 0;
+        loop {
+            match sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await {
+                Ok(_) => break,
+                Err(err) if attempt < 20 && err.to_string().contains("being accessed by other users") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("cannot create test database {name}: {err}"),
+            }
+        }
+        let _ = conn.close().await;
+        let mut url = reqwest::Url::parse(&admin_url).expect("GPU_MARKET_TEST_POSTGRES_URL is a URL");
+        url.set_path(&format!("/{name}"));
+        Self { url: url.to_string(), kind: DatabaseKind::Postgres { admin_url, name } }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.kind, DatabaseKind::Postgres { .. })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let DatabaseKind::Postgres { admin_url, name } = &self.kind else { return };
+        let (admin_url, name) = (admin_url.clone(), name.clone());
+        // Best effort, on a thread of its own: Drop cannot await, and the test's runtime may be ending.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A response, read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body parsed as JSON, or `Value::Null` when it is not JSON.
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, headers, text, body }
+    }
+
+    /// Asserts the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        &self.body
+    }
+
+    #[track_caller]
+    pub fn expect_error(&self, status: u16) {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_detail(self);
+    }
+}
+
+/// Keys used by the tests that run with roles (`TestApp::spawn_with_keys`).
+pub const ADMIN_KEY: &str = "admin-key-0000";
+pub const ALICE_KEY: &str = "alice-key-1111"; // client
+pub const CAROL_KEY: &str = "carol-key-2222"; // client
+pub const BOB_KEY: &str = "bob-key-3333"; // miner
+pub const DAVE_KEY: &str = "dave-key-4444"; // miner
+
+pub fn test_keys() -> Vec<ApiKeyConfig> {
+    let key = |key: &str, principal: &str, roles: &[Role]| ApiKeyConfig {
+        key: Secret::new(key),
+        principal: principal.to_owned(),
+        roles: roles.to_vec(),
+    };
+    vec![
+        key(ADMIN_KEY, "admin", &[Role::Admin]),
+        key(ALICE_KEY, "alice", &[Role::Client]),
+        key(CAROL_KEY, "carol", &[Role::Client]),
+        key(BOB_KEY, "bob", &[Role::Miner]),
+        key(DAVE_KEY, "dave", &[Role::Miner]),
+    ]
+}
+
+/// The configuration every test starts from: random port, empty policy dir (built-in policies), fast
+/// background intervals.
+pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
+    let mut config = Config::default();
+    config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.policies_dir = policies_dir;
+    config.database.url = database_url.to_owned();
+    config.booking.sweep_interval_ms = 100;
+    config.heartbeat.timeout_seconds = 1;
+    config.heartbeat.check_interval_ms = 100;
+    config.pricing.refresh_interval_ms = 1_000;
+    config
+}
+
+/// One running service on its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub config: Config,
+    server: Option<RunningServer>,
+    pool: AnyPool,
+    _policies: tempfile::TempDir,
+    // Last: the database outlives the server and the pool that use it.
+    database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Local mode is the default; this one configures [`test_keys`].
+    pub async fn spawn_with_keys() -> Self {
+        Self::spawn_with(|config| config.keys = test_keys()).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        install_drivers();
+        let database = TestDatabase::create().await;
+        let policies = tempfile::tempdir().expect("temp policies dir");
+        let mut config = test_config(database.url(), policies.path().to_owned());
+        adjust(&mut config);
+        let server = gpu_market::server::spawn(config.clone()).await.expect("server starts");
+        let addr = server.local_addr();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(database.url())
+            .await
+            .expect("assertion pool connects");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            client,
+            config,
+            server: Some(server),
+            pool,
+            _policies: policies,
+            database,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_postgres()
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database.url()
+    }
+
+    /// A pool on the service's database, for assertions.
+    pub fn db(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    // ---- raw requests -------------------------------------------------------------------------
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        Reply::read(request.send().await.expect("request reaches the server")).await
+    }
+
+    /// GET as the aitbc client does it: with an empty `X-Api-Key`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).header("X-Api-Key", "")).await
+    }
+
+    pub async fn get_as(&self, path: &str, key: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).header("X-Api-Key", key)).await
+    }
+
+    /// POST a JSON body with an empty `X-Api-Key`.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_as(path, body, "").await
+    }
+
+    pub async fn post_as(&self, path: &str, body: &Value, key: &str) -> Reply {
+        self.send(self.client.post(self.url(path)).header("X-Api-Key", key).json(body)).await
+    }
+
+    /// POST with no body at all (what the client does for release).
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.post_empty_as(path, "").await
+    }
+
+    pub async fn post_empty_as(&self, path: &str, key: &str) -> Reply {
+        self.send(self.client.post(self.url(path)).header("X-Api-Key", key)).await
+    }
+
+    /// POST raw bytes labelled as JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .header("X-Api-Key", "")
+                .header("Content-Type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.delete_as(path, "").await
+    }
+
+    pub async fn delete_as(&self, path: &str, key: &str) -> Reply {
+        self.send(self.client.delete(self.url(path)).header("X-Api-Key", key)).await
+    }
+
+    // ---- marketplace helpers ------------------------------------------------------------------
+
+    /// Registers exactly as the client does: `{"gpu": {...}}` with `X-Api-Key: ""` and
+    /// `X-Miner-ID: default`.
+    pub async fn register_raw(&self, gpu: Value) -> Reply {
+        self.register_raw_as(gpu, "", "default").await
+    }
+
+    pub async fn register_raw_as(&self, gpu: Value, key: &str, miner_id: &str) -> Reply {
+        self.send(
+            self.client
+                .post(self.url("/v1/marketplace/gpu/register"))
+                .header("X-Api-Key", key)
+                .header("X-Miner-ID", miner_id)
+                .json(&json!({ "gpu": gpu })),
+        )
+        .await
+    }
+
+    /// Registers and returns the new `gpu_id`, asserting 201.
+    pub async fn register(&self, gpu: Value) -> String {
+        let reply = self.register_raw(gpu).await;
+        assert_id(&reply.expect(201)["gpu_id"], "gpu_")
+    }
+
+    pub async fn register_as(&self, gpu: Value, key: &str, miner_id: &str) -> String {
+        let reply = self.register_raw_as(gpu, key, miner_id).await;
+        assert_id(&reply.expect(201)["gpu_id"], "gpu_")
+    }
+
+    /// A GPU with a name and price only.
+    pub async fn register_gpu(&self, name: &str, price_per_hour: f64) -> String {
+        self.register(json!({ "name": name, "memory_gb": 24, "price_per_hour": price_per_hour })).await
+    }
+
+    pub async fn book_raw(&self, gpu_id: &str, hours: f64) -> Reply {
+        self.book_raw_as(gpu_id, hours, "").await
+    }
+
+    pub async fn book_raw_as(&self, gpu_id: &str, hours: f64, key: &str) -> Reply {
+        let body = json!({ "gpu_id": gpu_id, "duration_hours": hours });
+        self.post_as(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body, key).await
+    }
+
+    /// Books and returns the 201 body.
+    pub async fn book(&self, gpu_id: &str, hours: f64) -> Value {
+        self.book_raw(gpu_id, hours).await.expect(201).clone()
+    }
+
+    pub async fn book_as(&self, gpu_id: &str, hours: f64, key: &str) -> Value {
+        self.book_raw_as(gpu_id, hours, key).await.expect(201).clone()
+    }
+
+    pub async fn release_raw(&self, gpu_id: &str) -> Reply {
+        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release")).await
+    }
+
+    pub async fn release_raw_as(&self, gpu_id: &str, key: &str) -> Reply {
+        self.post_empty_as(&format!("/v1/marketplace/gpu/{gpu_id}/release"), key).await
+    }
+
+    pub async fn release(&self, gpu_id: &str) -> Value {
+        self.release_raw(gpu_id).await.expect(200).clone()
+    }
+
+    pub async fn details(&self, gpu_id: &str) -> Value {
+        self.get(&format!("/v1/marketplace/gpu/{gpu_id}")).await.expect(200).clone()
+    }
+
+    /// The ids of a list response, in order.
+    pub async fn list_ids(&self, query: &str) -> Vec<String> {
+        let reply = self.get(&format!("/v1/marketplace/gpu/list{query}")).await;
+        ids_of(reply.expect(200))
+    }
+
+    pub async fn heartbeat(&self, gpu_id: &str) -> Reply {
+        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/heartbeat")).await
+    }
+
+    pub async fn review(&self, gpu_id: &str, rating: Value, comment: Value) -> Reply {
+        let body = json!({ "rating": rating, "comment": comment });
+        self.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body).await
+    }
+
+    // ---- database assertions ------------------------------------------------------------------
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(self.db())
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"))
+    }
+
+    pub async fn active_bookings(&self, gpu_id: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM bookings WHERE gpu_id = $1 AND status = 'active'")
+            .bind(gpu_id.to_owned())
+            .fetch_one(self.db())
+            .await
+            .unwrap()
+    }
+
+    /// One booking row (which is also its order).
+    pub async fn booking_row(&self, booking_id: &str) -> BookingRow {
+        let row = sqlx::query(
+            "SELECT id, order_id, gpu_id, client_id, status, duration_seconds, price_micro, total_micro, \
+             refund_micro, charged_micro, start_at, end_at, ended_at FROM bookings WHERE id = $1",
+        )
+        .bind(booking_id.to_owned())
+        .fetch_one(self.db())
+        .await
+        .unwrap_or_else(|err| panic!("booking {booking_id} in the database: {err}"));
+        BookingRow::from_row(&row)
+    }
+
+    /// Every user-visible table, row by row, for "an error changes nothing". `price_samples` is left
+    /// out: the history sampler writes it on its own schedule.
+    pub async fn snapshot(&self) -> Snapshot {
+        let mut tables = BTreeMap::new();
+        for table in ["gpus", "bookings", "reviews", "bids"] {
+            let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY id"))
+                .fetch_all(self.db())
+                .await
+                .unwrap_or_else(|err| panic!("snapshot of {table}: {err}"));
+            let rows = rows.iter().map(row_to_strings).collect();
+            tables.insert(table.to_owned(), rows);
+        }
+        Snapshot { tables }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tables: BTreeMap<String, Vec<Vec<(String, String)>>>,
+}
+
+fn row_to_strings(row: &sqlx::any::AnyRow) -> Vec<(String, String)> {
+    (0..row.len())
+        .map(|i| {
+            let name = row.column(i).name().to_owned();
+            let value = if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                format!("{v:?}")
+            } else if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                format!("{v:?}")
+            } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+                format!("{v:?}")
+            } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+                format!("{v:?}")
+            } else {
+                "<undecodable>".to_owned()
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct BookingRow {
+    pub id: String,
+    pub order_id: String,
+    pub gpu_id: String,
+    pub client_id: String,
+    pub status: String,
+    pub duration_seconds: i64,
+    pub price_micro: i64,
+    pub total_micro: i64,
+    pub refund_micro: Option<i64>,
+    pub charged_micro: Option<i64>,
+    pub start_at: i64,
+    pub end_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl BookingRow {
+    pub fn from_row(row: &sqlx::any::AnyRow) -> Self {
+        Self {
+            id: row.get("id"),
+            order_id: row.get("order_id"),
+            gpu_id: row.get("gpu_id"),
+            client_id: row.get("client_id"),
+            status: row.get("status"),
+            duration_seconds: row.get("duration_seconds"),
+            price_micro: row.get("price_micro"),
+            total_micro: row.get("total_micro"),
+            refund_micro: row.get("refund_micro"),
+            charged_micro: row.get("charged_micro"),
+            start_at: row.get("start_at"),
+            end_at: row.get("end_at"),
+            ended_at: row.get("ended_at"),
+        }
+    }
+}
+
+pub fn ids_of(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("expected a JSON array, got {list}"))
+        .iter()
+        .map(|gpu| gpu["id"].as_str().expect("GPU object has a string id").to_owned())
+        .collect()
+}
+
+/// `total × used / duration`, rounded half away from zero, in 128-bit integers: the pro-rata charge.
+pub fn pro_rata(total_micro: i64, used_seconds: i64, duration_seconds: i64) -> i64 {
+    let scaled = total_micro as i128 * used_seconds as i128;
+    let d = duration_seconds as i128;
+    ((scaled + d / 2) / d) as i64
+}
