@@ -13,7 +13,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "gpu-market.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name}: {message}")]
@@ -114,7 +117,10 @@ pub struct BookingConfig {
 
 impl Default for BookingConfig {
     fn default() -> Self {
-        Self { sweep_interval_ms: 1_000, max_extensions: 3 }
+        Self {
+            sweep_interval_ms: 1_000,
+            max_extensions: 3,
+        }
     }
 }
 
@@ -128,7 +134,10 @@ pub struct HeartbeatConfig {
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
-        Self { timeout_seconds: 300, check_interval_ms: 5_000 }
+        Self {
+            timeout_seconds: 300,
+            check_interval_ms: 5_000,
+        }
     }
 }
 
@@ -145,7 +154,11 @@ pub struct PricingConfig {
 
 impl Default for PricingConfig {
     fn default() -> Self {
-        Self { refresh_interval_ms: 30_000, history_interval_seconds: 300, history_points: 48 }
+        Self {
+            refresh_interval_ms: 30_000,
+            history_interval_seconds: 300,
+            history_points: 48,
+        }
     }
 }
 
@@ -157,7 +170,9 @@ pub struct ReviewConfig {
 
 impl Default for ReviewConfig {
     fn default() -> Self {
-        Self { max_comment_chars: 2_000 }
+        Self {
+            max_comment_chars: 2_000,
+        }
     }
 }
 
@@ -242,9 +257,14 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
@@ -277,17 +297,30 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.to_owned() });
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
         {
-            return invalid("database.url", "must start with sqlite:, postgres:// or postgresql://");
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
         if self.database.min_connections > self.database.max_connections {
-            return invalid("database.min_connections", "must not exceed database.max_connections");
+            return invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            );
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
@@ -296,10 +329,16 @@ impl Config {
             return invalid("booking.sweep_interval_ms", "must be positive");
         }
         if self.heartbeat.timeout_seconds == 0 || self.heartbeat.check_interval_ms == 0 {
-            return invalid("heartbeat", "timeout_seconds and check_interval_ms must be positive");
+            return invalid(
+                "heartbeat",
+                "timeout_seconds and check_interval_ms must be positive",
+            );
         }
         if self.pricing.refresh_interval_ms == 0 || self.pricing.history_interval_seconds == 0 {
-            return invalid("pricing", "refresh_interval_ms and history_interval_seconds must be positive");
+            return invalid(
+                "pricing",
+                "refresh_interval_ms and history_interval_seconds must be positive",
+            );
         }
         if self.pricing.history_points == 0 || self.pricing.history_points > 10_000 {
             return invalid("pricing.history_points", "must be between 1 and 10000");
@@ -394,13 +433,33 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://bob:hunter2@db:5432/x"), "postgres://bob:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://bob:hunter2@db:5432/x"),
+            "postgres://bob:***@db:5432/x"
+        );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 
     #[test]
     fn secrets_do_not_debug_print() {
-        let key = ApiKeyConfig { key: Secret::new("s3cret"), principal: "a".into(), roles: vec![Role::Admin] };
+        let key = ApiKeyConfig {
+            key: Secret::new("s3cret"),
+            principal: "a".into(),
+            roles: vec![Role::Admin],
+        };
         assert!(!format!("{key:?}").contains("s3cret"));
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let text = include_str!("../gpu-market.example.toml");
+        let config = super::Config::from_toml(text).expect("example parses");
+        config.validate().expect("example validates");
+        let defaults = super::Config::default();
+        assert_eq!(config.bind, defaults.bind);
+        assert_eq!(config.database.url, defaults.database.url);
     }
 }

@@ -66,6 +66,8 @@ impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
 fn violates(err: &dyn sqlx::error::DatabaseError, name: &str) -> bool {
     // Postgres names the index; SQLite only names the columns, so match on the message as well.
     err.constraint() == Some(name)
-        || (err.is_unique_violation() && name.starts_with("bookings_one_active") && err.message().contains("bookings.gpu_id"))
+        || (err.is_unique_violation()
+            && name.starts_with("bookings_one_active")
+            && err.message().contains("bookings.gpu_id"))
         || err.message().contains(name)
 }

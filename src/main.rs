@@ -45,7 +45,10 @@ fn main() -> ExitCode {
             database_url: cli.database_url.clone(),
             policies_dir: policies.clone(),
         },
-        Command::Migrate => Overrides { database_url: cli.database_url.clone(), ..Overrides::default() },
+        Command::Migrate => Overrides {
+            database_url: cli.database_url.clone(),
+            ..Overrides::default()
+        },
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -56,7 +59,10 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("gpu-market: cannot start the async runtime: {err}");

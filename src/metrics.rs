@@ -54,7 +54,13 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let fallbacks = Family::<SlotLabel, Counter>::default();
-        let slot = |name: &str| fallbacks.get_or_create(&SlotLabel { slot: name.to_owned() }).clone();
+        let slot = |name: &str| {
+            fallbacks
+                .get_or_create(&SlotLabel {
+                    slot: name.to_owned(),
+                })
+                .clone()
+        };
         let metrics = Self {
             http_requests: Family::default(),
             http_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -67,34 +73,79 @@ impl Metrics {
             gpus: Family::default(),
             active_bookings: Gauge::default(),
         };
-        registry.register("gpu_market_http_requests", "HTTP requests by route and status", metrics.http_requests.clone());
+        registry.register(
+            "gpu_market_http_requests",
+            "HTTP requests by route and status",
+            metrics.http_requests.clone(),
+        );
         registry.register(
             "gpu_market_http_request_duration_seconds",
             "HTTP request latency by route",
             metrics.http_latency.clone(),
         );
-        registry.register("gpu_market_bookings_created", "Bookings created", metrics.bookings_created.clone());
-        registry.register("gpu_market_bookings_ended", "Bookings ended, by final status", metrics.bookings_ended.clone());
-        registry.register("gpu_market_reviews", "Reviews by moderation outcome", metrics.reviews.clone());
-        registry.register("gpu_market_decision_fallbacks", "Market decisions answered by a slot's fallback", fallbacks);
-        registry.register("gpu_market_gpus", "GPUs in the catalogue by status", metrics.gpus.clone());
-        registry.register("gpu_market_active_bookings", "Bookings currently active", metrics.active_bookings.clone());
+        registry.register(
+            "gpu_market_bookings_created",
+            "Bookings created",
+            metrics.bookings_created.clone(),
+        );
+        registry.register(
+            "gpu_market_bookings_ended",
+            "Bookings ended, by final status",
+            metrics.bookings_ended.clone(),
+        );
+        registry.register(
+            "gpu_market_reviews",
+            "Reviews by moderation outcome",
+            metrics.reviews.clone(),
+        );
+        registry.register(
+            "gpu_market_decision_fallbacks",
+            "Market decisions answered by a slot's fallback",
+            fallbacks,
+        );
+        registry.register(
+            "gpu_market_gpus",
+            "GPUs in the catalogue by status",
+            metrics.gpus.clone(),
+        );
+        registry.register(
+            "gpu_market_active_bookings",
+            "Bookings currently active",
+            metrics.active_bookings.clone(),
+        );
         metrics
     }
 
     pub fn bookings_ended(&self, status: &str) {
-        self.bookings_ended.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
+        self.bookings_ended
+            .get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reviews(&self, status: &str) {
-        self.reviews.get_or_create(&StatusLabel { status: status.to_owned() }).inc();
+        self.reviews
+            .get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            })
+            .inc();
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_requests
-            .get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status })
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
             .inc();
-        self.http_latency.get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() }).observe(seconds);
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
     }
 }
 

@@ -29,7 +29,10 @@ impl App {
         Self::build_with_policies(config, Arc::new(BuiltinPolicies)).await
     }
 
-    pub async fn build_with_policies(config: Config, policies: Arc<dyn Policies>) -> anyhow::Result<Self> {
+    pub async fn build_with_policies(
+        config: Config,
+        policies: Arc<dyn Policies>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let store = Store::connect(&config.database).await?;
         store.migrate().await?;
@@ -37,7 +40,13 @@ impl App {
         let metrics = Arc::new(Metrics::new(&mut registry));
         let auth = Arc::new(Auth::from_config(&config));
         let market = Market::new(store, policies, Arc::new(config), metrics);
-        Ok(Self { context: ApiContext { market, auth, registry: Arc::new(registry) } })
+        Ok(Self {
+            context: ApiContext {
+                market,
+                auth,
+                registry: Arc::new(registry),
+            },
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -52,17 +61,31 @@ impl App {
     pub fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let market = &self.context.market;
         vec![
-            tokio::spawn(sweeper::run_booking_sweeper(market.clone(), shutdown.clone())),
-            tokio::spawn(sweeper::run_heartbeat_monitor(market.clone(), shutdown.clone())),
+            tokio::spawn(sweeper::run_booking_sweeper(
+                market.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(sweeper::run_heartbeat_monitor(
+                market.clone(),
+                shutdown.clone(),
+            )),
             tokio::spawn(pricing::run_refresher(market.clone(), shutdown.clone())),
         ]
     }
 
     /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let tasks = self.spawn_background(&shutdown);
-        let service = self.router().into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
         shutdown.cancel();
         for task in tasks {
             let _ = task.await;
@@ -98,11 +121,17 @@ impl RunningServer {
 pub async fn spawn(config: Config) -> anyhow::Result<RunningServer> {
     let bind = config.bind;
     let app = App::build(config).await?;
-    let listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.serve(listener, shutdown.clone()));
-    Ok(RunningServer { addr, shutdown, handle })
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        handle,
+    })
 }
 
 /// `gpu-market serve`: runs until SIGTERM or ctrl-c.
@@ -111,12 +140,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let local_mode = config.local_mode();
     let open = config.allow_open_access;
     let app = App::build(config).await?;
-    let listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = app.market().store.display_url(), "gpu-market listening on http://{addr}");
     if local_mode {
         if open {
-            tracing::warn!("NO API KEYS CONFIGURED and allow_open_access is set: every caller has every role");
+            tracing::warn!(
+                "NO API KEYS CONFIGURED and allow_open_access is set: every caller has every role"
+            );
         } else {
             tracing::warn!(
                 "LOCAL MODE: no API keys configured; only loopback callers are served, each as principal `local` with all roles"

@@ -30,32 +30,50 @@ async fn the_whole_client_sequence_succeeds_with_the_status_codes_the_client_acc
 
     // list → 200 array
     let reply = app.get("/v1/marketplace/gpu/list?limit=20").await;
-    assert!(reply.expect(200).as_array().is_some(), "list is an array: {}", reply.text);
+    assert!(
+        reply.expect(200).as_array().is_some(),
+        "list is an array: {}",
+        reply.text
+    );
 
     // details → 200 object
-    app.get(&format!("/v1/marketplace/gpu/{gpu_id}")).await.expect(200);
+    app.get(&format!("/v1/marketplace/gpu/{gpu_id}"))
+        .await
+        .expect(200);
 
     // book → 201, the client reads booking_id
     let body = json!({ "gpu_id": gpu_id, "duration_hours": 2.0, "job_id": "job-42" });
-    let reply = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await;
+    let reply = app
+        .post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+        .await;
     assert_id(&reply.expect(201)["booking_id"], "bk_");
 
     // release, no body → 200
-    app.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release")).await.expect(200);
+    app.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release"))
+        .await
+        .expect(200);
 
     // orders → 200 array
     let reply = app.get("/v1/marketplace/orders?limit=10").await;
-    assert!(reply.expect(200).as_array().is_some(), "orders is an array: {}", reply.text);
+    assert!(
+        reply.expect(200).as_array().is_some(),
+        "orders is an array: {}",
+        reply.text
+    );
 
     // pricing RTX4090 (no space, as users type it) → 200
     app.get("/v1/marketplace/pricing/RTX4090").await.expect(200);
 
     // review with comment null → 201
     let body = json!({ "rating": 5, "comment": null });
-    app.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body).await.expect(201);
+    app.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body)
+        .await
+        .expect(201);
 
     // reviews → 200
-    app.get(&format!("/v1/marketplace/gpu/{gpu_id}/reviews?limit=10")).await.expect(200);
+    app.get(&format!("/v1/marketplace/gpu/{gpu_id}/reviews?limit=10"))
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
@@ -73,7 +91,9 @@ async fn register_answers_with_the_documented_fields() {
 async fn a_registration_with_only_a_name_and_price_is_accepted() {
     // `--name` is the only required option; everything the user leaves out is absent from the body.
     let app = TestApp::spawn().await;
-    let reply = app.register_raw(json!({ "name": "RTX 3060", "price_per_hour": 0.1 })).await;
+    let reply = app
+        .register_raw(json!({ "name": "RTX 3060", "price_per_hour": 0.1 }))
+        .await;
     let gpu_id = assert_id(&reply.expect(201)["gpu_id"], "gpu_");
     let gpu = app.details(&gpu_id).await;
     assert_eq!(gpu["model"], "RTX 3060");
@@ -90,17 +110,33 @@ async fn a_registered_gpu_is_listed_with_every_documented_field() {
     assert_eq!(list.len(), 1, "{}", reply.text);
     let gpu = &list[0];
     assert_eq!(gpu["id"], gpu_id.as_str());
-    assert_eq!(gpu["miner_id"], "default", "X-Miner-ID: default names the miner");
+    assert_eq!(
+        gpu["miner_id"], "default",
+        "X-Miner-ID: default names the miner"
+    );
     assert_eq!(gpu["model"], "RTX 4090");
     assert_eq!(gpu["memory_gb"].as_f64(), Some(24.0));
-    assert!(gpu.get("cuda_version").is_some(), "cuda_version present (null allowed): {gpu}");
+    assert!(
+        gpu.get("cuda_version").is_some(),
+        "cuda_version present (null allowed): {gpu}"
+    );
     assert_eq!(gpu["cuda_cores"].as_i64(), Some(16384));
     assert_eq!(gpu["compute_capability"], "8.9");
-    assert!(gpu.get("region").is_some(), "region present (null allowed): {gpu}");
+    assert!(
+        gpu.get("region").is_some(),
+        "region present (null allowed): {gpu}"
+    );
     assert_eq!(gpu["description"], "test rig in the basement");
-    assert!(gpu["capabilities"].is_array(), "capabilities is a list: {gpu}");
+    assert!(
+        gpu["capabilities"].is_array(),
+        "capabilities is a list: {gpu}"
+    );
     assert_eq!(micros(&gpu["price_per_hour"]), 500_000);
-    assert_eq!(micros(&gpu["current_price"]), 500_000, "built-in pricing quotes the asking price");
+    assert_eq!(
+        micros(&gpu["current_price"]),
+        500_000,
+        "built-in pricing quotes the asking price"
+    );
     assert_eq!(gpu["status"], "available");
     assert_eq!(gpu["average_rating"].as_f64(), Some(0.0));
     assert_eq!(gpu["total_reviews"].as_i64(), Some(0));
@@ -113,7 +149,8 @@ async fn a_registered_gpu_is_listed_with_every_documented_field() {
 async fn the_list_filters_the_client_can_send_find_the_gpu() {
     let app = TestApp::spawn().await;
     let gpu_id = app.register(client_registration()).await;
-    app.register(json!({ "name": "A100", "memory_gb": 80, "price_per_hour": 2.0 })).await;
+    app.register(json!({ "name": "A100", "memory_gb": 80, "price_per_hour": 2.0 }))
+        .await;
 
     // `marketplace gpu list --available --model RTX4090 --memory-min 16 --price-max 1`
     let ids = app
@@ -142,7 +179,9 @@ async fn book_answers_with_the_documented_fields() {
     let gpu_id = app.register(client_registration()).await;
 
     let body = json!({ "gpu_id": gpu_id, "duration_hours": 2, "job_id": "job-42" });
-    let reply = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await;
+    let reply = app
+        .post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+        .await;
     let booking = reply.expect(201);
     assert_id(&booking["booking_id"], "bk_");
     assert_id(&booking["order_id"], "ord_");
@@ -164,7 +203,9 @@ async fn a_booking_without_job_id_is_accepted() {
     let app = TestApp::spawn().await;
     let gpu_id = app.register(client_registration()).await;
     let body = json!({ "gpu_id": gpu_id, "duration_hours": 1.5 });
-    app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await.expect(201);
+    app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+        .await
+        .expect(201);
 }
 
 #[tokio::test]
@@ -178,7 +219,10 @@ async fn details_of_a_booked_gpu_show_the_current_booking() {
     assert_eq!(gpu["total_bookings"].as_i64(), Some(1));
     let current = &gpu["current_booking"];
     assert_eq!(current["booking_id"], booking["booking_id"], "{gpu}");
-    assert_eq!(current["client_id"], "local", "local mode books as principal `local`");
+    assert_eq!(
+        current["client_id"], "local",
+        "local mode books as principal `local`"
+    );
     assert_eq!(current["duration_hours"].as_f64(), Some(2.0));
     assert_eq!(micros(&current["total_cost"]), 1_000_000);
     assert_eq!(current["start_time"], booking["start_time"]);
@@ -191,7 +235,9 @@ async fn release_without_a_body_answers_with_the_documented_fields() {
     let gpu_id = app.register(client_registration()).await;
     let booking = app.book(&gpu_id, 2.0).await;
 
-    let reply = app.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release")).await;
+    let reply = app
+        .post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release"))
+        .await;
     let released = reply.expect(200);
     assert_eq!(released["status"], "released");
     assert_eq!(released["gpu_id"], gpu_id.as_str());
@@ -210,7 +256,11 @@ async fn orders_list_the_booking_with_every_documented_field() {
     let app = TestApp::spawn().await;
     let gpu_id = app.register(client_registration()).await;
     let body = json!({ "gpu_id": gpu_id, "duration_hours": 2, "job_id": "job-42" });
-    let booking = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await.expect(201).clone();
+    let booking = app
+        .post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+        .await
+        .expect(201)
+        .clone();
     let released = app.release(&gpu_id).await;
 
     let reply = app.get("/v1/marketplace/orders?limit=10").await;
@@ -241,9 +291,13 @@ async fn orders_with_the_status_option_filter_by_status() {
     let gpu_id = app.register(client_registration()).await;
     app.book(&gpu_id, 2.0).await;
 
-    let active = app.get("/v1/marketplace/orders?limit=10&status=active").await;
+    let active = app
+        .get("/v1/marketplace/orders?limit=10&status=active")
+        .await;
     assert_eq!(active.expect(200).as_array().unwrap().len(), 1);
-    let completed = app.get("/v1/marketplace/orders?limit=10&status=completed").await;
+    let completed = app
+        .get("/v1/marketplace/orders?limit=10&status=completed")
+        .await;
     assert_eq!(completed.expect(200).as_array().unwrap().len(), 0);
 }
 
@@ -251,8 +305,10 @@ async fn orders_with_the_status_option_filter_by_status() {
 async fn pricing_for_a_model_answers_with_the_documented_fields() {
     let app = TestApp::spawn().await;
     app.register(client_registration()).await;
-    app.register(json!({ "name": "RTX 4090", "memory_gb": 24, "price_per_hour": 0.7 })).await;
-    app.register(json!({ "name": "rtx-4090", "memory_gb": 24, "price_per_hour": 0.9 })).await;
+    app.register(json!({ "name": "RTX 4090", "memory_gb": 24, "price_per_hour": 0.7 }))
+        .await;
+    app.register(json!({ "name": "rtx-4090", "memory_gb": 24, "price_per_hour": 0.9 }))
+        .await;
 
     let reply = app.get("/v1/marketplace/pricing/RTX4090").await;
     let pricing = reply.expect(200);
@@ -283,7 +339,9 @@ async fn a_review_with_a_null_comment_answers_with_the_documented_fields() {
     let gpu_id = app.register(client_registration()).await;
 
     let body = json!({ "rating": 4, "comment": null });
-    let reply = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body).await;
+    let reply = app
+        .post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body)
+        .await;
     let added = reply.expect(201);
     assert_eq!(added["status"], "review_added");
     assert_eq!(added["gpu_id"], gpu_id.as_str());
@@ -298,9 +356,15 @@ async fn reviews_answer_with_the_documented_fields() {
     let app = TestApp::spawn().await;
     let gpu_id = app.register(client_registration()).await;
     let body = json!({ "rating": 4, "comment": null });
-    let added = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body).await.expect(201).clone();
+    let added = app
+        .post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body)
+        .await
+        .expect(201)
+        .clone();
 
-    let reply = app.get(&format!("/v1/marketplace/gpu/{gpu_id}/reviews?limit=10")).await;
+    let reply = app
+        .get(&format!("/v1/marketplace/gpu/{gpu_id}/reviews?limit=10"))
+        .await;
     let reviews = reply.expect(200);
     assert_eq!(reviews["gpu_id"], gpu_id.as_str());
     assert_eq!(reviews["average_rating"].as_f64(), Some(4.0));
@@ -331,7 +395,11 @@ async fn the_older_registration_spelling_is_accepted() {
 
     let gpu = app.details(&gpu_id).await;
     assert_eq!(gpu["model"], "A100");
-    assert_eq!(gpu["memory_gb"].as_f64(), Some(80.0), "`memory` is `memory_gb`: {gpu}");
+    assert_eq!(
+        gpu["memory_gb"].as_f64(),
+        Some(80.0),
+        "`memory` is `memory_gb`: {gpu}"
+    );
     assert_eq!(gpu["region"], "us-west");
     assert_eq!(gpu["cuda_version"], "12.2");
     assert_eq!(gpu["capabilities"], json!(["llm", "training"]));
@@ -342,7 +410,8 @@ async fn the_older_registration_spelling_is_accepted() {
 async fn the_older_registration_names_its_miner_in_the_body() {
     // The older coordinator's tests send no X-Miner-ID; the body's `miner_id` names the miner.
     let app = TestApp::spawn().await;
-    let gpu = json!({ "name": "A100", "memory": 80, "miner_id": "miner-7", "price_per_hour": 1.25 });
+    let gpu =
+        json!({ "name": "A100", "memory": 80, "miner_id": "miner-7", "price_per_hour": 1.25 });
     let reply = app
         .send(
             app.client
@@ -358,6 +427,8 @@ async fn the_older_registration_names_its_miner_in_the_body() {
 #[tokio::test]
 async fn model_is_accepted_in_place_of_name() {
     let app = TestApp::spawn().await;
-    let gpu_id = app.register(json!({ "model": "L40S", "memory_gb": 48, "price_per_hour": 1.1 })).await;
+    let gpu_id = app
+        .register(json!({ "model": "L40S", "memory_gb": 48, "price_per_hour": 1.1 }))
+        .await;
     assert_eq!(app.details(&gpu_id).await["model"], "L40S");
 }

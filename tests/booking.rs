@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_KEY, ALICE_KEY, BOB_KEY, CAROL_KEY, DAVE_KEY, TestApp, eventually, micros, pro_rata};
+use common::{
+    ADMIN_KEY, ALICE_KEY, BOB_KEY, CAROL_KEY, DAVE_KEY, TestApp, eventually, micros, pro_rata,
+};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -19,7 +21,13 @@ async fn sixty_four_concurrent_bookings_of_one_gpu_give_exactly_one_booking() {
         let url = app.url(&format!("/v1/marketplace/gpu/{gpu_id}/book"));
         let body = json!({ "gpu_id": gpu_id, "duration_hours": 1.0 });
         tasks.push(tokio::spawn(async move {
-            let response = client.post(url).header("X-Api-Key", "").json(&body).send().await.unwrap();
+            let response = client
+                .post(url)
+                .header("X-Api-Key", "")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             response.status().as_u16()
         }));
     }
@@ -31,9 +39,20 @@ async fn sixty_four_concurrent_bookings_of_one_gpu_give_exactly_one_booking() {
     let conflicts = statuses.iter().filter(|s| **s == 409).count();
     assert_eq!((created, conflicts), (1, 63), "statuses: {statuses:?}");
 
-    assert_eq!(app.active_bookings(&gpu_id).await, 1, "one active booking in the database");
-    assert_eq!(app.count("SELECT COUNT(*) FROM bookings").await, 1, "one booking row (= one order)");
-    assert_eq!(app.details(&gpu_id).await["total_bookings"].as_i64(), Some(1));
+    assert_eq!(
+        app.active_bookings(&gpu_id).await,
+        1,
+        "one active booking in the database"
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM bookings").await,
+        1,
+        "one booking row (= one order)"
+    );
+    assert_eq!(
+        app.details(&gpu_id).await["total_bookings"].as_i64(),
+        Some(1)
+    );
     let orders = app.get("/v1/marketplace/orders").await.expect(200).clone();
     assert_eq!(orders.as_array().unwrap().len(), 1);
 }
@@ -51,13 +70,25 @@ async fn concurrent_bookings_of_different_gpus_all_succeed() {
         let url = app.url(&format!("/v1/marketplace/gpu/{gpu_id}/book"));
         let body = json!({ "gpu_id": gpu_id, "duration_hours": 1.0 });
         tasks.push(tokio::spawn(async move {
-            client.post(url).header("X-Api-Key", "").json(&body).send().await.unwrap().status().as_u16()
+            client
+                .post(url)
+                .header("X-Api-Key", "")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), 201);
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM bookings WHERE status = 'active'").await, 16);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM bookings WHERE status = 'active'")
+            .await,
+        16
+    );
 }
 
 #[tokio::test]
@@ -78,22 +109,36 @@ async fn a_released_gpu_can_be_booked_again() {
     let second = app.book(&gpu_id, 1.0).await;
     assert_ne!(first["booking_id"], second["booking_id"]);
     assert_ne!(first["order_id"], second["order_id"]);
-    assert_eq!(app.details(&gpu_id).await["total_bookings"].as_i64(), Some(2));
+    assert_eq!(
+        app.details(&gpu_id).await["total_bookings"].as_i64(),
+        Some(2)
+    );
 }
 
 #[tokio::test]
 async fn booking_an_unknown_gpu_is_404() {
     let app = TestApp::spawn().await;
-    app.book_raw("gpu_00000000000000000000000000000000", 1.0).await.expect_error(404);
+    app.book_raw("gpu_00000000000000000000000000000000", 1.0)
+        .await
+        .expect_error(404);
 }
 
 #[tokio::test]
 async fn duration_out_of_range_is_400_and_books_nothing() {
     let app = TestApp::spawn().await;
     let gpu_id = app.register_gpu("RTX 4090", 0.5).await;
-    for hours in [json!(0), json!(0.0), json!(-1), json!(-0.5), json!(8760.001), json!(10000)] {
+    for hours in [
+        json!(0),
+        json!(0.0),
+        json!(-1),
+        json!(-0.5),
+        json!(8760.001),
+        json!(10000),
+    ] {
         let body = json!({ "gpu_id": gpu_id, "duration_hours": hours });
-        let reply = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await;
+        let reply = app
+            .post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+            .await;
         assert_eq!(reply.status, 400, "duration_hours {hours}: {}", reply.text);
         common::assert_detail(&reply);
     }
@@ -120,7 +165,9 @@ async fn a_missing_or_mistyped_duration_is_422_and_books_nothing() {
         json!({ "gpu_id": gpu_id, "duration_hours": [1] }),
     ];
     for body in bodies {
-        let reply = app.post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body).await;
+        let reply = app
+            .post(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body)
+            .await;
         assert_eq!(reply.status, 422, "body {body}: {}", reply.text);
         common::assert_detail(&reply);
     }
@@ -140,7 +187,9 @@ async fn releasing_a_gpu_that_is_not_booked_is_400() {
 #[tokio::test]
 async fn releasing_an_unknown_gpu_is_404() {
     let app = TestApp::spawn().await;
-    app.release_raw("gpu_00000000000000000000000000000000").await.expect_error(404);
+    app.release_raw("gpu_00000000000000000000000000000000")
+        .await
+        .expect_error(404);
 }
 
 #[tokio::test]
@@ -152,7 +201,9 @@ async fn the_total_is_computed_in_micro_units_without_float_drift() {
     let booking = app.book(&gpu_id, 1.5).await;
     assert_eq!(micros(&booking["price_per_hour"]), 333_333);
     assert_eq!(micros(&booking["total_cost"]), 500_000);
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     assert_eq!(row.price_micro, 333_333);
     assert_eq!(row.total_micro, 500_000);
     assert_eq!(row.duration_seconds, 5_400);
@@ -166,11 +217,17 @@ async fn a_release_refunds_the_unused_share_pro_rata_to_the_second() {
     tokio::time::sleep(Duration::from_millis(1_100)).await; // at least one whole second used
     let released = app.release(&gpu_id).await;
 
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     let used_seconds = (row.ended_at.expect("ended_at recorded") - row.start_at) / 1_000_000;
     assert!(used_seconds >= 1, "used {used_seconds} s");
     let charged = pro_rata(row.total_micro, used_seconds, row.duration_seconds);
-    assert_eq!(micros(&released["charged"]), charged, "charged = total × used / duration: {released}");
+    assert_eq!(
+        micros(&released["charged"]),
+        charged,
+        "charged = total × used / duration: {released}"
+    );
     assert_eq!(micros(&released["refund"]), row.total_micro - charged);
     assert_eq!(row.charged_micro, Some(charged));
     assert_eq!(row.refund_micro, Some(row.total_micro - charged));
@@ -197,9 +254,14 @@ async fn refund_plus_charge_equals_the_total_exactly_for_awkward_prices() {
             total,
             "price {price} for {hours} h: booking {booking}, release {released}"
         );
-        let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+        let row = app
+            .booking_row(booking["booking_id"].as_str().unwrap())
+            .await;
         assert_eq!(row.total_micro, total);
-        assert_eq!(row.refund_micro.unwrap() + row.charged_micro.unwrap(), row.total_micro);
+        assert_eq!(
+            row.refund_micro.unwrap() + row.charged_micro.unwrap(),
+            row.total_micro
+        );
         assert!(row.refund_micro.unwrap() >= 0 && row.charged_micro.unwrap() >= 0);
     }
 }
@@ -207,11 +269,19 @@ async fn refund_plus_charge_equals_the_total_exactly_for_awkward_prices() {
 #[tokio::test]
 async fn a_release_by_the_client_completes_the_order() {
     let app = TestApp::spawn_with_keys().await;
-    let gpu_id = app.register_as(json!({ "name": "RTX 4090", "price_per_hour": 0.5 }), BOB_KEY, "bob").await;
+    let gpu_id = app
+        .register_as(
+            json!({ "name": "RTX 4090", "price_per_hour": 0.5 }),
+            BOB_KEY,
+            "bob",
+        )
+        .await;
     let booking = app.book_as(&gpu_id, 1.0, ALICE_KEY).await;
     app.release_raw_as(&gpu_id, ALICE_KEY).await.expect(200);
 
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     assert_eq!(row.status, "completed");
     assert!(row.ended_at.is_some());
 }
@@ -219,24 +289,50 @@ async fn a_release_by_the_client_completes_the_order() {
 #[tokio::test]
 async fn a_release_by_the_miner_cancels_the_order_with_the_same_refund_rule() {
     let app = TestApp::spawn_with_keys().await;
-    let gpu_id = app.register_as(json!({ "name": "RTX 4090", "price_per_hour": 0.5 }), BOB_KEY, "bob").await;
+    let gpu_id = app
+        .register_as(
+            json!({ "name": "RTX 4090", "price_per_hour": 0.5 }),
+            BOB_KEY,
+            "bob",
+        )
+        .await;
     let booking = app.book_as(&gpu_id, 1.0, ALICE_KEY).await;
-    let released = app.release_raw_as(&gpu_id, BOB_KEY).await.expect(200).clone();
-    assert_eq!(micros(&released["refund"]) + micros(&released["charged"]), 500_000);
+    let released = app
+        .release_raw_as(&gpu_id, BOB_KEY)
+        .await
+        .expect(200)
+        .clone();
+    assert_eq!(
+        micros(&released["refund"]) + micros(&released["charged"]),
+        500_000
+    );
 
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     assert_eq!(row.status, "cancelled");
-    assert_eq!(row.refund_micro.unwrap() + row.charged_micro.unwrap(), 500_000);
+    assert_eq!(
+        row.refund_micro.unwrap() + row.charged_micro.unwrap(),
+        500_000
+    );
     assert_eq!(app.details(&gpu_id).await["status"], "available");
 }
 
 #[tokio::test]
 async fn a_release_by_an_admin_cancels_the_order() {
     let app = TestApp::spawn_with_keys().await;
-    let gpu_id = app.register_as(json!({ "name": "RTX 4090", "price_per_hour": 0.5 }), BOB_KEY, "bob").await;
+    let gpu_id = app
+        .register_as(
+            json!({ "name": "RTX 4090", "price_per_hour": 0.5 }),
+            BOB_KEY,
+            "bob",
+        )
+        .await;
     let booking = app.book_as(&gpu_id, 1.0, ALICE_KEY).await;
     app.release_raw_as(&gpu_id, ADMIN_KEY).await.expect(200);
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     assert_eq!(row.status, "cancelled");
 }
 
@@ -247,25 +343,54 @@ async fn a_booking_that_reaches_its_end_completes_with_the_full_charge() {
     let booking = app.book(&gpu_id, 0.001).await; // 3.6 s
     let order_id = booking["order_id"].as_str().unwrap().to_owned();
 
-    let active = app.get("/v1/marketplace/orders?status=active").await.expect(200).clone();
+    let active = app
+        .get("/v1/marketplace/orders?status=active")
+        .await
+        .expect(200)
+        .clone();
     assert_eq!(active.as_array().unwrap().len(), 1, "active while it runs");
 
-    let order: Value = eventually(Duration::from_secs(15), "the short booking to complete", || async {
-        let orders = app.get("/v1/marketplace/orders?status=completed").await.expect(200).clone();
-        orders.as_array().unwrap().iter().find(|o| o["order_id"] == order_id.as_str()).cloned()
-    })
+    let order: Value = eventually(
+        Duration::from_secs(15),
+        "the short booking to complete",
+        || async {
+            let orders = app
+                .get("/v1/marketplace/orders?status=completed")
+                .await
+                .expect(200)
+                .clone();
+            orders
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["order_id"] == order_id.as_str())
+                .cloned()
+        },
+    )
     .await;
-    assert_eq!(micros(&order["charged"]), micros(&booking["total_cost"]), "{order}");
+    assert_eq!(
+        micros(&order["charged"]),
+        micros(&booking["total_cost"]),
+        "{order}"
+    );
     assert_eq!(micros(&order["refund"]), 0, "{order}");
     assert!(order["completed_at"].is_string(), "{order}");
 
     let gpu = app.details(&gpu_id).await;
     assert_eq!(gpu["status"], "available", "the GPU is free again: {gpu}");
-    assert!(gpu.get("current_booking").is_none_or(Value::is_null), "{gpu}");
-    let row = app.booking_row(booking["booking_id"].as_str().unwrap()).await;
+    assert!(
+        gpu.get("current_booking").is_none_or(Value::is_null),
+        "{gpu}"
+    );
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
     assert_eq!(row.charged_micro, Some(row.total_micro));
     assert_eq!(row.refund_micro, Some(0));
-    assert!(row.ended_at.unwrap() >= row.end_at, "did not end before its time");
+    assert!(
+        row.ended_at.unwrap() >= row.end_at,
+        "did not end before its time"
+    );
 }
 
 #[tokio::test]
@@ -277,15 +402,25 @@ async fn no_booking_stays_active_past_its_end() {
         app.book(&gpu_id, 0.0005).await; // 1.8 s
         gpus.push(gpu_id);
     }
-    eventually(Duration::from_secs(15), "every short booking to end", || async {
-        let active = app.count("SELECT COUNT(*) FROM bookings WHERE status = 'active'").await;
-        (active == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(15),
+        "every short booking to end",
+        || async {
+            let active = app
+                .count("SELECT COUNT(*) FROM bookings WHERE status = 'active'")
+                .await;
+            (active == 0).then_some(())
+        },
+    )
     .await;
     for gpu_id in &gpus {
         assert_eq!(app.details(gpu_id).await["status"], "available");
     }
-    assert_eq!(app.count("SELECT COUNT(*) FROM bookings WHERE status = 'completed'").await, 5);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM bookings WHERE status = 'completed'")
+            .await,
+        5
+    );
 }
 
 #[tokio::test]
@@ -306,41 +441,80 @@ async fn a_release_racing_the_sweeper_ends_the_booking_once() {
     let row = app.booking_row(&booking_id).await;
     assert_eq!(row.status, "completed");
     if reply.status == 200 {
-        assert_eq!(row.charged_micro, Some(micros(&reply.body["charged"])), "the release's split stays");
+        assert_eq!(
+            row.charged_micro,
+            Some(micros(&reply.body["charged"])),
+            "the release's split stays"
+        );
     } else {
         assert_eq!(row.charged_micro, Some(row.total_micro));
     }
-    assert_eq!(row.refund_micro.unwrap() + row.charged_micro.unwrap(), row.total_micro);
+    assert_eq!(
+        row.refund_micro.unwrap() + row.charged_micro.unwrap(),
+        row.total_micro
+    );
 }
 
 /// Two miners, two clients: bob's GPU booked by alice, dave's by carol.
 async fn two_markets(app: &TestApp) -> (Value, Value) {
-    let bob_gpu = app.register_as(json!({ "name": "RTX 4090", "price_per_hour": 0.5 }), BOB_KEY, "bob").await;
-    let dave_gpu = app.register_as(json!({ "name": "A100", "price_per_hour": 2.0 }), DAVE_KEY, "dave").await;
+    let bob_gpu = app
+        .register_as(
+            json!({ "name": "RTX 4090", "price_per_hour": 0.5 }),
+            BOB_KEY,
+            "bob",
+        )
+        .await;
+    let dave_gpu = app
+        .register_as(
+            json!({ "name": "A100", "price_per_hour": 2.0 }),
+            DAVE_KEY,
+            "dave",
+        )
+        .await;
     let alice = app.book_as(&bob_gpu, 1.0, ALICE_KEY).await;
     let carol = app.book_as(&dave_gpu, 2.0, CAROL_KEY).await;
     (alice, carol)
 }
 
 async fn order_ids(app: &TestApp, query: &str, key: &str) -> Vec<String> {
-    let reply = app.get_as(&format!("/v1/marketplace/orders{query}"), key).await;
-    reply.expect(200).as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_owned()).collect()
+    let reply = app
+        .get_as(&format!("/v1/marketplace/orders{query}"), key)
+        .await;
+    reply
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test]
 async fn a_client_sees_only_its_own_orders() {
     let app = TestApp::spawn_with_keys().await;
     let (alice, carol) = two_markets(&app).await;
-    assert_eq!(order_ids(&app, "", ALICE_KEY).await, vec![alice["order_id"].as_str().unwrap().to_owned()]);
-    assert_eq!(order_ids(&app, "", CAROL_KEY).await, vec![carol["order_id"].as_str().unwrap().to_owned()]);
+    assert_eq!(
+        order_ids(&app, "", ALICE_KEY).await,
+        vec![alice["order_id"].as_str().unwrap().to_owned()]
+    );
+    assert_eq!(
+        order_ids(&app, "", CAROL_KEY).await,
+        vec![carol["order_id"].as_str().unwrap().to_owned()]
+    );
 }
 
 #[tokio::test]
 async fn a_miner_sees_the_orders_on_its_gpus() {
     let app = TestApp::spawn_with_keys().await;
     let (alice, carol) = two_markets(&app).await;
-    assert_eq!(order_ids(&app, "", BOB_KEY).await, vec![alice["order_id"].as_str().unwrap().to_owned()]);
-    assert_eq!(order_ids(&app, "", DAVE_KEY).await, vec![carol["order_id"].as_str().unwrap().to_owned()]);
+    assert_eq!(
+        order_ids(&app, "", BOB_KEY).await,
+        vec![alice["order_id"].as_str().unwrap().to_owned()]
+    );
+    assert_eq!(
+        order_ids(&app, "", DAVE_KEY).await,
+        vec![carol["order_id"].as_str().unwrap().to_owned()]
+    );
 }
 
 #[tokio::test]
@@ -363,12 +537,33 @@ async fn the_status_filter_of_orders_keeps_that_status() {
 
     let alice_order = alice["order_id"].as_str().unwrap().to_owned();
     let carol_order = carol["order_id"].as_str().unwrap().to_owned();
-    assert_eq!(order_ids(&app, "?status=active", ADMIN_KEY).await, vec![carol_order]);
-    assert_eq!(order_ids(&app, "?status=completed", ADMIN_KEY).await, vec![alice_order.clone()]);
-    assert!(order_ids(&app, "?status=cancelled", ADMIN_KEY).await.is_empty());
-    assert!(order_ids(&app, "?status=expired", ADMIN_KEY).await.is_empty());
-    assert_eq!(order_ids(&app, "?status=completed", ALICE_KEY).await, vec![alice_order]);
-    assert!(order_ids(&app, "?status=completed", CAROL_KEY).await.is_empty());
+    assert_eq!(
+        order_ids(&app, "?status=active", ADMIN_KEY).await,
+        vec![carol_order]
+    );
+    assert_eq!(
+        order_ids(&app, "?status=completed", ADMIN_KEY).await,
+        vec![alice_order.clone()]
+    );
+    assert!(
+        order_ids(&app, "?status=cancelled", ADMIN_KEY)
+            .await
+            .is_empty()
+    );
+    assert!(
+        order_ids(&app, "?status=expired", ADMIN_KEY)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        order_ids(&app, "?status=completed", ALICE_KEY).await,
+        vec![alice_order]
+    );
+    assert!(
+        order_ids(&app, "?status=completed", CAROL_KEY)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -388,14 +583,23 @@ async fn orders_paginate_newest_first() {
     paged.extend(order_ids(&app, "?limit=3&offset=3", "").await);
     paged.extend(order_ids(&app, "?limit=3&offset=6", "").await);
     assert_eq!(paged, created);
-    app.get("/v1/marketplace/orders?limit=0").await.expect_error(400);
-    app.get("/v1/marketplace/orders?limit=501").await.expect_error(400);
+    app.get("/v1/marketplace/orders?limit=0")
+        .await
+        .expect_error(400);
+    app.get("/v1/marketplace/orders?limit=501")
+        .await
+        .expect_error(400);
 }
 
 #[tokio::test]
 async fn an_unknown_order_status_filter_is_rejected() {
     let app = TestApp::spawn().await;
     let reply = app.get("/v1/marketplace/orders?status=bogus").await;
-    assert!(reply.status == 400 || reply.status == 422, "{} {}", reply.status, reply.text);
+    assert!(
+        reply.status == 400 || reply.status == 422,
+        "{} {}",
+        reply.status,
+        reply.text
+    );
     common::assert_detail(&reply);
 }

@@ -17,9 +17,14 @@ async fn health_answers_ok_at_the_root_and_under_v1() {
 async fn metrics_text(app: &TestApp) -> String {
     let reply = app.get("/metrics").await;
     reply.expect(200);
-    let content_type = reply.headers.get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let content_type = reply
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     assert!(
-        content_type.starts_with("text/plain") || content_type.starts_with("application/openmetrics-text"),
+        content_type.starts_with("text/plain")
+            || content_type.starts_with("application/openmetrics-text"),
         "Prometheus text content type, got {content_type:?}"
     );
     reply.text
@@ -27,7 +32,9 @@ async fn metrics_text(app: &TestApp) -> String {
 
 /// Metric lines (not comments) that contain every one of `needles`.
 fn lines_with<'a>(text: &'a str, needles: &[&str]) -> Vec<&'a str> {
-    text.lines().filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n))).collect()
+    text.lines()
+        .filter(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+        .collect()
 }
 
 #[tokio::test]
@@ -48,7 +55,10 @@ async fn metrics_count_requests_by_route_template() {
         !lines_with(&text, &["/v1/marketplace/gpu/{id}"]).is_empty(),
         "details are labelled by the route template:\n{text}"
     );
-    assert!(!text.contains(&gpu_id), "no per-id label values (unbounded cardinality):\n{text}");
+    assert!(
+        !text.contains(&gpu_id),
+        "no per-id label values (unbounded cardinality):\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -57,8 +67,15 @@ async fn metrics_have_latency_histograms_by_route() {
     app.get("/v1/marketplace/gpu/list").await.expect(200);
     let text = metrics_text(&app).await;
     let buckets = lines_with(&text, &["_bucket{", "/v1/marketplace/gpu/list", "le="]);
-    assert!(!buckets.is_empty(), "histogram buckets for the list route:\n{text}");
-    assert!(text.lines().any(|l| l.contains("_count") && l.contains("/v1/marketplace/gpu/list")), "{text}");
+    assert!(
+        !buckets.is_empty(),
+        "histogram buckets for the list route:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("_count") && l.contains("/v1/marketplace/gpu/list")),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -75,19 +92,35 @@ async fn metrics_show_gpus_by_status_and_active_bookings() {
         "a GPU gauge with status=\"booked\" at 1:\n{text}"
     );
     let available = lines_with(&text, &["gpu", "status=\"available\""]);
-    assert!(available.iter().any(|l| l.trim_end().ends_with(" 1")), "available GPUs at 1:\n{text}");
+    assert!(
+        available.iter().any(|l| l.trim_end().ends_with(" 1")),
+        "available GPUs at 1:\n{text}"
+    );
     let active = lines_with(&text, &["active", "booking"]);
-    assert!(active.iter().any(|l| l.trim_end().ends_with(" 1")), "active bookings at 1:\n{text}");
+    assert!(
+        active.iter().any(|l| l.trim_end().ends_with(" 1")),
+        "active bookings at 1:\n{text}"
+    );
 }
 
 #[tokio::test]
 async fn a_given_request_id_is_echoed() {
     let app = TestApp::spawn().await;
     let reply = app
-        .send(app.client.get(app.url("/v1/marketplace/gpu/list")).header("X-Request-ID", "trace-me-123"))
+        .send(
+            app.client
+                .get(app.url("/v1/marketplace/gpu/list"))
+                .header("X-Request-ID", "trace-me-123"),
+        )
         .await;
     reply.expect(200);
-    assert_eq!(reply.headers.get("x-request-id").map(|v| v.to_str().unwrap()), Some("trace-me-123"));
+    assert_eq!(
+        reply
+            .headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap()),
+        Some("trace-me-123")
+    );
 }
 
 #[tokio::test]
@@ -96,7 +129,11 @@ async fn a_request_id_is_generated_when_absent() {
     let first = app.get("/health").await;
     let second = app.get("/health").await;
     let id = |reply: &common::Reply| {
-        reply.headers.get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).expect("x-request-id header")
+        reply
+            .headers
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .expect("x-request-id header")
     };
     let (a, b) = (id(&first), id(&second));
     assert!(!a.is_empty());
@@ -106,7 +143,9 @@ async fn a_request_id_is_generated_when_absent() {
 #[tokio::test]
 async fn errors_carry_a_request_id_too() {
     let app = TestApp::spawn().await;
-    let reply = app.get("/v1/marketplace/gpu/gpu_00000000000000000000000000000000").await;
+    let reply = app
+        .get("/v1/marketplace/gpu/gpu_00000000000000000000000000000000")
+        .await;
     reply.expect_error(404);
     assert!(reply.headers.contains_key("x-request-id"));
 }
@@ -116,7 +155,10 @@ async fn openapi_document_describes_the_marketplace() {
     let app = TestApp::spawn().await;
     let reply = app.get("/openapi.json").await;
     let doc: Value = reply.expect(200).clone();
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')), "an OpenAPI 3 document");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "an OpenAPI 3 document"
+    );
     let paths = doc["paths"].as_object().expect("paths object");
     for path in [
         "/v1/marketplace/gpu/register",
@@ -128,6 +170,10 @@ async fn openapi_document_describes_the_marketplace() {
         "/v1/marketplace/orders",
         "/v1/marketplace/pricing/{model}",
     ] {
-        assert!(paths.contains_key(path), "{path} documented; paths: {:?}", paths.keys().collect::<Vec<_>>());
+        assert!(
+            paths.contains_key(path),
+            "{path} documented; paths: {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
     }
 }

@@ -58,7 +58,9 @@ async fn a_deleted_gpu_is_no_longer_offered() {
     let app = TestApp::spawn().await;
     app.register_gpu("RTX 4090", 1.0).await;
     let gone = app.register_gpu("A100", 3.0).await;
-    app.delete(&format!("/v1/marketplace/gpu/{gone}")).await.expect(200);
+    app.delete(&format!("/v1/marketplace/gpu/{gone}"))
+        .await
+        .expect(200);
     let stats = stats(&app).await;
     assert_eq!(stats["totalOffers"].as_i64(), Some(1), "{stats}");
     assert_eq!(micros(&stats["averagePrice"]), 1_000_000, "{stats}");
@@ -75,7 +77,9 @@ async fn a_bid_is_accepted_with_202_and_an_id_and_counts_as_active() {
     assert!(!id.is_empty());
     assert_eq!(stats(&app).await["activeBids"].as_i64(), Some(1));
 
-    app.post("/v1/marketplace/bids", &bid(1, 0.5)).await.expect(202);
+    app.post("/v1/marketplace/bids", &bid(1, 0.5))
+        .await
+        .expect(202);
     assert_eq!(stats(&app).await["activeBids"].as_i64(), Some(2));
     assert_eq!(app.count("SELECT COUNT(*) FROM bids").await, 2);
 }
@@ -83,12 +87,24 @@ async fn a_bid_is_accepted_with_202_and_an_id_and_counts_as_active() {
 #[tokio::test]
 async fn a_bid_without_positive_capacity_and_price_is_rejected() {
     let app = TestApp::spawn().await;
-    app.post("/v1/marketplace/bids", &bid(0, 1.0)).await.expect_error(400);
-    app.post("/v1/marketplace/bids", &bid(1, 0.0)).await.expect_error(400);
-    app.post("/v1/marketplace/bids", &json!({ "capacity": 1, "price": 1.0 })).await.expect_error(422);
-    app.post("/v1/marketplace/bids", &json!({ "provider": "p", "capacity": "x", "price": 1.0 }))
+    app.post("/v1/marketplace/bids", &bid(0, 1.0))
         .await
-        .expect_error(422);
+        .expect_error(400);
+    app.post("/v1/marketplace/bids", &bid(1, 0.0))
+        .await
+        .expect_error(400);
+    app.post(
+        "/v1/marketplace/bids",
+        &json!({ "capacity": 1, "price": 1.0 }),
+    )
+    .await
+    .expect_error(422);
+    app.post(
+        "/v1/marketplace/bids",
+        &json!({ "provider": "p", "capacity": "x", "price": 1.0 }),
+    )
+    .await
+    .expect_error(422);
     assert_eq!(app.count("SELECT COUNT(*) FROM bids").await, 0);
     assert_eq!(stats(&app).await["activeBids"].as_i64(), Some(0));
 }
@@ -96,8 +112,18 @@ async fn a_bid_without_positive_capacity_and_price_is_rejected() {
 #[tokio::test]
 async fn offers_list_one_offer_per_registered_gpu() {
     let app = TestApp::spawn().await;
-    app.register_as(json!({ "name": "RTX 4090", "memory_gb": 24, "price_per_hour": 1.0 }), "", "m1").await;
-    app.register_as(json!({ "name": "A100", "memory_gb": 80, "price_per_hour": 2.5 }), "", "m2").await;
+    app.register_as(
+        json!({ "name": "RTX 4090", "memory_gb": 24, "price_per_hour": 1.0 }),
+        "",
+        "m1",
+    )
+    .await;
+    app.register_as(
+        json!({ "name": "A100", "memory_gb": 80, "price_per_hour": 2.5 }),
+        "",
+        "m2",
+    )
+    .await;
 
     let offers = app.get("/v1/marketplace/offers").await.expect(200).clone();
     let offers = offers.as_array().expect("offers is an array");
@@ -112,7 +138,10 @@ async fn offers_list_one_offer_per_registered_gpu() {
         assert!(offer["status"].is_string(), "{offer}");
         common::assert_timestamp(&offer["created_at"]);
     }
-    let mut providers: Vec<&str> = offers.iter().map(|o| o["provider"].as_str().unwrap()).collect();
+    let mut providers: Vec<&str> = offers
+        .iter()
+        .map(|o| o["provider"].as_str().unwrap())
+        .collect();
     providers.sort();
     assert_eq!(providers, vec!["m1", "m2"]);
 }
@@ -121,17 +150,33 @@ async fn offers_list_one_offer_per_registered_gpu() {
 async fn sync_offers_is_allowed_to_an_admin() {
     let app = TestApp::spawn().await; // local mode: all roles
     app.register_gpu("RTX 4090", 1.0).await;
-    app.post_empty("/v1/marketplace/sync-offers").await.expect(200);
-    assert_eq!(stats(&app).await["totalOffers"].as_i64(), Some(1), "syncing invents nothing");
+    app.post_empty("/v1/marketplace/sync-offers")
+        .await
+        .expect(200);
+    assert_eq!(
+        stats(&app).await["totalOffers"].as_i64(),
+        Some(1),
+        "syncing invents nothing"
+    );
 }
 
 #[tokio::test]
 async fn miner_offers_show_the_registered_gpus() {
     let app = TestApp::spawn().await;
-    let gpu_id = app.register_as(json!({ "name": "RTX 4090", "price_per_hour": 1.0 }), "", "m1").await;
+    let gpu_id = app
+        .register_as(
+            json!({ "name": "RTX 4090", "price_per_hour": 1.0 }),
+            "",
+            "m1",
+        )
+        .await;
     let reply = app.get("/v1/marketplace/miner-offers").await;
     reply.expect(200);
-    assert!(reply.text.contains(&gpu_id) || reply.text.contains("RTX 4090"), "{}", reply.text);
+    assert!(
+        reply.text.contains(&gpu_id) || reply.text.contains("RTX 4090"),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]

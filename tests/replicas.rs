@@ -66,22 +66,32 @@ impl Replica {
             .kill_on_drop(true)
             .spawn()
             .expect("the gpu-market binary starts");
-        Self { child, base: format!("http://127.0.0.1:{port}"), log }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
     }
 
     async fn wait_healthy(&mut self, client: &reqwest::Client) {
         let start = Instant::now();
         loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await {
-                if response.status().is_success() {
-                    return;
-                }
+            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
+                && response.status().is_success()
+            {
+                return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("replica exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "replica exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             if start.elapsed() > Duration::from_secs(60) {
-                panic!("replica not healthy after 60 s: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "replica not healthy after 60 s: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -125,7 +135,9 @@ fn now_micros() -> i64 {
 async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     let admin_url = std::env::var(POSTGRES_ENV).unwrap_or_default();
     if admin_url.trim().is_empty() {
-        println!("replicas: {POSTGRES_ENV} is not set; the multi-replica test runs only against PostgreSQL");
+        println!(
+            "replicas: {POSTGRES_ENV} is not set; the multi-replica test runs only against PostgreSQL"
+        );
         return;
     }
     common::install_drivers();
@@ -181,7 +193,12 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     let deadline = Instant::now() + WORKLOAD;
     let mut tasks = Vec::new();
     for worker in 0..CLIENTS {
-        let (client, bases, gpus, outcomes) = (client.clone(), bases.clone(), gpus.clone(), outcomes.clone());
+        let (client, bases, gpus, outcomes) = (
+            client.clone(),
+            bases.clone(),
+            gpus.clone(),
+            outcomes.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(worker as u64);
             while Instant::now() < deadline {
@@ -190,7 +207,11 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
                 let gpu_id = &gpus[index];
                 let book = index >= GENERAL || rng.random_bool(0.5);
                 if book {
-                    let hours = if index >= GENERAL || rng.random_bool(0.3) { SHORT_HOURS } else { 1.0 };
+                    let hours = if index >= GENERAL || rng.random_bool(0.3) {
+                        SHORT_HOURS
+                    } else {
+                        1.0
+                    };
                     let result = client
                         .post(format!("{base}/v1/marketplace/gpu/{gpu_id}/book"))
                         .header("X-Api-Key", "")
@@ -216,9 +237,13 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
                         match item {
                             Ok(body) => {
                                 let id = body["booking_id"].as_str().unwrap_or_default().to_owned();
-                                let order = body["order_id"].as_str().unwrap_or_default().to_owned();
+                                let order =
+                                    body["order_id"].as_str().unwrap_or_default().to_owned();
                                 let total = micros(&body["total_cost"]);
-                                if o.booked.insert(id.clone(), (order, gpu_id.clone(), total)).is_some() {
+                                if o.booked
+                                    .insert(id.clone(), (order, gpu_id.clone(), total))
+                                    .is_some()
+                                {
                                     o.unexpected.push(format!("booking id {id} returned twice"));
                                 }
                                 o.booked_ids_in_order.push(id);
@@ -262,29 +287,49 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     for task in tasks {
         task.await.unwrap();
     }
-    let outcomes = Arc::try_unwrap(outcomes).ok().unwrap().into_inner().unwrap();
+    let outcomes = Arc::try_unwrap(outcomes)
+        .ok()
+        .unwrap()
+        .into_inner()
+        .unwrap();
     println!(
         "replicas: {} requests, {} bookings, {} releases",
         outcomes.requests,
         outcomes.booked.len(),
         outcomes.released.len()
     );
-    assert!(outcomes.unexpected.is_empty(), "unexpected answers: {:#?}", outcomes.unexpected);
-    assert!(!outcomes.booked.is_empty() && !outcomes.released.is_empty(), "the workload did book and release");
+    assert!(
+        outcomes.unexpected.is_empty(),
+        "unexpected answers: {:#?}",
+        outcomes.unexpected
+    );
+    assert!(
+        !outcomes.booked.is_empty() && !outcomes.released.is_empty(),
+        "the workload did book and release"
+    );
 
     // Let the short bookings still running reach their end and be swept.
-    let pool = sqlx::any::AnyPoolOptions::new().max_connections(2).connect(database.url()).await.unwrap();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(2)
+        .connect(database.url())
+        .await
+        .unwrap();
     let start = Instant::now();
     loop {
-        let overdue: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bookings WHERE status = 'active' AND end_at < $1")
-            .bind(now_micros() - 300_000)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let overdue: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM bookings WHERE status = 'active' AND end_at < $1",
+        )
+        .bind(now_micros() - 300_000)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
         if overdue == 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{overdue} bookings stayed active past their end");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{overdue} bookings stayed active past their end"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Quiesce: the sweepers have nothing left to do; read a consistent picture.
@@ -305,7 +350,10 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     for b in bookings.iter().filter(|b| b.status == "active") {
         *active_per_gpu.entry(b.gpu_id.as_str()).or_default() += 1;
     }
-    assert!(active_per_gpu.values().all(|n| *n <= 1), "two active bookings on one GPU: {active_per_gpu:?}");
+    assert!(
+        active_per_gpu.values().all(|n| *n <= 1),
+        "two active bookings on one GPU: {active_per_gpu:?}"
+    );
 
     // ... and never overlapping in time: on each GPU, a booking ended before the next one started.
     let mut per_gpu: HashMap<&str, Vec<&BookingRow>> = HashMap::new();
@@ -316,9 +364,12 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
         list.sort_by_key(|b| (b.start_at, b.id.clone()));
         for pair in list.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
-            let ended = earlier
-                .ended_at
-                .unwrap_or_else(|| panic!("GPU {gpu}: {} still active while {} started", earlier.id, later.id));
+            let ended = earlier.ended_at.unwrap_or_else(|| {
+                panic!(
+                    "GPU {gpu}: {} still active while {} started",
+                    earlier.id, later.id
+                )
+            });
             assert!(
                 ended <= later.start_at + TIMESTAMP_SLACK_MICROS,
                 "GPU {gpu}: {} (ended {ended}) overlaps {} (started {})",
@@ -330,11 +381,21 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     }
 
     // Every 201 is exactly one booking row with its own order; no row without a 201.
-    assert_eq!(bookings.len(), outcomes.booked.len(), "booking rows vs 201 answers");
+    assert_eq!(
+        bookings.len(),
+        outcomes.booked.len(),
+        "booking rows vs 201 answers"
+    );
     let order_ids: HashSet<&str> = bookings.iter().map(|b| b.order_id.as_str()).collect();
-    assert_eq!(order_ids.len(), bookings.len(), "one distinct order per booking");
+    assert_eq!(
+        order_ids.len(),
+        bookings.len(),
+        "one distinct order per booking"
+    );
     for (id, (order_id, gpu_id, total)) in &outcomes.booked {
-        let row = by_id.get(id.as_str()).unwrap_or_else(|| panic!("booking {id} answered 201 but is not stored"));
+        let row = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("booking {id} answered 201 but is not stored"));
         assert_eq!(&row.order_id, order_id, "booking {id}: order id");
         assert_eq!(&row.gpu_id, gpu_id, "booking {id}: GPU");
         assert_eq!(row.total_micro, *total, "booking {id}: total");
@@ -344,13 +405,32 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     for b in &bookings {
         match (b.status.as_str(), b.refund_micro, b.charged_micro) {
             ("active", None, None) => {}
-            ("active", refund, charged) => panic!("active booking {} already settled: {refund:?} {charged:?}", b.id),
+            ("active", refund, charged) => panic!(
+                "active booking {} already settled: {refund:?} {charged:?}",
+                b.id
+            ),
             (_, Some(refund), Some(charged)) => {
-                assert_eq!(refund + charged, b.total_micro, "booking {}: refund + charged = total", b.id);
-                assert!(refund >= 0 && charged >= 0, "booking {}: {refund} / {charged}", b.id);
-                assert!(b.ended_at.is_some(), "booking {} ended without ended_at", b.id);
+                assert_eq!(
+                    refund + charged,
+                    b.total_micro,
+                    "booking {}: refund + charged = total",
+                    b.id
+                );
+                assert!(
+                    refund >= 0 && charged >= 0,
+                    "booking {}: {refund} / {charged}",
+                    b.id
+                );
+                assert!(
+                    b.ended_at.is_some(),
+                    "booking {} ended without ended_at",
+                    b.id
+                );
             }
-            (status, refund, charged) => panic!("{status} booking {} unsettled: {refund:?} {charged:?}", b.id),
+            (status, refund, charged) => panic!(
+                "{status} booking {} unsettled: {refund:?} {charged:?}",
+                b.id
+            ),
         }
     }
 
@@ -358,24 +438,58 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
     // ended ran to their end and were charged in full, never before their time.
     let mut released: HashMap<&str, (i64, i64)> = HashMap::new();
     for (id, refund, charged) in &outcomes.released {
-        assert!(released.insert(id.as_str(), (*refund, *charged)).is_none(), "booking {id} released twice");
-        let row = by_id.get(id.as_str()).unwrap_or_else(|| panic!("released unknown booking {id}"));
-        assert_eq!(refund + charged, row.total_micro, "release of {id}: refund + charged = total");
-        assert_eq!((row.refund_micro, row.charged_micro), (Some(*refund), Some(*charged)), "release of {id} kept");
-        assert_eq!(row.status, "completed", "released by its own client (local): {id}");
+        assert!(
+            released.insert(id.as_str(), (*refund, *charged)).is_none(),
+            "booking {id} released twice"
+        );
+        let row = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("released unknown booking {id}"));
+        assert_eq!(
+            refund + charged,
+            row.total_micro,
+            "release of {id}: refund + charged = total"
+        );
+        assert_eq!(
+            (row.refund_micro, row.charged_micro),
+            (Some(*refund), Some(*charged)),
+            "release of {id} kept"
+        );
+        assert_eq!(
+            row.status, "completed",
+            "released by its own client (local): {id}"
+        );
     }
     let mut swept = 0;
-    for b in bookings.iter().filter(|b| b.status != "active" && !released.contains_key(b.id.as_str())) {
+    for b in bookings
+        .iter()
+        .filter(|b| b.status != "active" && !released.contains_key(b.id.as_str()))
+    {
         swept += 1;
         assert_eq!(b.status, "completed", "booking {} ran to its end", b.id);
-        assert_eq!(b.charged_micro, Some(b.total_micro), "booking {} charged in full", b.id);
-        assert!(b.ended_at.unwrap() >= b.end_at, "booking {} ended before its time", b.id);
+        assert_eq!(
+            b.charged_micro,
+            Some(b.total_micro),
+            "booking {} charged in full",
+            b.id
+        );
+        assert!(
+            b.ended_at.unwrap() >= b.end_at,
+            "booking {} ended before its time",
+            b.id
+        );
     }
     println!("replicas: {swept} bookings ended by the sweepers");
-    assert!(swept >= 3, "short bookings did run out during the test ({swept})");
+    assert!(
+        swept >= 3,
+        "short bookings did run out during the test ({swept})"
+    );
 
     // The GPU rows agree with the bookings.
-    let rows = sqlx::query("SELECT id, status, total_bookings FROM gpus").fetch_all(&pool).await.unwrap();
+    let rows = sqlx::query("SELECT id, status, total_bookings FROM gpus")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     for row in rows {
         let id: String = row.get("id");
         let status: String = row.get("status");

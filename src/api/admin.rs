@@ -38,9 +38,15 @@ pub async fn list_reviews(
     ApiQuery(params): ApiQuery<ReviewQueueParams>,
 ) -> Result<Json<Vec<AdminReviewView>>> {
     caller.require(Role::Admin)?;
-    let status = params.status.as_deref().filter(|s| !s.is_empty()).unwrap_or("flagged");
+    let status = params
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("flagged");
     let limit = limit(params.limit, 100, 500)?;
-    Ok(Json(reviews::by_status(&ctx.market, status, limit, offset(params.offset)?).await?))
+    Ok(Json(
+        reviews::by_status(&ctx.market, status, limit, offset(params.offset)?).await?,
+    ))
 }
 
 /// Approve a flagged review: it is shown and counted from now on (admin).

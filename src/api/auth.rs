@@ -28,7 +28,10 @@ impl Auth {
             .keys
             .iter()
             .map(|k| {
-                let principal = Principal { id: k.principal.clone(), roles: k.roles.iter().copied().collect() };
+                let principal = Principal {
+                    id: k.principal.clone(),
+                    roles: k.roles.iter().copied().collect(),
+                };
                 (k.key.expose().to_owned(), principal)
             })
             .collect();
@@ -48,8 +51,14 @@ impl Auth {
         }
         // An empty header is what the aitbc client sends when its user has no key.
         match key.filter(|k| !k.is_empty()) {
-            None => Err(Error::Unauthorized("an API key is required (X-Api-Key header)".into())),
-            Some(key) => self.keys.get(key).cloned().ok_or_else(|| Error::Unauthorized("invalid API key".into())),
+            None => Err(Error::Unauthorized(
+                "an API key is required (X-Api-Key header)".into(),
+            )),
+            Some(key) => self
+                .keys
+                .get(key)
+                .cloned()
+                .ok_or_else(|| Error::Unauthorized("invalid API key".into())),
         }
     }
 }
@@ -60,8 +69,14 @@ pub struct Caller(pub Principal);
 impl FromRequestParts<ApiContext> for Caller {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiContext) -> Result<Self, Self::Rejection> {
-        let key = parts.headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok());
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .and_then(|v| v.to_str().ok());
         state.auth.authenticate(key).map(Caller)
     }
 }

@@ -38,10 +38,19 @@ pub async fn book(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<BookBody>,
 ) -> Result<(StatusCode, Json<BookingReceipt>)> {
-    if body.gpu_id.as_ref().is_some_and(|g| !g.is_empty() && *g != id) {
-        return Err(Error::bad_request("gpu_id in the body does not match the GPU in the path"));
+    if body
+        .gpu_id
+        .as_ref()
+        .is_some_and(|g| !g.is_empty() && *g != id)
+    {
+        return Err(Error::bad_request(
+            "gpu_id in the body does not match the GPU in the path",
+        ));
     }
-    let request = BookRequest { duration_hours: body.duration_hours, job_id: body.job_id };
+    let request = BookRequest {
+        duration_hours: body.duration_hours,
+        job_id: body.job_id,
+    };
     let receipt = booking::book(&ctx.market, &caller, &id, request).await?;
     Ok((StatusCode::CREATED, Json(receipt)))
 }
@@ -50,6 +59,10 @@ pub async fn book(
 #[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/release", tag = "booking",
     responses((status = 200, body = Released), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
-pub async fn release(State(ctx): State<ApiContext>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Released>> {
+pub async fn release(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Released>> {
     Ok(Json(booking::release(&ctx.market, &caller, &id).await?))
 }

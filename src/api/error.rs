@@ -51,6 +51,11 @@ pub async fn not_found() -> Error {
 }
 
 pub async fn method_not_allowed() -> Response {
-    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody { detail: "method not allowed on this endpoint".into() }))
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ErrorBody {
+            detail: "method not allowed on this endpoint".into(),
+        }),
+    )
         .into_response()
 }

@@ -20,7 +20,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Error::PayloadTooLarge("request body is larger than the configured limit".into())
             } else {
-                Error::bad_request(format!("cannot read request body: {}", rejection.body_text()))
+                Error::bad_request(format!(
+                    "cannot read request body: {}",
+                    rejection.body_text()
+                ))
             }
         })?;
         parse_json(&bytes).map(ApiJson)
@@ -32,7 +35,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         return Err(Error::bad_request("request body must be a JSON object"));
     }
     serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => Error::unprocessable(format!("invalid request: {err}")),
+        serde_json::error::Category::Data => {
+            Error::unprocessable(format!("invalid request: {err}"))
+        }
         _ => Error::bad_request(format!("malformed JSON: {err}")),
     })
 }
@@ -55,7 +60,9 @@ pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, Error> {
     match value {
         None => Ok(default),
         Some(limit) if (1..=max).contains(&limit) => Ok(limit),
-        Some(_) => Err(Error::bad_request(format!("limit must be between 1 and {max}"))),
+        Some(_) => Err(Error::bad_request(format!(
+            "limit must be between 1 and {max}"
+        ))),
     }
 }
 

@@ -58,7 +58,10 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<(StatusCode, Json<Registered>)> {
     let spec = body.gpu;
-    let model = spec.name.or(spec.model).ok_or_else(|| Error::unprocessable("gpu.name is required"))?;
+    let model = spec
+        .name
+        .or(spec.model)
+        .ok_or_else(|| Error::unprocessable("gpu.name is required"))?;
     let registration = Registration {
         model,
         memory_gb: spec.memory_gb.or(spec.memory),
@@ -100,7 +103,10 @@ pub struct ListParams {
 /// Search the catalogue.
 #[utoipa::path(get, path = "/v1/marketplace/gpu/list", tag = "registry", params(ListParams),
     responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn list(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<Vec<GpuView>>> {
+pub async fn list(
+    State(ctx): State<ApiContext>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Vec<GpuView>>> {
     if params.memory_min.is_some_and(|m| !m.is_finite() || m < 0.0) {
         return Err(Error::bad_request("memory_min must not be negative"));
     }
@@ -127,14 +133,21 @@ pub async fn list(State(ctx): State<ApiContext>, ApiQuery(params): ApiQuery<List
 /// One GPU, with its current booking while booked.
 #[utoipa::path(get, path = "/v1/marketplace/gpu/{id}", tag = "registry",
     responses((status = 200, body = GpuView), (status = 404, body = ErrorBody)))]
-pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<String>) -> Result<Json<GpuView>> {
+pub async fn details(
+    State(ctx): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<GpuView>> {
     Ok(Json(registry::details(&ctx.market, &id).await?))
 }
 
 /// Remove a GPU (its miner or an admin; 409 while booked).
 #[utoipa::path(delete, path = "/v1/marketplace/gpu/{id}", tag = "registry",
     responses((status = 200, body = Removed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn remove(State(ctx): State<ApiContext>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Removed>> {
+pub async fn remove(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Removed>> {
     Ok(Json(registry::remove(&ctx.market, &caller, &id).await?))
 }
 
@@ -148,4 +161,3 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>> {
     Ok(Json(registry::heartbeat(&ctx.market, &caller, &id).await?))
 }
-

@@ -59,18 +59,34 @@ pub fn router(context: ApiContext) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(context.clone(), record_metrics))
-        .layer(middleware::from_fn_with_state(context.clone(), auth::local_mode_guard))
+        .layer(middleware::from_fn_with_state(
+            context.clone(),
+            record_metrics,
+        ))
+        .layer(middleware::from_fn_with_state(
+            context.clone(),
+            auth::local_mode_guard,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
+            }),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(context)
 }
 
-async fn record_metrics(State(context): State<ApiContext>, request: Request, next: Next) -> Response {
+async fn record_metrics(
+    State(context): State<ApiContext>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     // The route template, not the raw path, so ids do not explode the label set.
@@ -80,6 +96,11 @@ async fn record_metrics(State(context): State<ApiContext>, request: Request, nex
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let elapsed: Duration = started.elapsed();
-    context.market.metrics.observe_request(&method, &route, response.status().as_u16(), elapsed.as_secs_f64());
+    context.market.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        elapsed.as_secs_f64(),
+    );
     response
 }

@@ -38,7 +38,9 @@ pub async fn list_offers(
     ApiQuery(params): ApiQuery<OfferParams>,
 ) -> Result<Json<Vec<OfferView>>> {
     let limit = limit(params.limit, 100, 500)?;
-    Ok(Json(offers::offers(&ctx.market, params.miner_id, limit, offset(params.offset)?).await?))
+    Ok(Json(
+        offers::offers(&ctx.market, params.miner_id, limit, offset(params.offset)?).await?,
+    ))
 }
 
 /// Offers of one miner (`miner_id`), or of all miners.
@@ -81,12 +83,18 @@ pub async fn place_bid(
         price: body.price,
         notes: body.notes,
     };
-    Ok((StatusCode::ACCEPTED, Json(offers::place_bid(&ctx.market, &caller, bid).await?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(offers::place_bid(&ctx.market, &caller, bid).await?),
+    ))
 }
 
 /// Recompute every offer's price from the registry now (admin).
 #[utoipa::path(post, path = "/v1/marketplace/sync-offers", tag = "offers",
     responses((status = 200, body = SyncReport), (status = 403, body = ErrorBody)))]
-pub async fn sync_offers(State(ctx): State<ApiContext>, Caller(caller): Caller) -> Result<Json<SyncReport>> {
+pub async fn sync_offers(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+) -> Result<Json<SyncReport>> {
     Ok(Json(offers::sync(&ctx.market, &caller).await?))
 }

@@ -35,5 +35,14 @@ pub async fn list(
 ) -> Result<Json<Vec<OrderView>>> {
     let limit = limit(params.limit, 100, 500)?;
     let offset = offset(params.offset)?;
-    Ok(Json(orders::list(&ctx.market, &caller, params.status.as_deref(), limit, offset).await?))
+    Ok(Json(
+        orders::list(
+            &ctx.market,
+            &caller,
+            params.status.as_deref(),
+            limit,
+            offset,
+        )
+        .await?,
+    ))
 }

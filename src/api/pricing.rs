@@ -16,6 +16,9 @@ pub fn router() -> Router<ApiContext> {
 /// Price statistics, history and a live quote for a GPU model.
 #[utoipa::path(get, path = "/v1/marketplace/pricing/{model}", tag = "pricing",
     responses((status = 200, body = ModelPricing), (status = 404, body = ErrorBody)))]
-pub async fn model_pricing(State(ctx): State<ApiContext>, Path(model): Path<String>) -> Result<Json<ModelPricing>> {
+pub async fn model_pricing(
+    State(ctx): State<ApiContext>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelPricing>> {
     Ok(Json(pricing::model_pricing(&ctx.market, &model).await?))
 }

@@ -33,7 +33,9 @@ pub async fn list(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<GpuReviews>> {
     let limit = limit(paging.limit, 10, 100)?;
-    Ok(Json(reviews::list(&ctx.market, &id, limit, offset(paging.offset)?).await?))
+    Ok(Json(
+        reviews::list(&ctx.market, &id, limit, offset(paging.offset)?).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -32,10 +32,22 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Health>) {
     match ctx.market.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ok", database: "ok" })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                database: "ok",
+            }),
+        ),
         Err(err) => {
             tracing::warn!(error = %err, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable", database: "unreachable" }))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable",
+                    database: "unreachable",
+                }),
+            )
         }
     }
 }
@@ -46,8 +58,17 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
     // Catalogue gauges come from the shared database so every replica reports the same numbers.
     match gpus::status_counts(&ctx.market.store, None).await {
         Ok(counts) => {
-            for (status, value) in [("available", counts.available), ("booked", counts.booked), ("offline", counts.offline)] {
-                metrics.gpus.get_or_create(&StatusLabel { status: status.to_owned() }).set(value);
+            for (status, value) in [
+                ("available", counts.available),
+                ("booked", counts.booked),
+                ("offline", counts.offline),
+            ] {
+                metrics
+                    .gpus
+                    .get_or_create(&StatusLabel {
+                        status: status.to_owned(),
+                    })
+                    .set(value);
             }
         }
         Err(err) => tracing::warn!(error = %err, "metrics: cannot count GPUs"),
@@ -63,7 +84,14 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         tracing::error!(error = %err, "metrics encoding failed");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -84,7 +112,11 @@ pub async fn docs() -> Html<String> {
         ];
         for (method, operation) in operations {
             if let Some(op) = operation {
-                let summary = op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default();
+                let summary = op
+                    .summary
+                    .clone()
+                    .or_else(|| op.description.clone())
+                    .unwrap_or_default();
                 let codes: Vec<&str> = op.responses.responses.keys().map(String::as_str).collect();
                 rows.push_str(&format!(
                     "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
@@ -107,5 +139,7 @@ pub async fn docs() -> Html<String> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

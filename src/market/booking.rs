@@ -55,22 +55,34 @@ pub fn duration_seconds(hours: f64) -> Result<i64> {
     }
     let seconds = (hours * 3600.0).round() as i64;
     if seconds < 1 {
-        return Err(Error::bad_request("duration_hours must be at least one second (0.0003 hours)"));
+        return Err(Error::bad_request(
+            "duration_hours must be at least one second (0.0003 hours)",
+        ));
     }
     Ok(seconds)
 }
 
-pub async fn book(market: &Market, caller: &Principal, gpu_id: &str, request: BookRequest) -> Result<BookingReceipt> {
+pub async fn book(
+    market: &Market,
+    caller: &Principal,
+    gpu_id: &str,
+    request: BookRequest,
+) -> Result<BookingReceipt> {
     if !caller.has(Role::Client) && !caller.is_admin() {
         return Err(Error::forbidden("booking a GPU needs the client role"));
     }
     let seconds = duration_seconds(request.duration_hours)?;
     if matches!(&request.job_id, Some(job) if job.chars().count() > MAX_JOB_ID_CHARS) {
-        return Err(Error::bad_request(format!("job_id must be at most {MAX_JOB_ID_CHARS} characters")));
+        return Err(Error::bad_request(format!(
+            "job_id must be at most {MAX_JOB_ID_CHARS} characters"
+        )));
     }
     let gpu = find(market, gpu_id).await?;
     if gpu.status != "available" {
-        return Err(Error::conflict(format!("GPU {gpu_id} is {} and cannot be booked", gpu.status)));
+        return Err(Error::conflict(format!(
+            "GPU {gpu_id} is {} and cannot be booked",
+            gpu.status
+        )));
     }
     let now = now_micros();
     let quote = quote_for(market, &gpu, request.duration_hours, now).await?;
@@ -105,7 +117,9 @@ pub async fn book(market: &Market, caller: &Principal, gpu_id: &str, request: Bo
         BookOutcome::Booked => {}
         BookOutcome::GpuMissing => return Err(Error::not_found(format!("GPU {gpu_id} not found"))),
         BookOutcome::GpuNotAvailable(status) => {
-            return Err(Error::conflict(format!("GPU {gpu_id} is {status} and cannot be booked")));
+            return Err(Error::conflict(format!(
+                "GPU {gpu_id} is {status} and cannot be booked"
+            )));
         }
     }
     market.metrics.bookings_created.inc();
@@ -170,7 +184,9 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
     } else if caller.has(Role::Miner) && caller.id == gpu.miner_id {
         ("cancelled", "cancelled by the miner")
     } else {
-        return Err(Error::forbidden("only the booking's client, the GPU's miner or an admin can release it"));
+        return Err(Error::forbidden(
+            "only the booking's client, the GPU's miner or an admin can release it",
+        ));
     };
     let now = now_micros();
     let (charged, refund) = settle(&booking, now);
@@ -186,7 +202,10 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
         expected_end_at: booking.end_at,
     };
     if !bookings::end(&market.store, &ending).await? {
-        return Err(Error::conflict(format!("booking {} ended or changed meanwhile; try again", booking.id)));
+        return Err(Error::conflict(format!(
+            "booking {} ended or changed meanwhile; try again",
+            booking.id
+        )));
     }
     market.metrics.bookings_ended(order_status);
     market.prices.mark_dirty(&gpu.model_key);
@@ -205,7 +224,10 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
 
 /// Shown wherever a decision's origin matters.
 pub fn policy_info(booking: &BookingRow) -> PolicyInfo {
-    PolicyInfo { version: booking.policy.clone(), fallback: booking.pricing_fallback != 0 }
+    PolicyInfo {
+        version: booking.policy.clone(),
+        fallback: booking.pricing_fallback != 0,
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +266,13 @@ mod tests {
     #[test]
     fn settlement_is_pro_rata_to_the_second_and_exact() {
         // 0.333333/h for 1.5 h = 0.4999995 → 0.500000 (rounded once, at booking).
-        let b = booking(Money::from_units(0.333333).unwrap().pro_rata(5400, 3600).micros(), 5400);
+        let b = booking(
+            Money::from_units(0.333333)
+                .unwrap()
+                .pro_rata(5400, 3600)
+                .micros(),
+            5400,
+        );
         assert_eq!(b.total_micro, 500_000);
         let (charged, refund) = settle(&b, 1800 * MICROS_PER_SECOND + 999_999);
         assert_eq!(charged.micros(), 166_667);

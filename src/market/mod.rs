@@ -48,7 +48,9 @@ impl Principal {
                 Role::Miner => "miner",
                 Role::Admin => "admin",
             };
-            Err(crate::error::Error::forbidden(format!("this action needs the {role} role")))
+            Err(crate::error::Error::forbidden(format!(
+                "this action needs the {role} role"
+            )))
         }
     }
 }
@@ -64,8 +66,19 @@ pub struct Market {
 }
 
 impl Market {
-    pub fn new(store: Store, policies: Arc<dyn Policies>, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        Self { store, policies, config, metrics, prices: pricing::PriceRefresher::default() }
+    pub fn new(
+        store: Store,
+        policies: Arc<dyn Policies>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            policies,
+            config,
+            metrics,
+            prices: pricing::PriceRefresher::default(),
+        }
     }
 
     /// Heartbeats older than this (unix µs) mean the GPU is gone.

@@ -3,7 +3,11 @@
 
 /// The form stored in `gpus.model_key` and compared against.
 pub fn model_key(model: &str) -> String {
-    model.chars().filter(|c| !matches!(c, ' ' | '-' | '_')).flat_map(char::to_lowercase).collect()
+    model
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '_'))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// A SQL `LIKE` pattern (escape `\`) over model keys for a user's filter.

@@ -38,7 +38,11 @@ impl Money {
         debug_assert!(denominator > 0);
         let scaled = self.0 as i128 * numerator as i128;
         let half = denominator as i128 / 2;
-        let rounded = if scaled >= 0 { (scaled + half) / denominator as i128 } else { (scaled - half) / denominator as i128 };
+        let rounded = if scaled >= 0 {
+            (scaled + half) / denominator as i128
+        } else {
+            (scaled - half) / denominator as i128
+        };
         Self(rounded as i64)
     }
 
@@ -51,7 +55,12 @@ impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
-        write!(f, "{sign}{}.{:06}", abs / MICROS_PER_UNIT as u64, abs % MICROS_PER_UNIT as u64)
+        write!(
+            f,
+            "{sign}{}.{:06}",
+            abs / MICROS_PER_UNIT as u64,
+            abs % MICROS_PER_UNIT as u64
+        )
     }
 }
 
@@ -79,13 +88,22 @@ mod tests {
         let total = Money::from_micros(500_000);
         let charged = total.pro_rata(1, 3);
         assert_eq!(charged.micros(), 166_667);
-        assert_eq!(charged.micros() + total.saturating_sub(charged).micros(), total.micros());
+        assert_eq!(
+            charged.micros() + total.saturating_sub(charged).micros(),
+            total.micros()
+        );
     }
 
     #[test]
     fn serializes_as_a_plain_number() {
-        assert_eq!(serde_json::to_string(&Money::from_micros(1_234_567)).unwrap(), "1.234567");
-        assert_eq!(serde_json::to_string(&Money::from_micros(500_000)).unwrap(), "0.5");
+        assert_eq!(
+            serde_json::to_string(&Money::from_micros(1_234_567)).unwrap(),
+            "1.234567"
+        );
+        assert_eq!(
+            serde_json::to_string(&Money::from_micros(500_000)).unwrap(),
+            "0.5"
+        );
         assert_eq!(Money::from_micros(-1_500).to_string(), "-0.001500");
     }
 }

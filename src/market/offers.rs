@@ -67,7 +67,12 @@ impl From<GpuRow> for OfferView {
     }
 }
 
-pub async fn offers(market: &Market, miner_id: Option<String>, limit: i64, offset: i64) -> Result<Vec<OfferView>> {
+pub async fn offers(
+    market: &Market,
+    miner_id: Option<String>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<OfferView>> {
     let query = GpuQuery {
         miner_id: miner_id.filter(|m| !m.is_empty()),
         order_by: "created_at ASC, id ASC",
@@ -75,7 +80,11 @@ pub async fn offers(market: &Market, miner_id: Option<String>, limit: i64, offse
         offset,
         ..GpuQuery::default()
     };
-    Ok(gpus::list(&market.store, &query).await?.into_iter().map(OfferView::from).collect())
+    Ok(gpus::list(&market.store, &query)
+        .await?
+        .into_iter()
+        .map(OfferView::from)
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -92,10 +101,25 @@ pub struct MarketStats {
 
 pub async fn stats(market: &Market) -> Result<MarketStats> {
     let counts = gpus::status_counts(&market.store, None).await?;
-    let rows = gpus::list(&market.store, &GpuQuery { order_by: "id ASC", limit: MAX_OFFERS, ..GpuQuery::default() })
-        .await?;
-    let available: Vec<i64> = rows.iter().filter(|g| g.status == "available").map(|g| g.current_price_micro).collect();
-    let prices = if available.is_empty() { rows.iter().map(|g| g.current_price_micro).collect() } else { available };
+    let rows = gpus::list(
+        &market.store,
+        &GpuQuery {
+            order_by: "id ASC",
+            limit: MAX_OFFERS,
+            ..GpuQuery::default()
+        },
+    )
+    .await?;
+    let available: Vec<i64> = rows
+        .iter()
+        .filter(|g| g.status == "available")
+        .map(|g| g.current_price_micro)
+        .collect();
+    let prices = if available.is_empty() {
+        rows.iter().map(|g| g.current_price_micro).collect()
+    } else {
+        available
+    };
     let average = if prices.is_empty() {
         0
     } else {
@@ -133,7 +157,11 @@ pub async fn place_bid(market: &Market, caller: &Principal, bid: NewBid) -> Resu
         return Err(Error::bad_request("capacity must be between 1 and 10000"));
     }
     let price = parse_price("price", bid.price)?;
-    if bid.notes.as_ref().is_some_and(|n| n.chars().count() > 2_000) {
+    if bid
+        .notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > 2_000)
+    {
         return Err(Error::bad_request("notes must be at most 2000 characters"));
     }
     let row = BidRow {
@@ -163,5 +191,9 @@ pub async fn sync(market: &Market, caller: &Principal) -> Result<SyncReport> {
     caller.require(Role::Admin)?;
     super::pricing::refresh_all(market).await?;
     let counts = gpus::status_counts(&market.store, None).await?;
-    Ok(SyncReport { status: "synced", offers: counts.total, open_capacity: counts.available })
+    Ok(SyncReport {
+        status: "synced",
+        offers: counts.total,
+        open_capacity: counts.available,
+    })
 }

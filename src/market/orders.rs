@@ -68,7 +68,12 @@ pub fn parse_status(status: &str) -> Result<&'static str> {
         .iter()
         .find(|s| s.eq_ignore_ascii_case(status))
         .copied()
-        .ok_or_else(|| Error::bad_request(format!("status must be one of {}", ORDER_STATUSES.join(", "))))
+        .ok_or_else(|| {
+            Error::bad_request(format!(
+                "status must be one of {}",
+                ORDER_STATUSES.join(", ")
+            ))
+        })
 }
 
 /// Newest first. A client sees the orders it placed, a miner the orders on its GPUs, an admin all.
@@ -79,7 +84,10 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<OrderView>> {
-    let status = status.filter(|s| !s.is_empty()).map(parse_status).transpose()?;
+    let status = status
+        .filter(|s| !s.is_empty())
+        .map(parse_status)
+        .transpose()?;
     let scope = if caller.is_admin() {
         OrderScope::All
     } else {

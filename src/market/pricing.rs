@@ -15,7 +15,9 @@ use super::model_match::{capability_pattern, like_pattern};
 use super::time::{MICROS_PER_SECOND, now_micros, rfc3339, to_datetime, unix_seconds};
 use super::{Market, Money};
 use crate::error::{Error, Result};
-use crate::policy::{DecisionSource, GpuFacts, MarketFacts, PricingRequest, RequestFacts, TimeFacts};
+use crate::policy::{
+    DecisionSource, GpuFacts, MarketFacts, PricingRequest, RequestFacts, TimeFacts,
+};
 use crate::store::gpus::{self, GpuQuery, GpuRow, StatusCounts};
 use crate::store::{bookings, prices};
 
@@ -45,10 +47,16 @@ fn counts_of(rows: &[GpuRow]) -> StatusCounts {
 }
 
 /// The market facts a pricing policy sees for GPUs of the given models.
-async fn market_facts(market: &Market, counts: StatusCounts, model_keys: &[String], now: i64) -> Result<MarketFacts> {
+async fn market_facts(
+    market: &Market,
+    counts: StatusCounts,
+    model_keys: &[String],
+    now: i64,
+) -> Result<MarketFacts> {
     let mut bookings_last_hour = 0;
     for key in model_keys {
-        bookings_last_hour += bookings::started_since(&market.store, key, now - 3600 * MICROS_PER_SECOND).await?;
+        bookings_last_hour +=
+            bookings::started_since(&market.store, key, now - 3600 * MICROS_PER_SECOND).await?;
     }
     let recent_prices = prices::history(&market.store, model_keys, RECENT_PRICE_POINTS)
         .await?
@@ -61,7 +69,11 @@ async fn market_facts(market: &Market, counts: StatusCounts, model_keys: &[Strin
         total_gpus: to_u32(counts.total),
         available_gpus: to_u32(counts.available),
         booked_gpus: to_u32(counts.booked),
-        utilization: if capacity == 0 { 0.0 } else { counts.booked as f64 / capacity as f64 },
+        utilization: if capacity == 0 {
+            0.0
+        } else {
+            counts.booked as f64 / capacity as f64
+        },
         bookings_last_hour: to_u32(bookings_last_hour),
         recent_prices,
     })
@@ -70,9 +82,19 @@ async fn market_facts(market: &Market, counts: StatusCounts, model_keys: &[Strin
 fn exact_model(model_key: &str) -> GpuQuery {
     let escaped: String = model_key
         .chars()
-        .flat_map(|c| if matches!(c, '%' | '_' | '\\') { vec!['\\', c] } else { vec![c] })
+        .flat_map(|c| {
+            if matches!(c, '%' | '_' | '\\') {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
         .collect();
-    GpuQuery { model_like: Some(escaped), order_by: "id ASC", ..GpuQuery::default() }
+    GpuQuery {
+        model_like: Some(escaped),
+        order_by: "id ASC",
+        ..GpuQuery::default()
+    }
 }
 
 fn request_for(gpu: &GpuRow, facts: MarketFacts, duration_hours: f64, now: i64) -> PricingRequest {
@@ -85,7 +107,10 @@ fn request_for(gpu: &GpuRow, facts: MarketFacts, duration_hours: f64, now: i64) 
             base_price: Money::from_micros(gpu.price_micro).as_units(),
         },
         market: facts,
-        request: RequestFacts { duration_hours, start_unix: unix_seconds(now) },
+        request: RequestFacts {
+            duration_hours,
+            start_unix: unix_seconds(now),
+        },
         time: TimeFacts::at(to_datetime(now)),
     }
 }
@@ -104,29 +129,50 @@ fn to_quote(gpu_price_micro: i64, quote: crate::policy::PriceQuote) -> Quote {
             price: Money::from_micros(gpu_price_micro),
             multiplier: 1.0,
             explanation: "asking price (policy returned no usable price)".to_owned(),
-            source: DecisionSource { policy: quote.source.policy, fallback: true },
+            source: DecisionSource {
+                policy: quote.source.policy,
+                fallback: true,
+            },
         },
     }
 }
 
 /// A fresh quote for booking `gpu` for `duration_hours` starting now.
-pub async fn quote_for(market: &Market, gpu: &GpuRow, duration_hours: f64, now: i64) -> Result<Quote> {
+pub async fn quote_for(
+    market: &Market,
+    gpu: &GpuRow,
+    duration_hours: f64,
+    now: i64,
+) -> Result<Quote> {
     let keys = [gpu.model_key.clone()];
     let counts = gpus::status_counts(&market.store, Some(&gpu.model_key)).await?;
     let facts = market_facts(market, counts, &keys, now).await?;
-    let quote = market.policies.quote(request_for(gpu, facts, duration_hours, now)).await;
+    let quote = market
+        .policies
+        .quote(request_for(gpu, facts, duration_hours, now))
+        .await;
     Ok(to_quote(gpu.price_micro, quote))
 }
 
 /// Recomputes the current price of every GPU of one model with one batch call.
 pub async fn refresh_model(market: &Market, model_key: &str, now: i64) -> Result<usize> {
-    let rows = gpus::list(&market.store, &GpuQuery { limit: MAX_MODEL_GPUS, ..exact_model(model_key) }).await?;
+    let rows = gpus::list(
+        &market.store,
+        &GpuQuery {
+            limit: MAX_MODEL_GPUS,
+            ..exact_model(model_key)
+        },
+    )
+    .await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let keys = [model_key.to_owned()];
     let facts = market_facts(market, counts_of(&rows), &keys, now).await?;
-    let requests = rows.iter().map(|gpu| request_for(gpu, facts.clone(), 1.0, now)).collect();
+    let requests = rows
+        .iter()
+        .map(|gpu| request_for(gpu, facts.clone(), 1.0, now))
+        .collect();
     let quotes = market.policies.quote_batch(requests).await;
     let changed: Vec<(String, i64)> = rows
         .iter()
@@ -163,15 +209,22 @@ impl PriceRefresher {
     }
 
     fn take_dirty(&self) -> Vec<String> {
-        self.dirty.lock().map(|mut dirty| dirty.drain().collect()).unwrap_or_default()
+        self.dirty
+            .lock()
+            .map(|mut dirty| dirty.drain().collect())
+            .unwrap_or_default()
     }
 }
 
 /// Background task: refreshes dirty models shortly after market events, everything on a timer, and
 /// records the price history.
 pub async fn run_refresher(market: Market, shutdown: CancellationToken) {
-    let mut full = tokio::time::interval(Duration::from_millis(market.config.pricing.refresh_interval_ms));
-    let mut history = tokio::time::interval(Duration::from_secs(market.config.pricing.history_interval_seconds));
+    let mut full = tokio::time::interval(Duration::from_millis(
+        market.config.pricing.refresh_interval_ms,
+    ));
+    let mut history = tokio::time::interval(Duration::from_secs(
+        market.config.pricing.history_interval_seconds,
+    ));
     let wake = market.prices.wake.clone();
     loop {
         tokio::select! {
@@ -251,12 +304,20 @@ pub struct ModelPricing {
 
 fn median(sorted: &[i64]) -> i64 {
     let n = sorted.len();
-    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2] + 1) / 2 }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2] + 1) / 2
+    }
 }
 
 fn average(values: impl Iterator<Item = i64>) -> i64 {
     let (sum, count) = values.fold((0i128, 0i128), |(s, c), v| (s + v as i128, c + 1));
-    if count == 0 { 0 } else { ((sum + count / 2) / count) as i64 }
+    if count == 0 {
+        0
+    } else {
+        ((sum + count / 2) / count) as i64
+    }
 }
 
 fn matching(pattern: &str, capability: Option<String>) -> GpuQuery {
@@ -286,10 +347,16 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
     let mut asking: Vec<i64> = rows.iter().map(|g| g.price_micro).collect();
     asking.sort_unstable();
     let median_micro = median(&asking);
-    let representative = GpuRow { price_micro: median_micro, ..rows[0].clone() };
+    let representative = GpuRow {
+        price_micro: median_micro,
+        ..rows[0].clone()
+    };
     let quote = to_quote(
         median_micro,
-        market.policies.quote(request_for(&representative, facts.clone(), 1.0, now)).await,
+        market
+            .policies
+            .quote(request_for(&representative, facts.clone(), 1.0, now))
+            .await,
     );
     let available: Vec<&GpuRow> = rows.iter().filter(|g| g.status == "available").collect();
     let current_price = if available.is_empty() {
@@ -297,7 +364,12 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
     } else {
         Money::from_micros(average(available.iter().map(|g| g.current_price_micro)))
     };
-    let history = prices::history(&market.store, &keys, i64::from(market.config.pricing.history_points)).await?;
+    let history = prices::history(
+        &market.store,
+        &keys,
+        i64::from(market.config.pricing.history_points),
+    )
+    .await?;
     Ok(ModelPricing {
         model: model.to_owned(),
         min_price: Money::from_micros(asking[0]),
@@ -318,21 +390,35 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
                 average_price: Money::from_micros(s.average_price_micro),
             })
             .collect(),
-        policy: PolicyInfo { version: quote.source.policy, fallback: quote.source.fallback },
+        policy: PolicyInfo {
+            version: quote.source.policy,
+            fallback: quote.source.fallback,
+        },
     })
 }
 
 /// The price a new GPU matching `pattern` should ask, or None when the market has no such GPU.
 pub async fn recommended_price(market: &Market, pattern: &str) -> Result<Option<Money>> {
-    let query = GpuQuery { capability_like: None, model_or_capability: false, ..matching(pattern, None) };
+    let query = GpuQuery {
+        capability_like: None,
+        model_or_capability: false,
+        ..matching(pattern, None)
+    };
     let rows = gpus::list(&market.store, &query).await?;
     if rows.is_empty() {
         return Ok(None);
     }
     let mut asking: Vec<i64> = rows.iter().map(|g| g.price_micro).collect();
     asking.sort_unstable();
-    let representative = GpuRow { price_micro: median(&asking), ..rows[0].clone() };
-    Ok(Some(quote_for(market, &representative, 1.0, now_micros()).await?.price))
+    let representative = GpuRow {
+        price_micro: median(&asking),
+        ..rows[0].clone()
+    };
+    Ok(Some(
+        quote_for(market, &representative, 1.0, now_micros())
+            .await?
+            .price,
+    ))
 }
 
 #[cfg(test)]

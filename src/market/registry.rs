@@ -73,8 +73,11 @@ impl From<&BookingRow> for CurrentBooking {
 
 impl From<GpuRow> for GpuView {
     fn from(row: GpuRow) -> Self {
-        let average_rating =
-            if row.rating_count == 0 { 0.0 } else { row.rating_sum as f64 / row.rating_count as f64 };
+        let average_rating = if row.rating_count == 0 {
+            0.0
+        } else {
+            row.rating_sum as f64 / row.rating_count as f64
+        };
         Self {
             capabilities: serde_json::from_str(&row.capabilities).unwrap_or_default(),
             id: row.id,
@@ -126,9 +129,9 @@ pub struct Registered {
 
 fn check_text(field: &str, value: &Option<String>) -> Result<()> {
     match value {
-        Some(text) if text.chars().count() > MAX_TEXT_CHARS => {
-            Err(Error::bad_request(format!("{field} must be at most {MAX_TEXT_CHARS} characters")))
-        }
+        Some(text) if text.chars().count() > MAX_TEXT_CHARS => Err(Error::bad_request(format!(
+            "{field} must be at most {MAX_TEXT_CHARS} characters"
+        ))),
         _ => Ok(()),
     }
 }
@@ -137,21 +140,31 @@ fn check_text(field: &str, value: &Option<String>) -> Result<()> {
 pub fn parse_price(field: &str, units: f64) -> Result<Money> {
     match Money::from_units(units) {
         Some(price) if price > Money::ZERO && units <= MAX_PRICE_UNITS => Ok(price),
-        _ => Err(Error::bad_request(format!("{field} must be greater than 0 and at most {MAX_PRICE_UNITS}"))),
+        _ => Err(Error::bad_request(format!(
+            "{field} must be greater than 0 and at most {MAX_PRICE_UNITS}"
+        ))),
     }
 }
 
-pub async fn register(market: &Market, caller: &Principal, registration: Registration) -> Result<Registered> {
+pub async fn register(
+    market: &Market,
+    caller: &Principal,
+    registration: Registration,
+) -> Result<Registered> {
     if !caller.has(Role::Miner) && !caller.is_admin() {
         return Err(Error::forbidden("registering a GPU needs the miner role"));
     }
     let model = registration.model.trim().to_owned();
     if model.is_empty() || model.chars().count() > MAX_MODEL_CHARS {
-        return Err(Error::bad_request(format!("name must be 1 to {MAX_MODEL_CHARS} characters")));
+        return Err(Error::bad_request(format!(
+            "name must be 1 to {MAX_MODEL_CHARS} characters"
+        )));
     }
     let memory_gb = registration.memory_gb.unwrap_or(0.0);
     if !memory_gb.is_finite() || !(0.0..=MAX_MEMORY_GB).contains(&memory_gb) {
-        return Err(Error::bad_request(format!("memory_gb must be between 0 and {MAX_MEMORY_GB}")));
+        return Err(Error::bad_request(format!(
+            "memory_gb must be between 0 and {MAX_MEMORY_GB}"
+        )));
     }
     if matches!(registration.cuda_cores, Some(cores) if cores < 0) {
         return Err(Error::bad_request("cuda_cores must not be negative"));
@@ -165,7 +178,10 @@ pub async fn register(market: &Market, caller: &Principal, registration: Registr
         check_text(field, value)?;
     }
     if registration.capabilities.len() > MAX_CAPABILITIES
-        || registration.capabilities.iter().any(|c| c.is_empty() || c.chars().count() > MAX_MODEL_CHARS)
+        || registration
+            .capabilities
+            .iter()
+            .any(|c| c.is_empty() || c.chars().count() > MAX_MODEL_CHARS)
     {
         return Err(Error::bad_request(format!(
             "capabilities must be at most {MAX_CAPABILITIES} non-empty names of at most {MAX_MODEL_CHARS} characters"
@@ -176,7 +192,11 @@ pub async fn register(market: &Market, caller: &Principal, registration: Registr
     let miner_id = match registration.miner_id.filter(|id| !id.trim().is_empty()) {
         Some(id) if caller.is_admin() => id,
         Some(id) if id == caller.id || id == "default" => caller.id.clone(),
-        Some(_) => return Err(Error::forbidden("only an admin can register a GPU for another miner")),
+        Some(_) => {
+            return Err(Error::forbidden(
+                "only an admin can register a GPU for another miner",
+            ));
+        }
         None => caller.id.clone(),
     };
     let key = model_key(&model);
@@ -202,7 +222,8 @@ pub async fn register(market: &Market, caller: &Principal, registration: Registr
         compute_capability: registration.compute_capability,
         region: registration.region.filter(|r| !r.trim().is_empty()),
         description: registration.description,
-        capabilities: serde_json::to_string(&registration.capabilities).unwrap_or_else(|_| "[]".into()),
+        capabilities: serde_json::to_string(&registration.capabilities)
+            .unwrap_or_else(|_| "[]".into()),
         price_micro: price.micros(),
         current_price_micro: price.micros(),
         status: "available".to_owned(),
@@ -266,7 +287,9 @@ pub fn parse_status(status: &str) -> Result<&'static str> {
         .iter()
         .find(|s| s.eq_ignore_ascii_case(status))
         .copied()
-        .ok_or_else(|| Error::bad_request(format!("status must be one of {}", GPU_STATUSES.join(", "))))
+        .ok_or_else(|| {
+            Error::bad_request(format!("status must be one of {}", GPU_STATUSES.join(", ")))
+        })
 }
 
 fn order_by(sort: SortKey, order: Option<SortOrder>) -> &'static str {
@@ -291,8 +314,16 @@ fn order_by(sort: SortKey, order: Option<SortOrder>) -> &'static str {
 
 pub async fn list(market: &Market, filter: ListFilter) -> Result<Vec<GpuView>> {
     let mut query = GpuQuery {
-        model_like: filter.model.as_deref().filter(|m| !m.is_empty()).map(like_pattern),
-        capability_like: filter.capability.as_deref().filter(|c| !c.is_empty()).map(capability_pattern),
+        model_like: filter
+            .model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(like_pattern),
+        capability_like: filter
+            .capability
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(capability_pattern),
         memory_min: filter.memory_min,
         region: filter.region.filter(|r| !r.is_empty()),
         miner_id: filter.miner_id.filter(|m| !m.is_empty()),
@@ -302,7 +333,8 @@ pub async fn list(market: &Market, filter: ListFilter) -> Result<Vec<GpuView>> {
         ..GpuQuery::default()
     };
     if let Some(price_max) = filter.price_max {
-        let price = Money::from_units(price_max).ok_or_else(|| Error::bad_request("price_max must be a number"))?;
+        let price = Money::from_units(price_max)
+            .ok_or_else(|| Error::bad_request("price_max must be a number"))?;
         query.price_max_micro = Some(price.micros());
     }
     if let Some(status) = filter.status.as_deref().filter(|s| !s.is_empty()) {
@@ -322,20 +354,27 @@ pub async fn details(market: &Market, gpu_id: &str) -> Result<GpuView> {
     let booked = row.status == "booked";
     let mut view = GpuView::from(row);
     if booked {
-        view.current_booking = bookings::active_for_gpu(&market.store, gpu_id).await?.as_ref().map(CurrentBooking::from);
+        view.current_booking = bookings::active_for_gpu(&market.store, gpu_id)
+            .await?
+            .as_ref()
+            .map(CurrentBooking::from);
     }
     Ok(view)
 }
 
 pub async fn find(market: &Market, gpu_id: &str) -> Result<GpuRow> {
-    gpus::get(&market.store, gpu_id).await?.ok_or_else(|| Error::not_found(format!("GPU {gpu_id} not found")))
+    gpus::get(&market.store, gpu_id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("GPU {gpu_id} not found")))
 }
 
 fn require_owner(caller: &Principal, gpu: &GpuRow, action: &str) -> Result<()> {
     if caller.is_admin() || (caller.has(Role::Miner) && caller.id == gpu.miner_id) {
         Ok(())
     } else {
-        Err(Error::forbidden(format!("only the GPU's miner or an admin can {action} it")))
+        Err(Error::forbidden(format!(
+            "only the GPU's miner or an admin can {action} it"
+        )))
     }
 }
 
@@ -352,11 +391,17 @@ pub async fn remove(market: &Market, caller: &Principal, gpu_id: &str) -> Result
     if !gpus::soft_delete(&market.store, gpu_id, now_micros()).await? {
         // Gone between the two statements, or booked: tell which.
         find(market, gpu_id).await?;
-        return Err(Error::conflict(format!("GPU {gpu_id} is booked; release it before deleting it")));
+        return Err(Error::conflict(format!(
+            "GPU {gpu_id} is booked; release it before deleting it"
+        )));
     }
     market.prices.mark_dirty(&gpu.model_key);
     tracing::info!(gpu_id, by = %caller.id, "GPU deleted");
-    Ok(Removed { gpu_id: gpu_id.to_owned(), status: "deleted", message: format!("GPU {gpu_id} deleted") })
+    Ok(Removed {
+        gpu_id: gpu_id.to_owned(),
+        status: "deleted",
+        message: format!("GPU {gpu_id} deleted"),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -377,5 +422,9 @@ pub async fn heartbeat(market: &Market, caller: &Principal, gpu_id: &str) -> Res
         tracing::info!(gpu_id, "GPU back online");
         market.prices.mark_dirty(&gpu.model_key);
     }
-    Ok(HeartbeatAck { gpu_id: gpu_id.to_owned(), status, last_heartbeat: rfc3339(now) })
+    Ok(HeartbeatAck {
+        gpu_id: gpu_id.to_owned(),
+        status,
+        last_heartbeat: rfc3339(now),
+    })
 }

@@ -37,7 +37,13 @@ pub struct ReviewView {
 
 impl From<ReviewRow> for ReviewView {
     fn from(r: ReviewRow) -> Self {
-        Self { review_id: r.id, rating: r.rating, comment: r.comment, user: r.reviewer_id, date: rfc3339(r.created_at) }
+        Self {
+            review_id: r.id,
+            rating: r.rating,
+            comment: r.comment,
+            user: r.reviewer_id,
+            date: rfc3339(r.created_at),
+        }
     }
 }
 
@@ -61,7 +67,11 @@ pub async fn list(market: &Market, gpu_id: &str, limit: i64, offset: i64) -> Res
 }
 
 fn average(sum: i64, count: i64) -> f64 {
-    if count == 0 { 0.0 } else { sum as f64 / count as f64 }
+    if count == 0 {
+        0.0
+    } else {
+        sum as f64 / count as f64
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -95,12 +105,15 @@ pub async fn add(
     }
     let limit = market.config.reviews.max_comment_chars;
     if comment.as_ref().is_some_and(|c| c.chars().count() > limit) {
-        return Err(Error::bad_request(format!("comment must be at most {limit} characters")));
+        return Err(Error::bad_request(format!(
+            "comment must be at most {limit} characters"
+        )));
     }
     let gpu = find(market, gpu_id).await?;
     let now = now_micros();
     let used = bookings::client_has_used_gpu(&market.store, &caller.id, gpu_id).await?;
-    let today = reviews::written_since(&market.store, &caller.id, now - 86_400 * MICROS_PER_SECOND).await?;
+    let today =
+        reviews::written_since(&market.store, &caller.id, now - 86_400 * MICROS_PER_SECOND).await?;
     let decision = market
         .policies
         .moderate(ModerationRequest {
@@ -121,7 +134,11 @@ pub async fn add(
     let (status, stored, verdict) = match decision.verdict {
         ModerationVerdict::Reject => {
             market.metrics.reviews("rejected");
-            let reason = if decision.reason.is_empty() { "rejected by moderation".into() } else { decision.reason };
+            let reason = if decision.reason.is_empty() {
+                "rejected by moderation".into()
+            } else {
+                decision.reason
+            };
             return Err(Error::bad_request(format!("review rejected: {reason}")));
         }
         ModerationVerdict::Accept => ("review_added", "accepted", "accept"),
@@ -186,7 +203,12 @@ impl From<ReviewRow> for AdminReviewView {
     }
 }
 
-pub async fn by_status(market: &Market, status: &str, limit: i64, offset: i64) -> Result<Vec<AdminReviewView>> {
+pub async fn by_status(
+    market: &Market,
+    status: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AdminReviewView>> {
     let status = ["accepted", "flagged", "rejected"]
         .into_iter()
         .find(|s| s.eq_ignore_ascii_case(status))
@@ -198,11 +220,20 @@ pub async fn by_status(market: &Market, status: &str, limit: i64, offset: i64) -
 /// An admin approves (counted from now on) or rejects a flagged review.
 pub async fn decide(market: &Market, review_id: &str, approve: bool) -> Result<AdminReviewView> {
     let not_found = || Error::not_found(format!("review {review_id} not found"));
-    let review = reviews::get(&market.store, review_id).await?.ok_or_else(not_found)?;
+    let review = reviews::get(&market.store, review_id)
+        .await?
+        .ok_or_else(not_found)?;
     if !reviews::decide_flagged(&market.store, review_id, approve, now_micros()).await? {
-        return Err(Error::conflict(format!("review {review_id} is {} and not awaiting a decision", review.status)));
+        return Err(Error::conflict(format!(
+            "review {review_id} is {} and not awaiting a decision",
+            review.status
+        )));
     }
-    market.metrics.reviews(if approve { "accepted" } else { "rejected" });
-    let decided = reviews::get(&market.store, review_id).await?.ok_or_else(not_found)?;
+    market
+        .metrics
+        .reviews(if approve { "accepted" } else { "rejected" });
+    let decided = reviews::get(&market.store, review_id)
+        .await?
+        .ok_or_else(not_found)?;
     Ok(AdminReviewView::from(decided))
 }

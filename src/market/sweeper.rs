@@ -25,7 +25,9 @@ pub struct SweepReport {
 }
 
 pub async fn run_booking_sweeper(market: Market, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(market.config.booking.sweep_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        market.config.booking.sweep_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -40,7 +42,9 @@ pub async fn run_booking_sweeper(market: Market, shutdown: CancellationToken) {
 }
 
 pub async fn run_heartbeat_monitor(market: Market, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(market.config.heartbeat.check_interval_ms));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        market.config.heartbeat.check_interval_ms,
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -68,7 +72,12 @@ pub async fn sweep_bookings(market: &Market) -> Result<SweepReport> {
     Ok(report)
 }
 
-async fn decide(market: &Market, active: ActiveBooking, now: i64, report: &mut SweepReport) -> Result<()> {
+async fn decide(
+    market: &Market,
+    active: ActiveBooking,
+    now: i64,
+    report: &mut SweepReport,
+) -> Result<()> {
     let booking = &active.booking;
     let decision = market
         .policies
@@ -77,7 +86,8 @@ async fn decide(market: &Market, active: ActiveBooking, now: i64, report: &mut S
             gpu_id: booking.gpu_id.clone(),
             start_unix: unix_seconds(booking.start_at),
             // Rounded up so that a policy expiring "at the end" never acts before the host's end.
-            end_unix: booking.end_at.div_euclid(MICROS_PER_SECOND) + i64::from(booking.end_at % MICROS_PER_SECOND != 0),
+            end_unix: booking.end_at.div_euclid(MICROS_PER_SECOND)
+                + i64::from(booking.end_at % MICROS_PER_SECOND != 0),
             now_unix: unix_seconds(now),
             last_heartbeat_unix: active.last_heartbeat.map(unix_seconds),
             job_id: booking.job_id.clone(),
@@ -93,7 +103,9 @@ async fn decide(market: &Market, active: ActiveBooking, now: i64, report: &mut S
     // to extend it, and that extensions stay within the configured budget.
     let action = match decision.action {
         TimeoutAction::Keep if over => TimeoutAction::Expire,
-        TimeoutAction::Extend(_) | TimeoutAction::Grace(_) if !within_budget => TimeoutAction::Expire,
+        TimeoutAction::Extend(_) | TimeoutAction::Grace(_) if !within_budget => {
+            TimeoutAction::Expire
+        }
         TimeoutAction::Extend(0) | TimeoutAction::Grace(0) if over => TimeoutAction::Expire,
         action => action,
     };
@@ -119,7 +131,9 @@ async fn decide(market: &Market, active: ActiveBooking, now: i64, report: &mut S
             };
             if bookings::end(&market.store, &ending).await? {
                 market.metrics.bookings_ended(status);
-                market.prices.mark_dirty(&crate::market::model_match::model_key(&booking.gpu_model));
+                market
+                    .prices
+                    .mark_dirty(&crate::market::model_match::model_key(&booking.gpu_model));
                 if status == "completed" {
                     report.completed += 1;
                 } else {
@@ -140,7 +154,15 @@ async fn decide(market: &Market, active: ActiveBooking, now: i64, report: &mut S
         }
         TimeoutAction::Grace(minutes) => {
             let until = now + i64::from(minutes) * 60 * MICROS_PER_SECOND;
-            if bookings::reschedule(&market.store, booking, booking.end_at, booking.total_micro, Some(until)).await? {
+            if bookings::reschedule(
+                &market.store,
+                booking,
+                booking.end_at,
+                booking.total_micro,
+                Some(until),
+            )
+            .await?
+            {
                 report.extended += 1;
                 tracing::info!(booking_id = %booking.id, minutes, reason = %decision.reason, "booking given grace");
             }

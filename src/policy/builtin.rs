@@ -27,7 +27,11 @@ impl BuiltinPolicies {
         } else {
             (TimeoutAction::Keep, "booked time remains")
         };
-        TimeoutDecision { action, reason: reason.to_owned(), source: DecisionSource::builtin() }
+        TimeoutDecision {
+            action,
+            reason: reason.to_owned(),
+            source: DecisionSource::builtin(),
+        }
     }
 }
 
@@ -76,8 +80,15 @@ mod tests {
                 bookings_last_hour: 0,
                 recent_prices: vec![],
             },
-            request: RequestFacts { duration_hours: 1.0, start_unix: 0 },
-            time: TimeFacts { now_unix: 0, hour_of_day: 0, weekday: 3 },
+            request: RequestFacts {
+                duration_hours: 1.0,
+                start_unix: 0,
+            },
+            time: TimeFacts {
+                now_unix: 0,
+                hour_of_day: 0,
+                weekday: 3,
+            },
         }
     }
 
@@ -101,8 +112,17 @@ mod tests {
             job_id: None,
             extensions: 0,
         };
-        assert_eq!(BuiltinPolicies.booking_timeout(request.clone()).await.action, TimeoutAction::Keep);
+        assert_eq!(
+            BuiltinPolicies
+                .booking_timeout(request.clone())
+                .await
+                .action,
+            TimeoutAction::Keep
+        );
         request.now_unix = 200;
-        assert_eq!(BuiltinPolicies.booking_timeout(request).await.action, TimeoutAction::Expire);
+        assert_eq!(
+            BuiltinPolicies.booking_timeout(request).await.action,
+            TimeoutAction::Expire
+        );
     }
 }

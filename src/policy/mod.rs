@@ -84,7 +84,10 @@ pub struct DecisionSource {
 
 impl DecisionSource {
     pub fn builtin() -> Self {
-        Self { policy: "builtin".to_owned(), fallback: false }
+        Self {
+            policy: "builtin".to_owned(),
+            fallback: false,
+        }
     }
 }
 

@@ -37,5 +37,7 @@ pub async fn insert(store: &Store, bid: &BidRow) -> Result<(), sqlx::Error> {
 }
 
 pub async fn count_pending(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM bids WHERE status = 'pending'").fetch_one(store.reader()).await
+    sqlx::query_scalar("SELECT COUNT(*) FROM bids WHERE status = 'pending'")
+        .fetch_one(store.reader())
+        .await
 }

@@ -99,17 +99,29 @@ pub async fn create(store: &Store, booking: &BookingRow) -> Result<BookOutcome, 
     Ok(BookOutcome::Booked)
 }
 
-pub async fn active_for_gpu(store: &Store, gpu_id: &str) -> Result<Option<BookingRow>, sqlx::Error> {
-    let sql = format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE gpu_id = $1 AND status = 'active'");
-    sqlx::query_as(&sql).bind(gpu_id).fetch_optional(store.reader()).await
+pub async fn active_for_gpu(
+    store: &Store,
+    gpu_id: &str,
+) -> Result<Option<BookingRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE gpu_id = $1 AND status = 'active'");
+    sqlx::query_as(&sql)
+        .bind(gpu_id)
+        .fetch_optional(store.reader())
+        .await
 }
 
 /// Active bookings for the given GPUs, in one round trip.
-pub async fn active_for_gpus(store: &Store, gpu_ids: &[&str]) -> Result<Vec<BookingRow>, sqlx::Error> {
+pub async fn active_for_gpus(
+    store: &Store,
+    gpu_ids: &[&str],
+) -> Result<Vec<BookingRow>, sqlx::Error> {
     if gpu_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::new(format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE status = 'active' AND gpu_id IN ("));
+    let mut sql = Sql::new(format!(
+        "SELECT {BOOKING_COLUMNS} FROM bookings WHERE status = 'active' AND gpu_id IN ("
+    ));
     for (i, id) in gpu_ids.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -118,7 +130,9 @@ pub async fn active_for_gpus(store: &Store, gpu_ids: &[&str]) -> Result<Vec<Book
     }
     sql.push(")");
     let (text, args) = sql.into_parts();
-    sqlx::query_as_with(&text, args).fetch_all(store.reader()).await
+    sqlx::query_as_with(&text, args)
+        .fetch_all(store.reader())
+        .await
 }
 
 /// How a booking ends.
@@ -205,12 +219,19 @@ pub struct ActiveBooking {
 /// Active bookings, soonest end first, for the sweeper. No locks are held: each decision is applied
 /// with an optimistic check, so replicas sweeping the same rows cannot apply one twice.
 pub async fn active(store: &Store, limit: i64) -> Result<Vec<ActiveBooking>, sqlx::Error> {
-    let columns = BOOKING_COLUMNS.split(", ").map(|c| format!("b.{c}")).collect::<Vec<_>>().join(", ");
+    let columns = BOOKING_COLUMNS
+        .split(", ")
+        .map(|c| format!("b.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
         "SELECT {columns}, g.last_heartbeat FROM bookings b JOIN gpus g ON g.id = b.gpu_id \
          WHERE b.status = 'active' ORDER BY b.end_at LIMIT $1"
     );
-    sqlx::query_as(&sql).bind(limit).fetch_all(store.reader()).await
+    sqlx::query_as(&sql)
+        .bind(limit)
+        .fetch_all(store.reader())
+        .await
 }
 
 /// Which orders a caller may see.
@@ -218,7 +239,11 @@ pub async fn active(store: &Store, limit: i64) -> Result<Vec<ActiveBooking>, sql
 pub enum OrderScope {
     All,
     /// Orders the principal placed as a client, or on GPUs it owns as a miner.
-    Principal { id: String, as_client: bool, as_miner: bool },
+    Principal {
+        id: String,
+        as_client: bool,
+        as_miner: bool,
+    },
 }
 
 pub async fn orders(
@@ -228,11 +253,22 @@ pub async fn orders(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<BookingRow>, sqlx::Error> {
-    let mut sql = Sql::new(format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE 1 = 1"));
-    if let OrderScope::Principal { id, as_client, as_miner } = scope {
+    let mut sql = Sql::new(format!(
+        "SELECT {BOOKING_COLUMNS} FROM bookings WHERE 1 = 1"
+    ));
+    if let OrderScope::Principal {
+        id,
+        as_client,
+        as_miner,
+    } = scope
+    {
         match (as_client, as_miner) {
             (true, true) => {
-                sql.push(" AND (client_id = ").bind(id.clone()).push(" OR miner_id = ").bind(id.clone()).push(")");
+                sql.push(" AND (client_id = ")
+                    .bind(id.clone())
+                    .push(" OR miner_id = ")
+                    .bind(id.clone())
+                    .push(")");
             }
             (true, false) => {
                 sql.push(" AND client_id = ").bind(id.clone());
@@ -248,9 +284,14 @@ pub async fn orders(
     if let Some(status) = status {
         sql.push(" AND status = ").bind(status.to_owned());
     }
-    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").bind(limit).push(" OFFSET ").bind(offset);
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .bind(limit)
+        .push(" OFFSET ")
+        .bind(offset);
     let (text, args) = sql.into_parts();
-    sqlx::query_as_with(&text, args).fetch_all(store.reader()).await
+    sqlx::query_as_with(&text, args)
+        .fetch_all(store.reader())
+        .await
 }
 
 /// Bookings of GPUs of one model that started at or after `since`.
@@ -265,11 +306,17 @@ pub async fn started_since(store: &Store, model_key: &str, since: i64) -> Result
 }
 
 pub async fn count_active(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM bookings WHERE status = 'active'").fetch_one(store.reader()).await
+    sqlx::query_scalar("SELECT COUNT(*) FROM bookings WHERE status = 'active'")
+        .fetch_one(store.reader())
+        .await
 }
 
 /// Whether `client_id` has a booking on the GPU that actually ran (something was charged).
-pub async fn client_has_used_gpu(store: &Store, client_id: &str, gpu_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn client_has_used_gpu(
+    store: &Store,
+    client_id: &str,
+    gpu_id: &str,
+) -> Result<bool, sqlx::Error> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM bookings WHERE client_id = $1 AND gpu_id = $2 AND status <> 'active' \
          AND charged_micro > 0",

@@ -83,22 +83,39 @@ pub async fn insert(store: &Store, gpu: &GpuRow) -> Result<(), sqlx::Error> {
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<GpuRow>, sqlx::Error> {
     let sql = format!("SELECT {GPU_COLUMNS} FROM gpus WHERE id = $1 AND deleted_at IS NULL");
-    sqlx::query_as(&sql).bind(id).fetch_optional(store.reader()).await
+    sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(store.reader())
+        .await
 }
 
 pub async fn list(store: &Store, query: &GpuQuery) -> Result<Vec<GpuRow>, sqlx::Error> {
-    let mut sql = Sql::new(format!("SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"));
-    match (&query.model_like, &query.capability_like, query.model_or_capability) {
+    let mut sql = Sql::new(format!(
+        "SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"
+    ));
+    match (
+        &query.model_like,
+        &query.capability_like,
+        query.model_or_capability,
+    ) {
         (Some(model), Some(capability), true) => {
-            sql.push(" AND (model_key LIKE ").bind(model.clone()).push(" ESCAPE '\\'");
-            sql.push(" OR LOWER(capabilities) LIKE ").bind(capability.clone()).push(" ESCAPE '\\')");
+            sql.push(" AND (model_key LIKE ")
+                .bind(model.clone())
+                .push(" ESCAPE '\\'");
+            sql.push(" OR LOWER(capabilities) LIKE ")
+                .bind(capability.clone())
+                .push(" ESCAPE '\\')");
         }
         (model, capability, _) => {
             if let Some(model) = model {
-                sql.push(" AND model_key LIKE ").bind(model.clone()).push(" ESCAPE '\\'");
+                sql.push(" AND model_key LIKE ")
+                    .bind(model.clone())
+                    .push(" ESCAPE '\\'");
             }
             if let Some(capability) = capability {
-                sql.push(" AND LOWER(capabilities) LIKE ").bind(capability.clone()).push(" ESCAPE '\\'");
+                sql.push(" AND LOWER(capabilities) LIKE ")
+                    .bind(capability.clone())
+                    .push(" ESCAPE '\\'");
             }
         }
     }
@@ -122,15 +139,21 @@ pub async fn list(store: &Store, query: &GpuQuery) -> Result<Vec<GpuRow>, sqlx::
         sql.push(" AND current_price_micro <= ").bind(price_max);
     }
     if let Some(region) = &query.region {
-        sql.push(" AND LOWER(region) = ").bind(region.to_lowercase());
+        sql.push(" AND LOWER(region) = ")
+            .bind(region.to_lowercase());
     }
     if let Some(miner_id) = &query.miner_id {
         sql.push(" AND miner_id = ").bind(miner_id.clone());
     }
     sql.push(" ORDER BY ").push(query.order_by);
-    sql.push(" LIMIT ").bind(query.limit).push(" OFFSET ").bind(query.offset);
+    sql.push(" LIMIT ")
+        .bind(query.limit)
+        .push(" OFFSET ")
+        .bind(query.offset);
     let (text, args) = sql.into_parts();
-    sqlx::query_as_with(&text, args).fetch_all(store.reader()).await
+    sqlx::query_as_with(&text, args)
+        .fetch_all(store.reader())
+        .await
 }
 
 /// Removes a GPU from the catalogue unless it is booked. Rows stay for the order history.
@@ -178,17 +201,22 @@ pub async fn mark_silent_offline(store: &Store, cutoff: i64) -> Result<u64, sqlx
 }
 
 /// Current prices computed by the pricing policy, written only where they changed.
-pub async fn update_current_prices(store: &Store, prices: &[(String, i64)]) -> Result<(), sqlx::Error> {
+pub async fn update_current_prices(
+    store: &Store,
+    prices: &[(String, i64)],
+) -> Result<(), sqlx::Error> {
     if prices.is_empty() {
         return Ok(());
     }
     let mut tx = store.writer().begin().await?;
     for (id, micros) in prices {
-        sqlx::query("UPDATE gpus SET current_price_micro = $1 WHERE id = $2 AND current_price_micro <> $1")
-            .bind(*micros)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE gpus SET current_price_micro = $1 WHERE id = $2 AND current_price_micro <> $1",
+        )
+        .bind(*micros)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
@@ -215,7 +243,10 @@ const STATUS_COUNTS: &str = "SELECT COUNT(*) AS total, \
     CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT) AS offline \
     FROM gpus WHERE deleted_at IS NULL";
 
-pub async fn status_counts(store: &Store, model_key: Option<&str>) -> Result<StatusCounts, sqlx::Error> {
+pub async fn status_counts(
+    store: &Store,
+    model_key: Option<&str>,
+) -> Result<StatusCounts, sqlx::Error> {
     match model_key {
         Some(key) => {
             sqlx::query_as(&format!("{STATUS_COUNTS} AND model_key = $1"))
@@ -223,6 +254,10 @@ pub async fn status_counts(store: &Store, model_key: Option<&str>) -> Result<Sta
                 .fetch_one(store.reader())
                 .await
         }
-        None => sqlx::query_as(STATUS_COUNTS).fetch_one(store.reader()).await,
+        None => {
+            sqlx::query_as(STATUS_COUNTS)
+                .fetch_one(store.reader())
+                .await
+        }
     }
 }

@@ -33,7 +33,10 @@ pub enum StoreError {
     #[error("cannot create the directory for database {url}: {source}")]
     CreateDir { url: String, source: std::io::Error },
     #[error("migrating database {url} failed: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -55,21 +58,39 @@ impl Store {
         install_default_drivers();
         let url = config.url.clone();
         let redacted = redact_url(&url);
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
-        let connect_err = |source| StoreError::Connect { url: redacted.clone(), source };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let connect_err = |source| StoreError::Connect {
+            url: redacted.clone(),
+            source,
+        };
         let store = match backend {
             Backend::Postgres => {
                 let pool = pool_options(config, config.max_connections)
                     .connect(&url)
                     .await
                     .map_err(connect_err)?;
-                Self { reader: pool.clone(), writer: pool, backend, url: redacted }
+                Self {
+                    reader: pool.clone(),
+                    writer: pool,
+                    backend,
+                    url: redacted,
+                }
             }
             Backend::Sqlite => {
-                ensure_sqlite_dir(&url).map_err(|source| StoreError::CreateDir { url: redacted.clone(), source })?;
+                ensure_sqlite_dir(&url).map_err(|source| StoreError::CreateDir {
+                    url: redacted.clone(),
+                    source,
+                })?;
                 let busy_timeout = config.busy_timeout_ms;
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                let writer = sqlite_pool(config, 1, busy_timeout).connect(&url).await.map_err(connect_err)?;
+                let writer = sqlite_pool(config, 1, busy_timeout)
+                    .connect(&url)
+                    .await
+                    .map_err(connect_err)?;
                 // An in-memory database exists once per connection: readers must share the writer.
                 let reader = if in_memory {
                     writer.clone()
@@ -79,7 +100,12 @@ impl Store {
                         .await
                         .map_err(connect_err)?
                 };
-                Self { reader, writer, backend, url: redacted }
+                Self {
+                    reader,
+                    writer,
+                    backend,
+                    url: redacted,
+                }
             }
         };
         Ok(store)
@@ -93,7 +119,10 @@ impl Store {
         migrator
             .run(&self.writer)
             .await
-            .map_err(|source| StoreError::Migrate { url: self.url.clone(), source })
+            .map_err(|source| StoreError::Migrate {
+                url: self.url.clone(),
+                source,
+            })
     }
 
     pub fn backend(&self) -> Backend {
@@ -115,7 +144,10 @@ impl Store {
 
     /// Cheap liveness probe for `/health`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -128,10 +160,16 @@ fn pool_options(config: &DatabaseConfig, max_connections: u32) -> AnyPoolOptions
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(config.min_connections.min(max_connections))
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms.max(config.connect_timeout_ms)))
+        .acquire_timeout(Duration::from_millis(
+            config.acquire_timeout_ms.max(config.connect_timeout_ms),
+        ))
 }
 
-fn sqlite_pool(config: &DatabaseConfig, max_connections: u32, busy_timeout_ms: u64) -> AnyPoolOptions {
+fn sqlite_pool(
+    config: &DatabaseConfig,
+    max_connections: u32,
+    busy_timeout_ms: u64,
+) -> AnyPoolOptions {
     pool_options(config, max_connections).after_connect(move |conn, _meta| {
         Box::pin(async move {
             conn.execute(
@@ -149,7 +187,9 @@ fn sqlite_pool(config: &DatabaseConfig, max_connections: u32, busy_timeout_ms: u
 
 /// Creates the parent directory of a SQLite database file (the default lives under `data/`).
 fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path.contains(":memory:") {
         return Ok(());

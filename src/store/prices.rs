@@ -29,7 +29,11 @@ pub async fn record_bucket(store: &Store, bucket: i64, now: i64) -> Result<u64, 
 }
 
 /// The latest `points` samples of the models matching `model_like`, averaged per bucket, oldest first.
-pub async fn history(store: &Store, model_keys: &[String], points: i64) -> Result<Vec<PriceSample>, sqlx::Error> {
+pub async fn history(
+    store: &Store,
+    model_keys: &[String],
+    points: i64,
+) -> Result<Vec<PriceSample>, sqlx::Error> {
     if model_keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -43,9 +47,12 @@ pub async fn history(store: &Store, model_keys: &[String], points: i64) -> Resul
         }
         sql.bind(key.clone());
     }
-    sql.push(") GROUP BY bucket ORDER BY bucket DESC LIMIT ").bind(points);
+    sql.push(") GROUP BY bucket ORDER BY bucket DESC LIMIT ")
+        .bind(points);
     let (text, args) = sql.into_parts();
-    let mut samples: Vec<PriceSample> = sqlx::query_as_with(&text, args).fetch_all(store.reader()).await?;
+    let mut samples: Vec<PriceSample> = sqlx::query_as_with(&text, args)
+        .fetch_all(store.reader())
+        .await?;
     samples.reverse();
     Ok(samples)
 }

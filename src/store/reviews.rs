@@ -4,8 +4,7 @@ use sqlx::FromRow;
 
 use super::Store;
 
-const REVIEW_COLUMNS: &str =
-    "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at";
+const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ReviewRow {
@@ -70,41 +69,67 @@ pub async fn accepted_for_gpu(
         "SELECT {REVIEW_COLUMNS} FROM reviews WHERE gpu_id = $1 AND status = 'accepted' \
          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    sqlx::query_as(&sql).bind(gpu_id).bind(limit).bind(offset).fetch_all(store.reader()).await
+    sqlx::query_as(&sql)
+        .bind(gpu_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(store.reader())
+        .await
 }
 
-pub async fn by_status(store: &Store, status: &str, limit: i64, offset: i64) -> Result<Vec<ReviewRow>, sqlx::Error> {
+pub async fn by_status(
+    store: &Store,
+    status: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<ReviewRow>, sqlx::Error> {
     let sql = format!(
         "SELECT {REVIEW_COLUMNS} FROM reviews WHERE status = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    sqlx::query_as(&sql).bind(status).bind(limit).bind(offset).fetch_all(store.reader()).await
+    sqlx::query_as(&sql)
+        .bind(status)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(store.reader())
+        .await
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<ReviewRow>, sqlx::Error> {
     let sql = format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE id = $1");
-    sqlx::query_as(&sql).bind(id).fetch_optional(store.reader()).await
+    sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(store.reader())
+        .await
 }
 
 /// An admin's decision on a flagged review; approval counts it in the aggregate. Returns false when the
 /// review was not (or no longer) flagged.
-pub async fn decide_flagged(store: &Store, id: &str, approve: bool, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn decide_flagged(
+    store: &Store,
+    id: &str,
+    approve: bool,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let mut tx = store.writer().begin().await?;
     let status = if approve { "accepted" } else { "rejected" };
-    let changed = sqlx::query("UPDATE reviews SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'flagged'")
-        .bind(status)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let changed = sqlx::query(
+        "UPDATE reviews SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'flagged'",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     if changed.rows_affected() == 0 {
         tx.rollback().await?;
         return Ok(false);
     }
     if approve {
-        let (gpu_id, rating): (String, i64) = sqlx::query_as("SELECT gpu_id, rating FROM reviews WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let (gpu_id, rating): (String, i64) =
+            sqlx::query_as("SELECT gpu_id, rating FROM reviews WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         add_to_aggregate(&mut tx, &gpu_id, rating).await?;
     }
     tx.commit().await?;
@@ -112,7 +137,11 @@ pub async fn decide_flagged(store: &Store, id: &str, approve: bool, now: i64) ->
 }
 
 /// Reviews written by `reviewer_id` since `since`, any status.
-pub async fn written_since(store: &Store, reviewer_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+pub async fn written_since(
+    store: &Store,
+    reviewer_id: &str,
+    since: i64,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM reviews WHERE reviewer_id = $1 AND created_at >= $2")
         .bind(reviewer_id)
         .bind(since)

@@ -13,7 +13,11 @@ pub struct Sql {
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
-        Self { text: text.into(), args: AnyArguments::default(), count: 0 }
+        Self {
+            text: text.into(),
+            args: AnyArguments::default(),
+            count: 0,
+        }
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {

@@ -25,17 +25,33 @@ pub const POSTGRES_ENV: &str = "GPU_MARKET_TEST_POSTGRES_URL";
 
 /// The id shapes of the contract: prefix + 32 lower-case hex digits.
 pub fn assert_id(value: &Value, prefix: &str) -> String {
-    let id = value.as_str().unwrap_or_else(|| panic!("id is not a string: {value}"));
-    let hex = id.strip_prefix(prefix).unwrap_or_else(|| panic!("id {id} lacks the prefix {prefix}"));
-    assert_eq!(hex.len(), 32, "id {id} should carry 32 hex digits after {prefix}");
-    assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "id {id} is not hex after {prefix}");
+    let id = value
+        .as_str()
+        .unwrap_or_else(|| panic!("id is not a string: {value}"));
+    let hex = id
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("id {id} lacks the prefix {prefix}"));
+    assert_eq!(
+        hex.len(),
+        32,
+        "id {id} should carry 32 hex digits after {prefix}"
+    );
+    assert!(
+        hex.chars().all(|c| c.is_ascii_hexdigit()),
+        "id {id} is not hex after {prefix}"
+    );
     id.to_owned()
 }
 
 /// An RFC 3339 UTC timestamp ending in `Z`; returns it as unix microseconds.
 pub fn assert_timestamp(value: &Value) -> i64 {
-    let text = value.as_str().unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
-    assert!(text.ends_with('Z'), "timestamp {text} should be UTC with a Z suffix");
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
+    assert!(
+        text.ends_with('Z'),
+        "timestamp {text} should be UTC with a Z suffix"
+    );
     let parsed = chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|err| panic!("timestamp {text} is not RFC 3339: {err}"));
     parsed.timestamp_micros()
@@ -43,16 +59,23 @@ pub fn assert_timestamp(value: &Value) -> i64 {
 
 /// A JSON money amount as integer micro-AITBC (the API prints at most 6 decimals).
 pub fn micros(value: &Value) -> i64 {
-    let units = value.as_f64().unwrap_or_else(|| panic!("amount is not a number: {value}"));
+    let units = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("amount is not a number: {value}"));
     (units * 1_000_000.0).round() as i64
 }
 
 /// The JSON error convention: a `detail` holding a non-empty human sentence.
 pub fn assert_detail(reply: &Reply) {
     let detail = reply.body.get("detail").unwrap_or_else(|| {
-        panic!("error {} without a JSON `detail`: {}", reply.status, reply.text)
+        panic!(
+            "error {} without a JSON `detail`: {}",
+            reply.status, reply.text
+        )
     });
-    let detail = detail.as_str().unwrap_or_else(|| panic!("`detail` is not a string: {detail}"));
+    let detail = detail
+        .as_str()
+        .unwrap_or_else(|| panic!("`detail` is not a string: {detail}"));
     assert!(!detail.trim().is_empty(), "`detail` is empty");
 }
 
@@ -102,21 +125,32 @@ impl TestDatabase {
         let dir = tempfile::tempdir().expect("temp dir for the SQLite database");
         let path = dir.path().join("gpu-market.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        Self { url, kind: DatabaseKind::Sqlite { _dir: dir } }
+        Self {
+            url,
+            kind: DatabaseKind::Sqlite { _dir: dir },
+        }
     }
 
     async fn create_postgres(admin_url: String) -> Self {
         use sqlx::Connection;
         let name = format!("gm_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::postgres::PgConnection::connect(&admin_url).await.unwrap_or_else(|err| {
-            panic!("{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {err}")
-        });
+        let mut conn = sqlx::postgres::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {err}")
+            });
         // Concurrent CREATE DATABASE calls can collide on the template; retry those briefly.
         let mut attempt = 0;
         loop {
-            match sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await {
+            match sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                .execute(&mut conn)
+                .await
+            {
                 Ok(_) => break,
-                Err(err) if attempt < 20 && err.to_string().contains("being accessed by other users") => {
+                Err(err)
+                    if attempt < 20
+                        && err.to_string().contains("being accessed by other users") =>
+                {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -124,9 +158,13 @@ impl TestDatabase {
             }
         }
         let _ = conn.close().await;
-        let mut url = reqwest::Url::parse(&admin_url).expect("GPU_MARKET_TEST_POSTGRES_URL is a URL");
+        let mut url =
+            reqwest::Url::parse(&admin_url).expect("GPU_MARKET_TEST_POSTGRES_URL is a URL");
         url.set_path(&format!("/{name}"));
-        Self { url: url.to_string(), kind: DatabaseKind::Postgres { admin_url, name } }
+        Self {
+            url: url.to_string(),
+            kind: DatabaseKind::Postgres { admin_url, name },
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -140,19 +178,25 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let DatabaseKind::Postgres { admin_url, name } = &self.kind else { return };
+        let DatabaseKind::Postgres { admin_url, name } = &self.kind else {
+            return;
+        };
         let (admin_url, name) = (admin_url.clone(), name.clone());
         // Best effort, on a thread of its own: Drop cannot await, and the test's runtime may be ending.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async move {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
                     let _ = conn.close().await;
                 }
             });
@@ -177,19 +221,32 @@ impl Reply {
         let headers = response.headers().clone();
         let text = response.text().await.expect("response body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, headers, text, body }
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
     }
 
     /// Asserts the status, printing the body when it differs.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         &self.body
     }
 
     #[track_caller]
     pub fn expect_error(&self, status: u16) {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         assert_detail(self);
     }
 }
@@ -219,9 +276,8 @@ pub fn test_keys() -> Vec<ApiKeyConfig> {
 /// The configuration every test starts from: random port, empty policy dir (built-in policies), fast
 /// background intervals.
 pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
-    let mut config = Config::default();
-    config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.policies_dir = policies_dir;
+    let mut config =
+        Config { bind: SocketAddr::from(([127, 0, 0, 1], 0)), policies_dir, ..Config::default() };
     config.database.url = database_url.to_owned();
     config.booking.sweep_interval_ms = 100;
     config.heartbeat.timeout_seconds = 1;
@@ -259,7 +315,9 @@ impl TestApp {
         let policies = tempfile::tempdir().expect("temp policies dir");
         let mut config = test_config(database.url(), policies.path().to_owned());
         adjust(&mut config);
-        let server = gpu_market::server::spawn(config.clone()).await.expect("server starts");
+        let server = gpu_market::server::spawn(config.clone())
+            .await
+            .expect("server starts");
         let addr = server.local_addr();
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(4)
@@ -314,11 +372,13 @@ impl TestApp {
 
     /// GET as the aitbc client does it: with an empty `X-Api-Key`.
     pub async fn get(&self, path: &str) -> Reply {
-        self.send(self.client.get(self.url(path)).header("X-Api-Key", "")).await
+        self.send(self.client.get(self.url(path)).header("X-Api-Key", ""))
+            .await
     }
 
     pub async fn get_as(&self, path: &str, key: &str) -> Reply {
-        self.send(self.client.get(self.url(path)).header("X-Api-Key", key)).await
+        self.send(self.client.get(self.url(path)).header("X-Api-Key", key))
+            .await
     }
 
     /// POST a JSON body with an empty `X-Api-Key`.
@@ -327,7 +387,13 @@ impl TestApp {
     }
 
     pub async fn post_as(&self, path: &str, body: &Value, key: &str) -> Reply {
-        self.send(self.client.post(self.url(path)).header("X-Api-Key", key).json(body)).await
+        self.send(
+            self.client
+                .post(self.url(path))
+                .header("X-Api-Key", key)
+                .json(body),
+        )
+        .await
     }
 
     /// POST with no body at all (what the client does for release).
@@ -336,7 +402,8 @@ impl TestApp {
     }
 
     pub async fn post_empty_as(&self, path: &str, key: &str) -> Reply {
-        self.send(self.client.post(self.url(path)).header("X-Api-Key", key)).await
+        self.send(self.client.post(self.url(path)).header("X-Api-Key", key))
+            .await
     }
 
     /// POST raw bytes labelled as JSON.
@@ -356,7 +423,8 @@ impl TestApp {
     }
 
     pub async fn delete_as(&self, path: &str, key: &str) -> Reply {
-        self.send(self.client.delete(self.url(path)).header("X-Api-Key", key)).await
+        self.send(self.client.delete(self.url(path)).header("X-Api-Key", key))
+            .await
     }
 
     // ---- marketplace helpers ------------------------------------------------------------------
@@ -391,7 +459,8 @@ impl TestApp {
 
     /// A GPU with a name and price only.
     pub async fn register_gpu(&self, name: &str, price_per_hour: f64) -> String {
-        self.register(json!({ "name": name, "memory_gb": 24, "price_per_hour": price_per_hour })).await
+        self.register(json!({ "name": name, "memory_gb": 24, "price_per_hour": price_per_hour }))
+            .await
     }
 
     pub async fn book_raw(&self, gpu_id: &str, hours: f64) -> Reply {
@@ -400,7 +469,8 @@ impl TestApp {
 
     pub async fn book_raw_as(&self, gpu_id: &str, hours: f64, key: &str) -> Reply {
         let body = json!({ "gpu_id": gpu_id, "duration_hours": hours });
-        self.post_as(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body, key).await
+        self.post_as(&format!("/v1/marketplace/gpu/{gpu_id}/book"), &body, key)
+            .await
     }
 
     /// Books and returns the 201 body.
@@ -409,15 +479,20 @@ impl TestApp {
     }
 
     pub async fn book_as(&self, gpu_id: &str, hours: f64, key: &str) -> Value {
-        self.book_raw_as(gpu_id, hours, key).await.expect(201).clone()
+        self.book_raw_as(gpu_id, hours, key)
+            .await
+            .expect(201)
+            .clone()
     }
 
     pub async fn release_raw(&self, gpu_id: &str) -> Reply {
-        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release")).await
+        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/release"))
+            .await
     }
 
     pub async fn release_raw_as(&self, gpu_id: &str, key: &str) -> Reply {
-        self.post_empty_as(&format!("/v1/marketplace/gpu/{gpu_id}/release"), key).await
+        self.post_empty_as(&format!("/v1/marketplace/gpu/{gpu_id}/release"), key)
+            .await
     }
 
     pub async fn release(&self, gpu_id: &str) -> Value {
@@ -425,7 +500,10 @@ impl TestApp {
     }
 
     pub async fn details(&self, gpu_id: &str) -> Value {
-        self.get(&format!("/v1/marketplace/gpu/{gpu_id}")).await.expect(200).clone()
+        self.get(&format!("/v1/marketplace/gpu/{gpu_id}"))
+            .await
+            .expect(200)
+            .clone()
     }
 
     /// The ids of a list response, in order.
@@ -435,12 +513,14 @@ impl TestApp {
     }
 
     pub async fn heartbeat(&self, gpu_id: &str) -> Reply {
-        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/heartbeat")).await
+        self.post_empty(&format!("/v1/marketplace/gpu/{gpu_id}/heartbeat"))
+            .await
     }
 
     pub async fn review(&self, gpu_id: &str, rating: Value, comment: Value) -> Reply {
         let body = json!({ "rating": rating, "comment": comment });
-        self.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body).await
+        self.post(&format!("/v1/marketplace/gpu/{gpu_id}/reviews"), &body)
+            .await
     }
 
     // ---- database assertions ------------------------------------------------------------------
@@ -453,11 +533,13 @@ impl TestApp {
     }
 
     pub async fn active_bookings(&self, gpu_id: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM bookings WHERE gpu_id = $1 AND status = 'active'")
-            .bind(gpu_id.to_owned())
-            .fetch_one(self.db())
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM bookings WHERE gpu_id = $1 AND status = 'active'",
+        )
+        .bind(gpu_id.to_owned())
+        .fetch_one(self.db())
+        .await
+        .unwrap()
     }
 
     /// One booking row (which is also its order).
@@ -555,7 +637,12 @@ pub fn ids_of(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("expected a JSON array, got {list}"))
         .iter()
-        .map(|gpu| gpu["id"].as_str().expect("GPU object has a string id").to_owned())
+        .map(|gpu| {
+            gpu["id"]
+                .as_str()
+                .expect("GPU object has a string id")
+                .to_owned()
+        })
         .collect()
 }
 

@@ -1,0 +1,304 @@
+#!/usr/bin/env bash
+# Load benchmark for gpu-market: prints figures, never passes or fails on them.
+#
+#   bench/load.sh                      # SQLite only
+#   GPU_MARKET_BENCH_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test bench/load.sh   # both, side by side
+#
+# For each backend it starts a release build of `gpu-market serve` on a fresh database, registers 100
+# GPUs and runs wrk (32 connections, BENCH_DURATION seconds each, after a short warm-up) on:
+#   list     GET  /v1/marketplace/gpu/list            (default limit: all 100 GPUs)
+#   details  GET  /v1/marketplace/gpu/{id}            (cycling over the 100 ids)
+#   cycle    POST /v1/marketplace/gpu/{id}/book then POST .../release, per GPU, over the 100 GPUs
+# and prints requests/s and p99 latency per scenario (cycles/s for book+release).
+#
+# Knobs: BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DURATION="${BENCH_DURATION:-10}"
+WARMUP="${BENCH_WARMUP:-2}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+GPUS="${BENCH_GPUS:-100}"
+PG_URL="${GPU_MARKET_BENCH_POSTGRES_URL:-}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# ---- tools -------------------------------------------------------------------------------------
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [[ -n "$PG_URL" ]] && ! command -v psql >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
+if ((${#need_apt[@]})); then
+    say "installing ${need_apt[*]}"
+    SUDO=""
+    [[ "$(id -u)" -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+say "building the release binary"
+(cd "$ROOT" && cargo build --release --quiet --bin gpu-market)
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release/gpu-market"
+[[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
+
+WORK="$(mktemp -d -t gpu-market-bench.XXXXXX)"
+SERVER_PID=""
+PG_DB=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    if [[ -n "$PG_DB" ]]; then psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---- wrk scripts ---------------------------------------------------------------------------------
+# Shared: each thread gets an index (setup), reads the GPU ids from $GM_BENCH_IDS, and done() prints one
+# machine-readable line: requests, duration, p99 latency, non-2xx answers and (for the cycle) cycles.
+cat >"$WORK/common.lua" <<'LUA'
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+    thread:set("thread_index", thread_count)
+    thread_count = thread_count + 1
+    table.insert(threads, thread)
+end
+
+function load_ids()
+    local ids = {}
+    for line in io.lines(os.getenv("GM_BENCH_IDS")) do
+        if #line > 0 then table.insert(ids, line) end
+    end
+    return ids
+end
+
+function done(summary, latency, requests)
+    local cycles, failed = 0, 0
+    for _, thread in ipairs(threads) do
+        cycles = cycles + (thread:get("cycles") or 0)
+        failed = failed + (thread:get("failed") or 0)
+    end
+    io.write(string.format("RESULT requests=%d duration_us=%d p99_us=%d non2xx=%d socket_errors=%d cycles=%d failed=%d\n",
+        summary.requests, summary.duration, latency:percentile(99.0), summary.errors.status,
+        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+        cycles, failed))
+end
+LUA
+
+cat >"$WORK/list.lua" <<'LUA'
+dofile(os.getenv("GM_BENCH_COMMON"))
+function request()
+    return wrk.format("GET", "/v1/marketplace/gpu/list")
+end
+LUA
+
+cat >"$WORK/details.lua" <<'LUA'
+dofile(os.getenv("GM_BENCH_COMMON"))
+local ids, next_index
+function init(args)
+    ids = load_ids()
+    next_index = (thread_index * 37) % #ids
+end
+function request()
+    next_index = next_index % #ids + 1
+    return wrk.format("GET", "/v1/marketplace/gpu/" .. ids[next_index])
+end
+LUA
+
+# Book+release: each thread owns a disjoint slice of the GPUs and tracks each one's state
+# (free → booking → booked → releasing → free). The action and GPU travel in X-Request-ID, which the
+# service echoes, so every answer is matched to its request whatever the connection. A cycle is one
+# successful release (its booking succeeded before it).
+cat >"$WORK/cycle.lua" <<'LUA'
+dofile(os.getenv("GM_BENCH_COMMON"))
+local mine, state, cursor, serial = {}, {}, 0, 0
+cycles, failed = 0, 0
+local FREE, BOOKING, BOOKED, RELEASING = 0, 1, 2, 3
+local book_headers = { ["Content-Type"] = "application/json" }
+
+function init(args)
+    local ids = load_ids()
+    local thread_total = tonumber(os.getenv("GM_BENCH_THREADS"))
+    for i, id in ipairs(ids) do
+        if (i - 1) % thread_total == thread_index then
+            table.insert(mine, id)
+            state[#mine] = FREE
+        end
+    end
+end
+
+function request()
+    for _ = 1, #mine do
+        cursor = cursor % #mine + 1
+        local s = state[cursor]
+        if s == FREE or s == BOOKED then
+            serial = serial + 1
+            local id = mine[cursor]
+            if s == FREE then
+                state[cursor] = BOOKING
+                book_headers["X-Request-ID"] = "b-" .. cursor .. "-" .. serial
+                return wrk.format("POST", "/v1/marketplace/gpu/" .. id .. "/book", book_headers,
+                    '{"gpu_id":"' .. id .. '","duration_hours":1}')
+            else
+                state[cursor] = RELEASING
+                return wrk.format("POST", "/v1/marketplace/gpu/" .. id .. "/release",
+                    { ["X-Request-ID"] = "r-" .. cursor .. "-" .. serial })
+            end
+        end
+    end
+    -- every GPU of this thread is in flight (more connections than GPUs): read something harmless
+    return wrk.format("GET", "/health")
+end
+
+function response(status, headers, body)
+    local rid = headers["x-request-id"] or headers["X-Request-ID"] or ""
+    local action, index = string.match(rid, "^(%a)%-(%d+)%-")
+    if not action then return end
+    index = tonumber(index)
+    if action == "b" then
+        if status == 201 then state[index] = BOOKED else state[index] = FREE; failed = failed + 1 end
+    else
+        state[index] = FREE
+        if status == 200 then cycles = cycles + 1 else failed = failed + 1 end
+    end
+end
+LUA
+
+# ---- one backend ---------------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000)); }
+
+declare -A RESULT
+
+run_wrk() { # backend scenario script url
+    local backend="$1" scenario="$2" script="$3" url="$4"
+    GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$script" "$url" >/dev/null 2>&1 || true
+    if [[ "$scenario" == cycle ]]; then reset_bookings "$url"; fi
+    local out
+    out="$(GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$script" "$url")"
+    local line
+    line="$(grep '^RESULT' <<<"$out")" || { echo "$out" >&2; echo "wrk gave no RESULT" >&2; exit 1; }
+    local requests duration p99 non2xx errors cycles failed
+    requests="$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$line")"
+    duration="$(sed -E 's/.*duration_us=([0-9]+).*/\1/' <<<"$line")"
+    p99="$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$line")"
+    non2xx="$(sed -E 's/.*non2xx=([0-9]+).*/\1/' <<<"$line")"
+    errors="$(sed -E 's/.*socket_errors=([0-9]+).*/\1/' <<<"$line")"
+    cycles="$(sed -E 's/.*cycles=([0-9]+).*/\1/' <<<"$line")"
+    failed="$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")"
+    local rps per_s
+    rps="$(awk -v n="$requests" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
+    if [[ "$scenario" == cycle ]]; then
+        per_s="$(awk -v n="$cycles" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
+    else
+        per_s="$rps"
+    fi
+    RESULT["$backend,$scenario,rate"]="$per_s"
+    RESULT["$backend,$scenario,rps"]="$rps"
+    RESULT["$backend,$scenario,p99"]="$(awk -v p="$p99" 'BEGIN { printf "%.2f", p / 1000 }')"
+    RESULT["$backend,$scenario,errors"]="$non2xx non-2xx, $errors socket errors, $failed failed book/release"
+    say "$backend $scenario: $per_s/s (requests $rps/s), p99 ${RESULT["$backend,$scenario,p99"]} ms; ${RESULT["$backend,$scenario,errors"]}"
+}
+
+# Releases whatever the warm-up left booked, so the measured cycle starts from free GPUs.
+reset_bookings() {
+    local base="${1%%/v1/*}"
+    while read -r id; do
+        curl -s -o /dev/null -X POST -H 'X-Api-Key: ' "$base/v1/marketplace/gpu/$id/release" || true
+    done <"$WORK/ids"
+}
+
+bench_backend() { # name database_url
+    local backend="$1" database_url="$2"
+    local port base
+    port="$(free_port)"
+    base="http://127.0.0.1:$port"
+    mkdir -p "$WORK/$backend/policies"
+    say "starting gpu-market on $backend ($base)"
+    GPU_MARKET_LOG=warn RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
+        --policies "$WORK/$backend/policies" >"$WORK/$backend/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        curl -sf "$base/health" >/dev/null 2>&1 && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$WORK/$backend/server.log" >&2; exit 1; fi
+        sleep 0.1
+    done
+    curl -sf "$base/health" >/dev/null || { cat "$WORK/$backend/server.log" >&2; exit 1; }
+
+    say "registering $GPUS GPUs"
+    local models=("RTX 4090" "RTX 3090" "A100" "H100 SXM" "L40S")
+    local regions=("eu-west" "us-east" "ap-south")
+    : >"$WORK/ids"
+    for i in $(seq 0 $((GPUS - 1))); do
+        local model="${models[$((i % 5))]}" region="${regions[$((i % 3))]}"
+        local price
+        price="$(awk -v i="$i" 'BEGIN { printf "%.6f", 0.25 + (i % 17) * 0.137 }')"
+        local body="{\"gpu\": {\"name\": \"$model\", \"memory_gb\": $((24 + (i % 4) * 16)), \"cuda_cores\": 16384, \
+\"compute_capability\": \"8.9\", \"price_per_hour\": $price, \"region\": \"$region\", \"cuda_version\": \"12.4\", \
+\"capabilities\": [\"cuda\", \"llm\"], \"description\": \"bench node $i, rack $((i / 10))\"}}"
+        local answer
+        answer="$(curl -sf -X POST -H 'Content-Type: application/json' -H 'X-Api-Key: ' -H 'X-Miner-ID: default' \
+            -d "$body" "$base/v1/marketplace/gpu/register")"
+        grep -o '"gpu_id":"[^"]*"' <<<"$answer" | cut -d'"' -f4 >>"$WORK/ids"
+    done
+    [[ "$(wc -l <"$WORK/ids")" -eq "$GPUS" ]] || { echo "registration failed" >&2; exit 1; }
+    local list_bytes
+    list_bytes="$(curl -s "$base/v1/marketplace/gpu/list" | wc -c)"
+    say "list response: $list_bytes bytes"
+
+    run_wrk "$backend" list "$WORK/list.lua" "$base/v1/marketplace/gpu/list"
+    run_wrk "$backend" details "$WORK/details.lua" "$base/v1/marketplace/gpu/"
+    run_wrk "$backend" cycle "$WORK/cycle.lua" "$base/v1/marketplace/gpu/"
+
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+BACKENDS=(sqlite)
+bench_backend sqlite "sqlite://$WORK/sqlite/bench.db?mode=rwc"
+
+if [[ -n "$PG_URL" ]]; then
+    PG_DB="gm_bench_$(date +%s)_$$"
+    psql "$PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
+    pg_database_url="$(python3 - "$PG_URL" "$PG_DB" <<'PY'
+import sys
+from urllib.parse import urlsplit, urlunsplit
+parts = urlsplit(sys.argv[1])
+print(urlunsplit((parts.scheme, parts.netloc, "/" + sys.argv[2], parts.query, parts.fragment)))
+PY
+)"
+    BACKENDS+=(postgres)
+    bench_backend postgres "$pg_database_url"
+fi
+
+# ---- report ----------------------------------------------------------------------------------------
+echo
+echo "gpu-market load benchmark: $GPUS GPUs, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+printf '%-26s' "scenario"
+for b in "${BACKENDS[@]}"; do printf '%16s %12s' "$b /s" "$b p99 ms"; done
+[[ ${#BACKENDS[@]} -eq 2 ]] && printf '%18s' "postgres/sqlite"
+printf '%18s\n' "target"
+declare -A LABEL=([list]="list (GET, 100 GPUs)" [details]="details (GET by id)" [cycle]="book+release cycles")
+declare -A TARGET=([list]=">= 4000/s" [details]=">= 15000/s" [cycle]=">= 1500/s")
+for scenario in list details cycle; do
+    printf '%-26s' "${LABEL[$scenario]}"
+    for b in "${BACKENDS[@]}"; do
+        printf '%16s %12s' "${RESULT["$b,$scenario,rate"]}" "${RESULT["$b,$scenario,p99"]}"
+    done
+    if [[ ${#BACKENDS[@]} -eq 2 ]]; then
+        printf '%18s' "$(awk -v p="${RESULT["postgres,$scenario,rate"]}" -v s="${RESULT["sqlite,$scenario,rate"]}" \
+            'BEGIN { if (s > 0) printf "%.2f", p / s; else print "-" }')"
+    fi
+    printf '%18s\n' "${TARGET[$scenario]}"
+done
+echo "(p99 target: < 50 ms at $CONNECTIONS connections; book+release also made $(for b in "${BACKENDS[@]}"; do printf '%s %s req/s; ' "$b" "${RESULT["$b,cycle,rps"]}"; done))"
+for b in "${BACKENDS[@]}"; do
+    for scenario in list details cycle; do
+        echo "  $b $scenario: ${RESULT["$b,$scenario,errors"]}"
+    done
+done
