@@ -38,6 +38,9 @@ pub struct Config {
     pub allow_open_access: bool,
     /// `tracing` filter used when `RUST_LOG` is not set.
     pub log: String,
+    /// How long a catalogue response (list, details) may be served from memory; this replica's own
+    /// writes invalidate it at once, so this bounds the staleness of other replicas' writes. 0 = off.
+    pub cache_ttl_ms: u64,
     pub database: DatabaseConfig,
     pub booking: BookingConfig,
     pub heartbeat: HeartbeatConfig,
@@ -55,6 +58,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             allow_open_access: false,
             log: "info".to_owned(),
+            cache_ttl_ms: 500,
             database: DatabaseConfig::default(),
             booking: BookingConfig::default(),
             heartbeat: HeartbeatConfig::default(),

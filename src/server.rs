@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::cache::ResponseCache;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
 use crate::market::{Market, pricing, sweeper};
@@ -39,9 +41,12 @@ impl App {
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let auth = Arc::new(Auth::from_config(&config));
+        let config_ttl = config.cache_ttl_ms;
         let market = Market::new(store, policies, Arc::new(config), metrics);
+        let cache = Arc::new(ResponseCache::new(Duration::from_millis(config_ttl)));
         Ok(Self {
             context: ApiContext {
+                cache,
                 market,
                 auth,
                 registry: Arc::new(registry),

@@ -3,10 +3,15 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
     ADMIN_KEY, ALICE_KEY, BOB_KEY, CAROL_KEY, DAVE_KEY, TestApp, eventually, micros, pro_rata,
+};
+use gpu_market::policy::{
+    BuiltinPolicies, DecisionSource, ModerationDecision, ModerationRequest, Policies, PriceQuote,
+    PricingRequest, TimeoutAction, TimeoutDecision, TimeoutRequest,
 };
 use serde_json::{Value, json};
 
@@ -602,4 +607,164 @@ async fn an_unknown_order_status_filter_is_rejected() {
         reply.text
     );
     common::assert_detail(&reply);
+}
+
+// ---- the booking-timeout policy drives expiry --------------------------------------------------
+
+/// Answers like the built-in policies, except for the booking-timeout decision.
+struct TimeoutPolicy(fn(&TimeoutRequest) -> Option<TimeoutAction>);
+
+#[async_trait::async_trait]
+impl Policies for TimeoutPolicy {
+    async fn quote(&self, request: PricingRequest) -> PriceQuote {
+        BuiltinPolicies.quote(request).await
+    }
+
+    async fn quote_batch(&self, requests: Vec<PricingRequest>) -> Vec<PriceQuote> {
+        BuiltinPolicies.quote_batch(requests).await
+    }
+
+    async fn booking_timeout(&self, request: TimeoutRequest) -> TimeoutDecision {
+        match (self.0)(&request) {
+            Some(action) => TimeoutDecision {
+                action,
+                reason: "test policy".to_owned(),
+                source: DecisionSource {
+                    policy: "test-timeout".to_owned(),
+                    fallback: false,
+                },
+            },
+            None => BuiltinPolicies.booking_timeout(request).await,
+        }
+    }
+
+    async fn moderate(&self, request: ModerationRequest) -> ModerationDecision {
+        BuiltinPolicies.moderate(request).await
+    }
+}
+
+/// Expires a booking once its GPU has been silent for 2 s.
+fn expire_on_heartbeat_loss(request: &TimeoutRequest) -> Option<TimeoutAction> {
+    let last = request.last_heartbeat_unix?;
+    (request.now_unix - last >= 2).then_some(TimeoutAction::Expire)
+}
+
+#[tokio::test]
+async fn a_booking_whose_gpu_loses_its_heartbeat_expires_early_with_a_pro_rata_refund() {
+    let app =
+        TestApp::spawn_with_policies(Arc::new(TimeoutPolicy(expire_on_heartbeat_loss)), |_| {})
+            .await;
+    let gpu_id = app.register_gpu("RTX 4090", 0.9).await;
+    app.heartbeat(&gpu_id).await.expect(200);
+    let booking = app.book(&gpu_id, 1.0).await;
+    let order_id = booking["order_id"].as_str().unwrap().to_owned();
+
+    let order: Value = eventually(Duration::from_secs(15), "the booking to expire", || async {
+        let orders = app
+            .get("/v1/marketplace/orders?status=expired")
+            .await
+            .expect(200)
+            .clone();
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["order_id"] == order_id.as_str())
+            .cloned()
+    })
+    .await;
+    assert!(order["completed_at"].is_string(), "{order}");
+
+    let row = app
+        .booking_row(booking["booking_id"].as_str().unwrap())
+        .await;
+    assert_eq!(row.status, "expired");
+    let used_seconds = (row.ended_at.unwrap() - row.start_at) / 1_000_000;
+    let charged = pro_rata(row.total_micro, used_seconds, row.duration_seconds);
+    assert_eq!(
+        row.charged_micro,
+        Some(charged),
+        "charged for the {used_seconds} s used"
+    );
+    assert_eq!(row.refund_micro, Some(row.total_micro - charged));
+    assert_eq!(micros(&order["charged"]), charged);
+    assert_eq!(micros(&order["refund"]), row.total_micro - charged);
+    assert!(row.ended_at.unwrap() < row.end_at, "expired before its end");
+
+    assert_ne!(app.details(&gpu_id).await["status"], "booked");
+    app.heartbeat(&gpu_id).await.expect(200);
+    assert_eq!(
+        app.details(&gpu_id).await["status"],
+        "available",
+        "bookable again once it is back"
+    );
+    app.book(&gpu_id, 1.0).await;
+}
+
+#[tokio::test]
+async fn a_policy_that_keeps_a_booking_cannot_keep_it_past_its_end() {
+    let app = TestApp::spawn_with_policies(
+        Arc::new(TimeoutPolicy(|_| Some(TimeoutAction::Keep))),
+        |_| {},
+    )
+    .await;
+    let gpu_id = app.register_gpu("RTX 4090", 1.0).await;
+    let booking = app.book(&gpu_id, 0.0005).await; // 1.8 s
+    let booking_id = booking["booking_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(15), "the booking to end", || async {
+        (app.booking_row(&booking_id).await.status != "active").then_some(())
+    })
+    .await;
+    let row = app.booking_row(&booking_id).await;
+    assert_eq!(row.status, "completed");
+    assert_eq!(row.charged_micro, Some(row.total_micro));
+}
+
+/// Extends every booking once by one minute in its last second.
+fn extend_once_at_the_end(request: &TimeoutRequest) -> Option<TimeoutAction> {
+    (request.extensions == 0 && request.now_unix + 1 >= request.end_unix)
+        .then_some(TimeoutAction::Extend(1))
+}
+
+#[tokio::test]
+async fn a_policy_extension_moves_the_end_and_bills_the_extra_minutes_at_the_locked_price() {
+    let app =
+        TestApp::spawn_with_policies(Arc::new(TimeoutPolicy(extend_once_at_the_end)), |_| {}).await;
+    let gpu_id = app.register_gpu("RTX 4090", 0.6).await;
+    let booking = app.book(&gpu_id, 0.0005).await; // about 2 s
+    let booking_id = booking["booking_id"].as_str().unwrap().to_owned();
+    let before = app.booking_row(&booking_id).await;
+
+    let after = eventually(
+        Duration::from_secs(15),
+        "the booking to be extended",
+        || async {
+            let row = app.booking_row(&booking_id).await;
+            (row.end_at != before.end_at).then_some(row)
+        },
+    )
+    .await;
+    assert_eq!(after.status, "active");
+    assert_eq!(
+        after.end_at,
+        before.end_at + 60 * 1_000_000,
+        "one minute more"
+    );
+    assert_eq!(
+        after.total_micro,
+        before.total_micro + 10_000,
+        "one minute at 0.6/h is 0.01"
+    );
+    let current = &app.details(&gpu_id).await["current_booking"];
+    assert_eq!(
+        common::assert_timestamp(&current["end_time"]),
+        after.end_at,
+        "{current}"
+    );
+
+    let released = app.release(&gpu_id).await;
+    assert_eq!(
+        micros(&released["refund"]) + micros(&released["charged"]),
+        after.total_micro
+    );
 }

@@ -53,7 +53,7 @@ async fn malformed_json_is_400_and_changes_nothing() {
             format!("/v1/marketplace/gpu/{free}/reviews"),
             "{\"rating\": 5",
         ),
-        ("/v1/marketplace/bids".into(), "[1, 2"),
+        ("/v1/marketplace/bids".into(), "{\"provider\": "),
     ];
     for (path, body) in cases {
         assert_rejected(
@@ -354,13 +354,26 @@ async fn a_body_over_the_size_limit_is_413_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_body_just_under_the_size_limit_is_accepted() {
-    let app = TestApp::spawn_with(|config| config.max_body_bytes = 4096).await;
-    let gpu =
-        json!({ "gpu": { "name": "X", "price_per_hour": 1, "description": "d".repeat(3_000) } });
-    let reply = app
-        .post_raw("/v1/marketplace/gpu/register", gpu.to_string())
-        .await;
+    let app = TestApp::spawn_with(|config| config.max_body_bytes = 2048).await;
+    let body = |description: &str| {
+        json!({ "gpu": { "name": "X", "price_per_hour": 1, "description": description } })
+            .to_string()
+    };
+    // Pad the description so the whole body is 8 bytes under the limit.
+    let padding = 2048 - 8 - body("").len();
+    let gpu = body(&"d".repeat(padding));
+    assert_eq!(gpu.len(), 2040);
+    let reply = app.post_raw("/v1/marketplace/gpu/register", gpu).await;
     reply.expect(201);
+}
+
+#[tokio::test]
+async fn truncated_json_is_400_even_when_its_start_already_mistypes_a_field() {
+    // `[1, 2` is not JSON at all; that serde could already tell the 1 is not a provider name does not
+    // make it a schema error.
+    let (app, _, _) = market().await;
+    let request = app.post_raw("/v1/marketplace/bids", "[1, 2");
+    assert_rejected(&app, 400, "POST /v1/marketplace/bids [1, 2", request).await;
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ async fn a_bid_without_positive_capacity_and_price_is_rejected() {
         .expect_error(400);
     app.post(
         "/v1/marketplace/bids",
-        &json!({ "capacity": 1, "price": 1.0 }),
+        &json!({ "provider": "p", "price": 1.0 }),
     )
     .await
     .expect_error(422);

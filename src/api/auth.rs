@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -98,8 +99,13 @@ pub async fn local_mode_guard(
     next: Next,
 ) -> Response {
     if state.auth.local_mode() && !state.config().allow_open_access {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
-        let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().to_canonical().is_loopback());
+        // `MockConnectInfo` is how in-process callers (tests, embedders) state their peer.
+        let extensions = request.extensions();
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
+        let loopback = peer.is_some_and(|addr| addr.ip().to_canonical().is_loopback());
         if !loopback {
             return Error::forbidden(
                 "this server runs in local mode (no API keys configured) and only serves loopback callers",

@@ -34,12 +34,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::bad_request("request body must be a JSON object"));
     }
-    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => {
-            Error::unprocessable(format!("invalid request: {err}"))
-        }
-        _ => Error::bad_request(format!("malformed JSON: {err}")),
-    })
+    // Syntax first: a truncated body is malformed (400) even when its start already has a field of
+    // the wrong type, which on its own would be a schema error (422).
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|err| Error::bad_request(format!("malformed JSON: {err}")))?;
+    serde_json::from_value(value)
+        .map_err(|err| Error::unprocessable(format!("invalid request: {err}")))
 }
 
 /// Query parameters; a parameter of the wrong type is a 422.

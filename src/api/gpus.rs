@@ -1,7 +1,8 @@
 //! `/v1/marketplace/gpu/...`: register, list, details, delete, heartbeat.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::ApiContext;
 use super::auth::{Caller, miner_id_header};
+use super::cache::cached_json;
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery, limit, offset};
 use crate::error::{Error, Result};
@@ -105,8 +107,9 @@ pub struct ListParams {
     responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
+    uri: Uri,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<Vec<GpuView>>> {
+) -> Result<Response> {
     if params.memory_min.is_some_and(|m| !m.is_finite() || m < 0.0) {
         return Err(Error::bad_request("memory_min must not be negative"));
     }
@@ -127,17 +130,20 @@ pub async fn list(
         limit: limit(params.limit, 100, 500)?,
         offset: offset(params.offset)?,
     };
-    Ok(Json(registry::list(&ctx.market, filter).await?))
+    let key = format!("list?{}", uri.query().unwrap_or_default());
+    cached_json(&ctx, key, registry::list(&ctx.market, filter)).await
 }
 
 /// One GPU, with its current booking while booked.
 #[utoipa::path(get, path = "/v1/marketplace/gpu/{id}", tag = "registry",
     responses((status = 200, body = GpuView), (status = 404, body = ErrorBody)))]
-pub async fn details(
-    State(ctx): State<ApiContext>,
-    Path(id): Path<String>,
-) -> Result<Json<GpuView>> {
-    Ok(Json(registry::details(&ctx.market, &id).await?))
+pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<String>) -> Result<Response> {
+    cached_json(
+        &ctx,
+        format!("gpu/{id}"),
+        registry::details(&ctx.market, &id),
+    )
+    .await
 }
 
 /// Remove a GPU (its miner or an admin; 409 while booked).

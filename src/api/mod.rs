@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bookings;
+pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod gpus;
@@ -35,6 +36,7 @@ pub struct ApiContext {
     pub market: Market,
     pub auth: Arc<auth::Auth>,
     pub registry: Arc<Registry>,
+    pub cache: Arc<cache::ResponseCache>,
 }
 
 impl ApiContext {

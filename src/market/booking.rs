@@ -3,6 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::model_match::model_key;
 use super::pricing::{PolicyInfo, quote_for};
 use super::registry::find;
 use super::time::{MICROS_PER_SECOND, now_micros, rfc3339};
@@ -172,16 +173,18 @@ pub struct Released {
 }
 
 pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Result<Released> {
-    let gpu = find(market, gpu_id).await?;
-    let booking = bookings::active_for_gpu(&market.store, gpu_id)
-        .await?
-        .ok_or_else(|| Error::bad_request(format!("GPU {gpu_id} is not booked")))?;
+    // The booking row carries the GPU's miner and model, so the GPU itself is only read to tell an
+    // unknown GPU (404) from an unbooked one (400).
+    let Some(booking) = bookings::active_for_gpu(&market.store, gpu_id).await? else {
+        find(market, gpu_id).await?;
+        return Err(Error::bad_request(format!("GPU {gpu_id} is not booked")));
+    };
     // The client ends its own booking (completed); the miner or an admin cancels it.
     let (order_status, reason) = if caller.id == booking.client_id {
         ("completed", "released by the client")
     } else if caller.is_admin() {
         ("cancelled", "cancelled by an admin")
-    } else if caller.has(Role::Miner) && caller.id == gpu.miner_id {
+    } else if caller.has(Role::Miner) && caller.id == booking.miner_id {
         ("cancelled", "cancelled by the miner")
     } else {
         return Err(Error::forbidden(
@@ -208,7 +211,7 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
         )));
     }
     market.metrics.bookings_ended(order_status);
-    market.prices.mark_dirty(&gpu.model_key);
+    market.prices.mark_dirty(&model_key(&booking.gpu_model));
     tracing::info!(booking_id = %booking.id, gpu_id, by = %caller.id, %charged, %refund, "booking released");
     Ok(Released {
         status: "released",

@@ -96,6 +96,7 @@ pub async fn create(store: &Store, booking: &BookingRow) -> Result<BookOutcome, 
     .await
     .on_constraint("bookings_one_active_per_gpu", || Error::conflict("the GPU already has an active booking"))?;
     tx.commit().await?;
+    store.catalogue_changed();
     Ok(BookOutcome::Booked)
 }
 
@@ -181,6 +182,7 @@ pub async fn end(store: &Store, ending: &Ending<'_>) -> Result<bool, sqlx::Error
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    store.catalogue_changed();
     Ok(true)
 }
 
@@ -205,6 +207,7 @@ pub async fn reschedule(
     .bind(booking.extensions)
     .execute(store.writer())
     .await?;
+    store.catalogue_changed();
     Ok(result.rows_affected() == 1)
 }
 

@@ -77,8 +77,9 @@ pub async fn insert(store: &Store, gpu: &GpuRow) -> Result<(), sqlx::Error> {
     .bind(gpu.last_heartbeat)
     .bind(gpu.created_at)
     .execute(store.writer())
-    .await
-    .map(|_| ())
+    .await?;
+    store.catalogue_changed();
+    Ok(())
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<GpuRow>, sqlx::Error> {
@@ -165,6 +166,7 @@ pub async fn soft_delete(store: &Store, id: &str, now: i64) -> Result<bool, sqlx
     .bind(id)
     .execute(store.writer())
     .await?;
+    store.catalogue_changed();
     Ok(result.rows_affected() == 1)
 }
 
@@ -182,6 +184,7 @@ pub async fn heartbeat(store: &Store, id: &str, now: i64) -> Result<Option<Strin
     if updated.rows_affected() == 0 {
         return Ok(None);
     }
+    store.catalogue_changed();
     sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1")
         .bind(id)
         .fetch_optional(store.writer())
@@ -197,6 +200,9 @@ pub async fn mark_silent_offline(store: &Store, cutoff: i64) -> Result<u64, sqlx
     .bind(cutoff)
     .execute(store.writer())
     .await?;
+    if result.rows_affected() > 0 {
+        store.catalogue_changed();
+    }
     Ok(result.rows_affected())
 }
 
@@ -218,7 +224,9 @@ pub async fn update_current_prices(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    store.catalogue_changed();
+    Ok(())
 }
 
 /// The distinct model keys in the catalogue.
@@ -260,4 +268,33 @@ pub async fn status_counts(
                 .await
         }
     }
+}
+
+/// Status counts of one model's GPUs and how many bookings of them started since `since`, in one
+/// round trip (the booking path asks for both on every quote).
+pub async fn model_facts(
+    store: &Store,
+    model_key: &str,
+    since: i64,
+) -> Result<(StatusCounts, i64), sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        counts: StatusCounts,
+        started: i64,
+    }
+    let sql = format!(
+        "{} AND model_key = $1",
+        STATUS_COUNTS.replace(
+            " FROM gpus",
+            ", (SELECT COUNT(*) FROM bookings b JOIN gpus m ON m.id = b.gpu_id \
+             WHERE m.model_key = $1 AND b.start_at >= $2) AS started FROM gpus"
+        )
+    );
+    let row: Row = sqlx::query_as(&sql)
+        .bind(model_key)
+        .bind(since)
+        .fetch_one(store.reader())
+        .await?;
+    Ok((row.counts, row.started))
 }

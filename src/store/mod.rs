@@ -11,6 +11,8 @@ pub mod reviews;
 mod sql;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -51,6 +53,8 @@ pub struct Store {
     writer: AnyPool,
     backend: Backend,
     url: String,
+    /// Bumped after every committed write that changes what the catalogue shows; read caches compare it.
+    catalogue: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -78,6 +82,7 @@ impl Store {
                     writer: pool,
                     backend,
                     url: redacted,
+                    catalogue: Arc::default(),
                 }
             }
             Backend::Sqlite => {
@@ -105,6 +110,7 @@ impl Store {
                     writer,
                     backend,
                     url: redacted,
+                    catalogue: Arc::default(),
                 }
             }
         };
@@ -148,6 +154,16 @@ impl Store {
             .execute(&self.reader)
             .await
             .map(|_| ())
+    }
+
+    /// Changes whenever this replica committed a write visible in the catalogue (GPUs, bookings,
+    /// ratings, prices). Writes by other replicas are not seen here; caches bound that with a TTL.
+    pub fn catalogue_generation(&self) -> u64 {
+        self.catalogue.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn catalogue_changed(&self) {
+        self.catalogue.fetch_add(1, Ordering::AcqRel);
     }
 
     pub async fn close(&self) {

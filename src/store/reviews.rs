@@ -42,7 +42,9 @@ pub async fn insert(store: &Store, review: &ReviewRow) -> Result<(), sqlx::Error
     if review.status == "accepted" {
         add_to_aggregate(&mut tx, &review.gpu_id, review.rating).await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    store.catalogue_changed();
+    Ok(())
 }
 
 async fn add_to_aggregate(
@@ -133,6 +135,7 @@ pub async fn decide_flagged(
         add_to_aggregate(&mut tx, &gpu_id, rating).await?;
     }
     tx.commit().await?;
+    store.catalogue_changed();
     Ok(true)
 }
 

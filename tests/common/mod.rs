@@ -1,5 +1,5 @@
 //! Shared harness for the black-box tests: a real server on a random port over a fresh database per test
-//! (a SQLite file in a temp dir, or a fresh PostgreSQL database when `GPU_MARKET_TEST_POSTGRES_URL` is
+//! (a SQLite file in a temp dir, or a fresh PostgreSQL schema when `GPU_MARKET_TEST_POSTGRES_URL` is
 //! set), a client that speaks like the aitbc CLI, and a second connection pool for assertions on the
 //! database itself.
 //!
@@ -9,17 +9,18 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use gpu_market::config::{ApiKeyConfig, Config, Role, Secret};
+use gpu_market::policy::Policies;
 use gpu_market::server::RunningServer;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sqlx::{AnyPool, Column, Row};
 
 /// When set (e.g. `postgres://postgres@127.0.0.1:5432/test`), every test runs on its own fresh
-/// PostgreSQL database created through this URL. A run with it set must fail, never skip, when the
+/// PostgreSQL schema created in the database this URL names. A run with it set must fail, never skip, when the
 /// server cannot be reached.
 pub const POSTGRES_ENV: &str = "GPU_MARKET_TEST_POSTGRES_URL";
 
@@ -131,6 +132,9 @@ impl TestDatabase {
         }
     }
 
+    /// A fresh schema in the database `admin_url` names, reached through a URL whose `search_path` is
+    /// that schema: as isolated as a database for the service (which never names a schema), and
+    /// created and dropped in milliseconds where a database takes seconds.
     async fn create_postgres(admin_url: String) -> Self {
         use sqlx::Connection;
         let name = format!("gm_test_{}", uuid::Uuid::new_v4().simple());
@@ -139,28 +143,17 @@ impl TestDatabase {
             .unwrap_or_else(|err| {
                 panic!("{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {err}")
             });
-        // Concurrent CREATE DATABASE calls can collide on the template; retry those briefly.
-        let mut attempt = 0;
-        loop {
-            match sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-                .execute(&mut conn)
-                .await
-            {
-                Ok(_) => break,
-                Err(err)
-                    if attempt < 20
-                        && err.to_string().contains("being accessed by other users") =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(err) => panic!("cannot create test database {name}: {err}"),
-            }
-        }
+        sqlx::query(&format!("CREATE SCHEMA \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|err| panic!("cannot create test schema {name}: {err}"));
         let _ = conn.close().await;
         let mut url =
             reqwest::Url::parse(&admin_url).expect("GPU_MARKET_TEST_POSTGRES_URL is a URL");
-        url.set_path(&format!("/{name}"));
+        url.query_pairs_mut()
+            .append_pair("options", &format!("-c search_path={name}"))
+            // Names the service's connections, so that cleanup can end them first.
+            .append_pair("application_name", &name);
         Self {
             url: url.to_string(),
             kind: DatabaseKind::Postgres { admin_url, name },
@@ -193,10 +186,18 @@ impl Drop for TestDatabase {
             runtime.block_on(async move {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::postgres::PgConnection::connect(&admin_url).await {
-                    let _ =
-                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
+                    // Like DROP DATABASE ... WITH (FORCE): the server may still hold locks, and its
+                    // runtime may be the thread waiting for us.
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&name)
+                    .execute(&mut conn)
+                    .await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await;
                     let _ = conn.close().await;
                 }
             });
@@ -276,8 +277,11 @@ pub fn test_keys() -> Vec<ApiKeyConfig> {
 /// The configuration every test starts from: random port, empty policy dir (built-in policies), fast
 /// background intervals.
 pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
-    let mut config =
-        Config { bind: SocketAddr::from(([127, 0, 0, 1], 0)), policies_dir, ..Config::default() };
+    let mut config = Config {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        policies_dir,
+        ..Config::default()
+    };
     config.database.url = database_url.to_owned();
     config.booking.sweep_interval_ms = 100;
     config.heartbeat.timeout_seconds = 1;
@@ -286,13 +290,31 @@ pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
     config
 }
 
+enum Server {
+    Running(RunningServer),
+    Custom {
+        addr: SocketAddr,
+        shutdown: tokio_util::sync::CancellationToken,
+        handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+}
+
+impl Server {
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Server::Running(server) => server.local_addr(),
+            Server::Custom { addr, .. } => *addr,
+        }
+    }
+}
+
 /// One running service on its own database.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
     pub config: Config,
-    server: Option<RunningServer>,
+    server: Option<Server>,
     pool: AnyPool,
     _policies: tempfile::TempDir,
     // Last: the database outlives the server and the pool that use it.
@@ -310,14 +332,48 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start(None, adjust).await
+    }
+
+    /// Runs the service with the given policies in place of the built-in ones (still over HTTP, with
+    /// the real background tasks).
+    pub async fn spawn_with_policies(
+        policies: Arc<dyn Policies>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::start(Some(policies), adjust).await
+    }
+
+    async fn start(policies: Option<Arc<dyn Policies>>, adjust: impl FnOnce(&mut Config)) -> Self {
         install_drivers();
         let database = TestDatabase::create().await;
-        let policies = tempfile::tempdir().expect("temp policies dir");
-        let mut config = test_config(database.url(), policies.path().to_owned());
+        let policies_dir = tempfile::tempdir().expect("temp policies dir");
+        let mut config = test_config(database.url(), policies_dir.path().to_owned());
         adjust(&mut config);
-        let server = gpu_market::server::spawn(config.clone())
-            .await
-            .expect("server starts");
+        let server = match policies {
+            None => {
+                let running = gpu_market::server::spawn(config.clone())
+                    .await
+                    .expect("server starts");
+                Server::Running(running)
+            }
+            Some(policies) => {
+                let app = gpu_market::server::App::build_with_policies(config.clone(), policies)
+                    .await
+                    .expect("app builds");
+                let listener = tokio::net::TcpListener::bind(config.bind)
+                    .await
+                    .expect("bind");
+                let addr = listener.local_addr().unwrap();
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let handle = tokio::spawn(app.serve(listener, shutdown.clone()));
+                Server::Custom {
+                    addr,
+                    shutdown,
+                    handle,
+                }
+            }
+        };
         let addr = server.local_addr();
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(4)
@@ -336,7 +392,7 @@ impl TestApp {
             config,
             server: Some(server),
             pool,
-            _policies: policies,
+            _policies: policies_dir,
             database,
         }
     }
@@ -355,8 +411,15 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
+        match self.server.take() {
+            Some(Server::Running(server)) => server.shutdown().await,
+            Some(Server::Custom {
+                shutdown, handle, ..
+            }) => {
+                shutdown.cancel();
+                let _ = handle.await;
+            }
+            None => {}
         }
     }
 

@@ -10,7 +10,9 @@
 
 wit_bindgen::generate!({ path: "../wit", world: "booking-timeout-policy" });
 
-use exports::gpu_market::policy::booking_timeout::{BookingFacts, Guest, TimeoutAction, TimeoutDecision};
+use exports::gpu_market::policy::booking_timeout::{
+    BookingFacts, Guest, TimeoutAction, TimeoutDecision,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {
@@ -21,7 +23,11 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Self { grace_minutes: 15, max_grace_periods: 2, heartbeat_timeout_minutes: 10 }
+        Self {
+            grace_minutes: 15,
+            max_grace_periods: 2,
+            heartbeat_timeout_minutes: 10,
+        }
     }
 }
 
@@ -35,7 +41,10 @@ impl Params {
                 "heartbeat_timeout_minutes" => &mut params.heartbeat_timeout_minutes,
                 _ => continue,
             };
-            *slot = value.trim().parse().map_err(|_| format!("config {key}: {value:?} is not a whole number"))?;
+            *slot = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("config {key}: {value:?} is not a whole number"))?;
         }
         if params.grace_minutes == 0 {
             return Err("config: grace_minutes must be at least 1".into());
@@ -46,7 +55,9 @@ impl Params {
 
 pub fn decide(params: &Params, booking: &BookingFacts) -> TimeoutDecision {
     let timeout_secs = i64::from(params.heartbeat_timeout_minutes) * 60;
-    let silent_for = booking.last_heartbeat_unix.map(|hb| booking.now_unix.saturating_sub(hb));
+    let silent_for = booking
+        .last_heartbeat_unix
+        .map(|hb| booking.now_unix.saturating_sub(hb));
     let heartbeating = silent_for.is_some_and(|s| s <= timeout_secs);
 
     if booking.now_unix < booking.end_unix {
@@ -59,11 +70,17 @@ pub fn decide(params: &Params, booking: &BookingFacts) -> TimeoutDecision {
                     params.heartbeat_timeout_minutes
                 ),
             },
-            _ => TimeoutDecision { action: TimeoutAction::Keep, reason: "booked time remains".into() },
+            _ => TimeoutDecision {
+                action: TimeoutAction::Keep,
+                reason: "booked time remains".into(),
+            },
         };
     }
 
-    let has_job = booking.job_id.as_deref().is_some_and(|j| !j.trim().is_empty());
+    let has_job = booking
+        .job_id
+        .as_deref()
+        .is_some_and(|j| !j.trim().is_empty());
     if heartbeating && has_job && booking.extensions < params.max_grace_periods {
         return TimeoutDecision {
             action: TimeoutAction::Grace(params.grace_minutes),
@@ -82,13 +99,19 @@ pub fn decide(params: &Params, booking: &BookingFacts) -> TimeoutDecision {
     } else {
         "booked time is over and the grace periods are used up"
     };
-    TimeoutDecision { action: TimeoutAction::Expire, reason: why.into() }
+    TimeoutDecision {
+        action: TimeoutAction::Expire,
+        reason: why.into(),
+    }
 }
 
 struct BookingTimeoutGrace;
 
 impl Guest for BookingTimeoutGrace {
-    fn decide(config: Vec<(String, String)>, booking: BookingFacts) -> Result<TimeoutDecision, String> {
+    fn decide(
+        config: Vec<(String, String)>,
+        booking: BookingFacts,
+    ) -> Result<TimeoutDecision, String> {
         Ok(decide(&Params::from_config(&config)?, &booking))
     }
 }

@@ -84,13 +84,24 @@ pub fn target_multiplier(
     bookings_last_hour: u32,
     total_gpus: u32,
 ) -> (f64, String) {
-    let utilization = if utilization.is_finite() { utilization.clamp(0.0, 1.0) } else { 0.0 };
+    let utilization = if utilization.is_finite() {
+        utilization.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     if utilization == 0.0 && bookings_last_hour == 0 {
         let m = 1.0 - params.idle_discount;
-        return (m, format!("no GPU of this model is booked and none was booked in the last hour: idle discount ×{m:.2}"));
+        return (
+            m,
+            format!(
+                "no GPU of this model is booked and none was booked in the last hour: idle discount ×{m:.2}"
+            ),
+        );
     }
-    let above = (utilization - params.utilization_threshold).max(0.0) / (1.0 - params.utilization_threshold);
-    let rate = (f64::from(bookings_last_hour) / f64::from(total_gpus.max(1))).min(params.booking_rate_cap);
+    let above = (utilization - params.utilization_threshold).max(0.0)
+        / (1.0 - params.utilization_threshold);
+    let rate =
+        (f64::from(bookings_last_hour) / f64::from(total_gpus.max(1))).min(params.booking_rate_cap);
     let m = 1.0 + params.utilization_weight * above + params.booking_rate_weight * rate;
     let reason = format!(
         "{:.0}% of this model is booked and {bookings_last_hour} booking(s) started in the last hour: demand ×{m:.2}",
@@ -100,8 +111,15 @@ pub fn target_multiplier(
 }
 
 /// The whole formula: target, smoothing towards the previous multiplier, bounds.
-pub fn multiplier(params: &Params, utilization: f64, bookings_last_hour: u32, total_gpus: u32, previous: Option<f64>) -> (f64, String) {
-    let (target, mut reason) = target_multiplier(params, utilization, bookings_last_hour, total_gpus);
+pub fn multiplier(
+    params: &Params,
+    utilization: f64,
+    bookings_last_hour: u32,
+    total_gpus: u32,
+    previous: Option<f64>,
+) -> (f64, String) {
+    let (target, mut reason) =
+        target_multiplier(params, utilization, bookings_last_hour, total_gpus);
     let mut m = match previous.filter(|p| p.is_finite() && *p > 0.0) {
         Some(prev) => {
             let smoothed = prev + params.smoothing * (target - prev);
@@ -137,7 +155,11 @@ pub fn quote(params: &Params, request: &PricingRequest) -> Result<PriceQuote, St
     );
     let multiplier = (m * 10_000.0).round() / 10_000.0;
     let price_per_hour = (base * multiplier * 10_000.0).round() / 10_000.0;
-    Ok(PriceQuote { price_per_hour, multiplier, explanation: format!("{reason}; {price_per_hour:.4} AITBC/h") })
+    Ok(PriceQuote {
+        price_per_hour,
+        multiplier,
+        explanation: format!("{reason}; {price_per_hour:.4} AITBC/h"),
+    })
 }
 
 struct PricingDemand;
@@ -147,7 +169,10 @@ impl Guest for PricingDemand {
         quote(&Params::from_config(&config)?, &request)
     }
 
-    fn quote_batch(config: Vec<(String, String)>, requests: Vec<PricingRequest>) -> Vec<Result<PriceQuote, String>> {
+    fn quote_batch(
+        config: Vec<(String, String)>,
+        requests: Vec<PricingRequest>,
+    ) -> Vec<Result<PriceQuote, String>> {
         match Params::from_config(&config) {
             Ok(params) => requests.iter().map(|r| quote(&params, r)).collect(),
             Err(e) => requests.iter().map(|_| Err(e.clone())).collect(),

@@ -9,7 +9,9 @@
 
 wit_bindgen::generate!({ path: "../wit", world: "review-moderation-policy" });
 
-use exports::gpu_market::policy::review_moderation::{Guest, ModerationDecision, ReviewFacts, Verdict};
+use exports::gpu_market::policy::review_moderation::{
+    Guest, ModerationDecision, ReviewFacts, Verdict,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
@@ -33,7 +35,12 @@ impl Default for Params {
 impl Params {
     pub fn from_config(config: &[(String, String)]) -> Result<Self, String> {
         let mut params = Self::default();
-        let number = |key: &str, value: &str| value.trim().parse().map_err(|_| format!("config {key}: {value:?} is not a whole number"));
+        let number = |key: &str, value: &str| {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("config {key}: {value:?} is not a whole number"))
+        };
         for (key, value) in config {
             match key.as_str() {
                 "max_comment_chars" => params.max_comment_chars = number(key, value)?,
@@ -54,7 +61,10 @@ impl Params {
 }
 
 fn decision(verdict: Verdict, reason: impl Into<String>) -> ModerationDecision {
-    ModerationDecision { verdict, reason: reason.into() }
+    ModerationDecision {
+        verdict,
+        reason: reason.into(),
+    }
 }
 
 pub fn moderate(params: &Params, review: &ReviewFacts) -> ModerationDecision {
@@ -68,27 +78,49 @@ pub fn moderate(params: &Params, review: &ReviewFacts) -> ModerationDecision {
     if review.reviewer_reviews_today >= params.max_reviews_per_day {
         return decision(
             Verdict::Reject,
-            format!("spam: more than {} reviews in a day", params.max_reviews_per_day),
+            format!(
+                "spam: more than {} reviews in a day",
+                params.max_reviews_per_day
+            ),
         );
     }
     let chars = comment.chars().count();
     if chars > params.max_comment_chars {
         return decision(
             Verdict::Reject,
-            format!("comment is {chars} characters, the limit is {}", params.max_comment_chars),
+            format!(
+                "comment is {chars} characters, the limit is {}",
+                params.max_comment_chars
+            ),
         );
     }
     let lower = comment.to_lowercase();
     let links = lower.matches("http://").count() + lower.matches("https://").count();
     if links > params.max_links {
-        return decision(Verdict::Reject, format!("spam: {links} links in the comment"));
+        return decision(
+            Verdict::Reject,
+            format!("spam: {links} links in the comment"),
+        );
     }
     if !review.reviewer_has_completed_booking {
-        return decision(Verdict::Flag, "reviewer has no completed booking on this GPU");
+        return decision(
+            Verdict::Flag,
+            "reviewer has no completed booking on this GPU",
+        );
     }
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
-    if let Some(word) = params.flag_words.iter().find(|f| words.contains(&f.as_str())) {
-        return decision(Verdict::Flag, format!("comment contains the flagged word {word:?}"));
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if let Some(word) = params
+        .flag_words
+        .iter()
+        .find(|f| words.contains(&f.as_str()))
+    {
+        return decision(
+            Verdict::Flag,
+            format!("comment contains the flagged word {word:?}"),
+        );
     }
     decision(Verdict::Accept, "")
 }
@@ -96,7 +128,10 @@ pub fn moderate(params: &Params, review: &ReviewFacts) -> ModerationDecision {
 struct ReviewModerationBasic;
 
 impl Guest for ReviewModerationBasic {
-    fn moderate(config: Vec<(String, String)>, review: ReviewFacts) -> Result<ModerationDecision, String> {
+    fn moderate(
+        config: Vec<(String, String)>,
+        review: ReviewFacts,
+    ) -> Result<ModerationDecision, String> {
         Ok(moderate(&Params::from_config(&config)?, &review))
     }
 }
