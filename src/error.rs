@@ -48,26 +48,3 @@ impl Error {
         Self::Unprocessable(message.into())
     }
 }
-
-/// Turns a violation of a named database constraint into the API error it stands for.
-pub trait ResultExt<T> {
-    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T>;
-}
-
-impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
-    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T> {
-        self.map_err(|err| match &err {
-            sqlx::Error::Database(db) if violates(db.as_ref(), name) => map(),
-            _ => Error::Database(err),
-        })
-    }
-}
-
-fn violates(err: &dyn sqlx::error::DatabaseError, name: &str) -> bool {
-    // Postgres names the index; SQLite only names the columns, so match on the message as well.
-    err.constraint() == Some(name)
-        || (err.is_unique_violation()
-            && name.starts_with("bookings_one_active")
-            && err.message().contains("bookings.gpu_id"))
-        || err.message().contains(name)
-}

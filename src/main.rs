@@ -35,21 +35,103 @@ enum Command {
     },
     /// Apply the database migrations and exit.
     Migrate,
+    /// Check or try out a WebAssembly policy module without a server.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a module exactly as the hot reload does and show the cost of each sample input.
+    Check {
+        file: PathBuf,
+        /// pricing, booking-timeout or review-moderation.
+        #[arg(long)]
+        slot: String,
+        /// Directory whose policies.toml gives the slot's limits, config and samples.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Run one decision and print the output.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        slot: String,
+        /// The slot's request as JSON (its WIT record, snake_case fields).
+        #[arg(long)]
+        input: String,
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+}
+
+/// `gpu-market policy ...`: no database, no server; exit 1 when the module would be rejected.
+fn run_policy_command(command: PolicyCommand) -> ExitCode {
+    use gpu_market::policy::wasm::{Slot, check_module, test_module};
+    let parse_slot = |name: &str| name.parse::<Slot>().map_err(|err| err.to_string());
+    let result = match command {
+        PolicyCommand::Check {
+            file,
+            slot,
+            policies,
+        } => parse_slot(&slot).and_then(|slot| {
+            check_module(&file, slot, &policies)
+                .map(|report| {
+                    println!("{report}");
+                    report.passed
+                })
+                .map_err(|err| err.to_string())
+        }),
+        PolicyCommand::Test {
+            file,
+            slot,
+            input,
+            policies,
+        } => parse_slot(&slot).and_then(|slot| {
+            let dir = policies.exists().then_some(policies.as_path());
+            test_module(&file, slot, &input, dir)
+                .map(|output| {
+                    let failed = output.get("failure").is_some_and(|f| !f.is_null());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&output).unwrap_or_default()
+                    );
+                    !failed
+                })
+                .map_err(|err| err.to_string())
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("gpu-market: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn overrides_for(command: &Command, database_url: &Option<String>) -> Overrides {
+    match command {
+        Command::Serve { bind, policies } => Overrides {
+            bind: *bind,
+            database_url: database_url.clone(),
+            policies_dir: policies.clone(),
+        },
+        _ => Overrides {
+            database_url: database_url.clone(),
+            ..Overrides::default()
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = match &cli.command {
-        Command::Serve { bind, policies } => Overrides {
-            bind: *bind,
-            database_url: cli.database_url.clone(),
-            policies_dir: policies.clone(),
-        },
-        Command::Migrate => Overrides {
-            database_url: cli.database_url.clone(),
-            ..Overrides::default()
-        },
+    let command = match cli.command {
+        Command::Policy(command) => return run_policy_command(command),
+        command => command,
     };
+    let overrides = overrides_for(&command, &cli.database_url);
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(err) => {
@@ -70,8 +152,10 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { .. } => gpu_market::server::run(config).await,
+            // Answered above, before any runtime or database.
+            Command::Policy(_) => Ok(()),
             Command::Migrate => {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;

@@ -17,29 +17,68 @@ use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
 use crate::market::{Market, pricing, sweeper};
 use crate::metrics::Metrics;
-use crate::policy::{BuiltinPolicies, Policies};
+use crate::policy::Policies;
+use crate::policy::wasm::PolicyRuntime;
 use crate::store::Store;
 
 /// A ready service: migrated database, policies loaded, router built. Nothing runs until
 /// [`App::serve`] or [`App::spawn_background`].
 pub struct App {
     context: ApiContext,
+    /// Stops the policy directory watcher when the server stops.
+    policy_watch: CancellationToken,
 }
 
 impl App {
+    /// The production assembly: policies from the WebAssembly runtime over `config.policies_dir`
+    /// (built-in rules for any slot `policies.toml` does not configure).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with_policies(config, Arc::new(BuiltinPolicies)).await
+        config.validate()?;
+        let policy_watch = CancellationToken::new();
+        let runtime = PolicyRuntime::start(&config.policies_dir, policy_watch.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot load policies from {}",
+                    config.policies_dir.display()
+                )
+            })?;
+        for status in runtime.statuses() {
+            match &status.last_error {
+                None => {
+                    tracing::info!(slot = %status.slot, policy = %status.policy, "policy slot ready")
+                }
+                Some(error) => {
+                    tracing::warn!(slot = %status.slot, policy = %status.policy, %error, "policy slot rejected its module; serving the fallback")
+                }
+            }
+        }
+        let policies: Arc<dyn Policies> = runtime.clone();
+        Self::assemble(config, policies, Some(runtime), policy_watch).await
     }
 
+    /// An app whose decisions come from `policies` (tests, embedders); no policy admin API.
     pub async fn build_with_policies(
         config: Config,
         policies: Arc<dyn Policies>,
+    ) -> anyhow::Result<Self> {
+        Self::assemble(config, policies, None, CancellationToken::new()).await
+    }
+
+    async fn assemble(
+        config: Config,
+        policies: Arc<dyn Policies>,
+        runtime: Option<Arc<PolicyRuntime>>,
+        policy_watch: CancellationToken,
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let store = Store::connect(&config.database).await?;
         store.migrate().await?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        if let Some(runtime) = &runtime {
+            runtime.register_metrics(&mut registry);
+        }
         let auth = Arc::new(Auth::from_config(&config));
         let config_ttl = config.cache_ttl_ms;
         let market = Market::new(store, policies, Arc::new(config), metrics);
@@ -50,7 +89,9 @@ impl App {
                 market,
                 auth,
                 registry: Arc::new(registry),
+                policies: runtime,
             },
+            policy_watch,
         })
     }
 
@@ -92,6 +133,7 @@ impl App {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
+        self.policy_watch.cancel();
         for task in tasks {
             let _ = task.await;
         }

@@ -253,6 +253,8 @@ async fn refund_plus_charge_equals_the_total_exactly_for_awkward_prices() {
         let gpu_id = app.register_gpu("RTX 4090", price).await;
         let booking = app.book(&gpu_id, hours).await;
         let released = app.release(&gpu_id).await;
+        common::assert_at_most_six_decimals(&booking);
+        common::assert_at_most_six_decimals(&released);
         let total = micros(&booking["total_cost"]);
         assert_eq!(
             micros(&released["refund"]) + micros(&released["charged"]),

@@ -177,3 +177,24 @@ async fn openapi_document_describes_the_marketplace() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_human_docs_page_is_served() {
+    let app = TestApp::spawn().await;
+    let reply = app.get("/docs").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let content_type = reply
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("text/html")),
+        "{content_type:?}"
+    );
+    assert!(
+        reply.text.contains("openapi.json"),
+        "the page is built from the OpenAPI document"
+    );
+}

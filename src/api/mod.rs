@@ -11,6 +11,7 @@ pub mod gpus;
 pub mod offers;
 pub mod openapi;
 pub mod orders;
+pub mod policies;
 pub mod pricing;
 pub mod reviews;
 pub mod system;
@@ -29,6 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::market::Market;
+use crate::policy::wasm::PolicyRuntime;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct ApiContext {
     pub auth: Arc<auth::Auth>,
     pub registry: Arc<Registry>,
     pub cache: Arc<cache::ResponseCache>,
+    /// The WebAssembly policy runtime, for the admin API; None when the app runs fixed policies.
+    pub policies: Option<Arc<PolicyRuntime>>,
 }
 
 impl ApiContext {
@@ -57,6 +61,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(pricing::router())
         .merge(offers::router())
         .merge(admin::router())
+        .merge(policies::router())
         .merge(system::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{admin, bookings, gpus, offers, orders, pricing, reviews, system};
+use super::{admin, bookings, gpus, offers, orders, policies, pricing, reviews, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{admin, bookings, gpus, offers, orders, pricing, reviews, system};
         pricing::model_pricing,
         offers::list_offers, offers::miner_offers, offers::stats, offers::place_bid, offers::sync_offers,
         admin::list_reviews, admin::approve_review, admin::reject_review,
+        policies::list, policies::upload, policies::rollback,
         system::health,
     ),
     tags(

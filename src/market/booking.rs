@@ -4,13 +4,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::model_match::model_key;
-use super::pricing::{PolicyInfo, quote_for};
+use super::pricing::{PolicyInfo, quote_with_counts};
 use super::registry::find;
 use super::time::{MICROS_PER_SECOND, now_micros, rfc3339};
 use super::{Market, Money, Principal, ids};
 use crate::config::Role;
 use crate::error::{Error, Result};
 use crate::store::bookings::{self, BookOutcome, BookingRow, Ending};
+use crate::store::gpus;
 
 pub const MAX_DURATION_HOURS: f64 = 8_760.0;
 const MAX_JOB_ID_CHARS: usize = 256;
@@ -78,16 +79,20 @@ pub async fn book(
             "job_id must be at most {MAX_JOB_ID_CHARS} characters"
         )));
     }
-    let gpu = find(market, gpu_id).await?;
+    let now = now_micros();
+    let (gpu, counts) = gpus::get_with_model_counts(&market.store, gpu_id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("GPU {gpu_id} not found")))?;
     if gpu.status != "available" {
         return Err(Error::conflict(format!(
             "GPU {gpu_id} is {} and cannot be booked",
             gpu.status
         )));
     }
-    let now = now_micros();
-    let quote = quote_for(market, &gpu, request.duration_hours, now).await?;
+    let quote = quote_with_counts(market, &gpu, counts, request.duration_hours, now).await?;
     let total = quote.price.pro_rata(seconds, 3600);
+    // Taken after the quote, right before the claim, so the client is not billed for the quoting.
+    let now = now_micros();
     let booking = BookingRow {
         id: ids::new_id("bk"),
         order_id: ids::new_id("ord"),

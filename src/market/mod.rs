@@ -2,6 +2,7 @@
 //! No SQL and no HTTP here: storage goes through `store`, decisions through `policy`.
 
 pub mod booking;
+pub mod facts;
 pub mod ids;
 pub mod model_match;
 pub mod money;
@@ -63,6 +64,7 @@ pub struct Market {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub prices: pricing::PriceRefresher,
+    pub facts: facts::FactsCache,
 }
 
 impl Market {
@@ -78,6 +80,7 @@ impl Market {
             config,
             metrics,
             prices: pricing::PriceRefresher::default(),
+            facts: facts::FactsCache::default(),
         }
     }
 

@@ -2,11 +2,10 @@
 //! history. The policy is asked for whole models in one batch off the request path; `list` only reads
 //! the stored result.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -21,13 +20,10 @@ use crate::policy::{
     DecisionSource, GpuFacts, MarketFacts, PricingRequest, RequestFacts, TimeFacts,
 };
 use crate::store::gpus::{self, GpuQuery, GpuRow, StatusCounts};
-use crate::store::{Store, bookings, prices};
+use crate::store::prices;
 
 /// Upper bound of GPUs one statistic or refresh looks at.
 const MAX_MODEL_GPUS: i64 = 100_000;
-/// How many history points a policy sees as `recent_prices`.
-const RECENT_PRICE_POINTS: i64 = 12;
-const RECENT_PRICES_TTL: Duration = Duration::from_secs(5);
 /// Market events arriving within this window are folded into one refresh.
 const REFRESH_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -49,43 +45,17 @@ fn counts_of(rows: &[GpuRow]) -> StatusCounts {
     }
 }
 
-fn hour_ago(now: i64) -> i64 {
-    now - 3600 * MICROS_PER_SECOND
-}
-
-async fn bookings_since(market: &Market, model_keys: &[String], since: i64) -> Result<i64> {
-    let mut started = 0;
-    for key in model_keys {
-        started += bookings::started_since(&market.store, key, since).await?;
-    }
-    Ok(started)
-}
-
-/// The market facts a pricing policy sees for GPUs of the given models.
+/// The market facts for the GPUs counted in `counts`, of the models `keys`.
 async fn market_facts(
     market: &Market,
     counts: StatusCounts,
-    bookings_last_hour: i64,
-    model_keys: &[String],
+    keys: &[String],
+    now: i64,
 ) -> Result<MarketFacts> {
-    let recent_prices = market
-        .prices
-        .recent_prices(&market.store, model_keys)
-        .await?;
-    let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
-    let capacity = counts.available + counts.booked;
-    Ok(MarketFacts {
-        total_gpus: to_u32(counts.total),
-        available_gpus: to_u32(counts.available),
-        booked_gpus: to_u32(counts.booked),
-        utilization: if capacity == 0 {
-            0.0
-        } else {
-            counts.booked as f64 / capacity as f64
-        },
-        bookings_last_hour: to_u32(bookings_last_hour),
-        recent_prices,
-    })
+    market
+        .facts
+        .market_facts(&market.store, counts, keys, now)
+        .await
 }
 
 fn exact_model(model_key: &str) -> GpuQuery {
@@ -153,9 +123,20 @@ pub async fn quote_for(
     duration_hours: f64,
     now: i64,
 ) -> Result<Quote> {
+    let counts = gpus::status_counts(&market.store, Some(&gpu.model_key)).await?;
+    quote_with_counts(market, gpu, counts, duration_hours, now).await
+}
+
+/// A fresh quote for `gpu` given its model's status counts.
+pub async fn quote_with_counts(
+    market: &Market,
+    gpu: &GpuRow,
+    counts: StatusCounts,
+    duration_hours: f64,
+    now: i64,
+) -> Result<Quote> {
     let keys = [gpu.model_key.clone()];
-    let (counts, started) = gpus::model_facts(&market.store, &gpu.model_key, hour_ago(now)).await?;
-    let facts = market_facts(market, counts, started, &keys).await?;
+    let facts = market_facts(market, counts, &keys, now).await?;
     let quote = market
         .policies
         .quote(request_for(gpu, facts, duration_hours, now))
@@ -177,13 +158,7 @@ pub async fn refresh_model(market: &Market, model_key: &str, now: i64) -> Result
         return Ok(0);
     }
     let keys = [model_key.to_owned()];
-    let facts = market_facts(
-        market,
-        counts_of(&rows),
-        bookings_since(market, &keys, hour_ago(now)).await?,
-        &keys,
-    )
-    .await?;
+    let facts = market_facts(market, counts_of(&rows), &keys, now).await?;
     let requests = rows
         .iter()
         .map(|gpu| request_for(gpu, facts.clone(), 1.0, now))
@@ -209,16 +184,10 @@ pub async fn refresh_all(market: &Market) -> Result<()> {
 }
 
 /// Models whose prices need recomputing after a market event (register, book, release, expiry).
-/// Recent history per set of model keys, with when it was read.
-type RecentPrices = HashMap<Vec<String>, (Instant, Vec<f64>)>;
-
 #[derive(Clone, Default)]
 pub struct PriceRefresher {
     dirty: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
-    /// Recent history per set of models. History moves once per history interval, so a copy a few
-    /// seconds old is as good as a fresh read and saves one on every quote.
-    recent: Arc<Mutex<RecentPrices>>,
     /// The history bucket this replica last recorded; events record the first sample of a new one.
     last_bucket: Arc<AtomicI64>,
 }
@@ -229,30 +198,6 @@ impl PriceRefresher {
             dirty.insert(model_key.to_owned());
         }
         self.wake.notify_one();
-    }
-
-    async fn recent_prices(&self, store: &Store, model_keys: &[String]) -> Result<Vec<f64>> {
-        let cached = self.recent.lock().ok().and_then(|recent| {
-            recent
-                .get(model_keys)
-                .filter(|(at, _)| at.elapsed() < RECENT_PRICES_TTL)
-                .map(|(_, prices)| prices.clone())
-        });
-        if let Some(prices) = cached {
-            return Ok(prices);
-        }
-        let prices: Vec<f64> = prices::history(store, model_keys, RECENT_PRICE_POINTS)
-            .await?
-            .into_iter()
-            .map(|s| Money::from_micros(s.average_price_micro).as_units())
-            .collect();
-        if let Ok(mut recent) = self.recent.lock() {
-            if recent.len() > 1_024 {
-                recent.clear();
-            }
-            recent.insert(model_keys.to_vec(), (Instant::now(), prices.clone()));
-        }
-        Ok(prices)
     }
 
     fn take_dirty(&self) -> Vec<String> {
@@ -401,13 +346,7 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
     let mut keys: Vec<String> = rows.iter().map(|g| g.model_key.clone()).collect();
     keys.sort();
     keys.dedup();
-    let facts = market_facts(
-        market,
-        counts_of(&rows),
-        bookings_since(market, &keys, hour_ago(now)).await?,
-        &keys,
-    )
-    .await?;
+    let facts = market_facts(market, counts_of(&rows), &keys, now).await?;
     let mut asking: Vec<i64> = rows.iter().map(|g| g.price_micro).collect();
     asking.sort_unstable();
     let median_micro = median(&asking);

@@ -79,16 +79,19 @@ async fn decide(
     report: &mut SweepReport,
 ) -> Result<()> {
     let booking = &active.booking;
+    // The policy sees whole seconds with the end rounded up, and the host judges "over" on the same
+    // scale, so a policy that extends "at the end" always gets to see its end reached.
+    let end_unix = booking.end_at.div_euclid(MICROS_PER_SECOND)
+        + i64::from(booking.end_at % MICROS_PER_SECOND != 0);
+    let now_unix = unix_seconds(now);
     let decision = market
         .policies
         .booking_timeout(TimeoutRequest {
             booking_id: booking.id.clone(),
             gpu_id: booking.gpu_id.clone(),
             start_unix: unix_seconds(booking.start_at),
-            // Rounded up so that a policy expiring "at the end" never acts before the host's end.
-            end_unix: booking.end_at.div_euclid(MICROS_PER_SECOND)
-                + i64::from(booking.end_at % MICROS_PER_SECOND != 0),
-            now_unix: unix_seconds(now),
+            end_unix,
+            now_unix,
             last_heartbeat_unix: active.last_heartbeat.map(unix_seconds),
             job_id: booking.job_id.clone(),
             extensions: u32::try_from(booking.extensions).unwrap_or(u32::MAX),
@@ -97,7 +100,7 @@ async fn decide(
     if decision.source.fallback {
         market.metrics.timeout_fallbacks.inc();
     }
-    let over = now >= booking.end_at;
+    let over = now_unix >= end_unix;
     let within_budget = booking.extensions < i64::from(market.config.booking.max_extensions);
     // The host, not the policy, guarantees that nothing stays active past its end without a decision
     // to extend it, and that extensions stay within the configured budget.

@@ -6,6 +6,7 @@
 //! clock, a file or the network.
 
 mod builtin;
+pub mod wasm;
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 
 use super::{Sql, Store};
-use crate::error::{Error, ResultExt};
+use crate::error::Error;
 
 pub const BOOKING_COLUMNS: &str = "id, order_id, gpu_id, gpu_model, miner_id, client_id, job_id, \
     duration_hours, duration_seconds, price_micro, total_micro, refund_micro, charged_micro, status, \
@@ -47,33 +47,14 @@ pub enum BookOutcome {
     GpuNotAvailable(String),
 }
 
-/// Books atomically: the GPU flips from `available` to `booked` only if it still is available, and the
-/// partial unique index `bookings_one_active_per_gpu` rejects a second active booking whatever happens
-/// around it. Both happen in one transaction, so either both or neither are visible.
+/// Books atomically in one statement: inserting the active booking fires `bookings_claim_gpu`, which
+/// flips the GPU from `available` to `booked` or aborts the insert when it no longer is available, and
+/// the partial unique index `bookings_one_active_per_gpu` rejects a second active booking whatever
+/// happens around it (migrations/*/0002_booking_triggers.sql).
 pub async fn create(store: &Store, booking: &BookingRow) -> Result<BookOutcome, Error> {
-    let mut tx = store.writer().begin().await?;
-    let claimed = sqlx::query(
-        "UPDATE gpus SET status = 'booked', total_bookings = total_bookings + 1 \
-         WHERE id = $1 AND status = 'available' AND deleted_at IS NULL",
-    )
-    .bind(&booking.gpu_id)
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
-                .bind(&booking.gpu_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        tx.rollback().await?;
-        return Ok(match status {
-            None => BookOutcome::GpuMissing,
-            Some(status) => BookOutcome::GpuNotAvailable(status),
-        });
-    }
-    sqlx::query(&format!(
-        "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         NULL, NULL, 'active', $12, $13, $14, 0, NULL, $15, $16, $17, NULL, NULL)"
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, NULL, NULL, 'active', $12, $13, $14, 0, NULL, $15, $16, $17, NULL, NULL)"
     ))
     .bind(&booking.id)
     .bind(&booking.order_id)
@@ -92,12 +73,29 @@ pub async fn create(store: &Store, booking: &BookingRow) -> Result<BookOutcome, 
     .bind(booking.start_at)
     .bind(booking.end_at)
     .bind(booking.created_at)
-    .execute(&mut *tx)
-    .await
-    .on_constraint("bookings_one_active_per_gpu", || Error::conflict("the GPU already has an active booking"))?;
-    tx.commit().await?;
-    store.catalogue_changed();
-    Ok(BookOutcome::Booked)
+    .execute(store.writer())
+    .await;
+    match inserted {
+        Ok(_) => {
+            store.catalogue_changed();
+            Ok(BookOutcome::Booked)
+        }
+        Err(sqlx::Error::Database(db))
+            if db.is_unique_violation() || db.message().contains("gpu_not_available") =>
+        {
+            // Lost the race (or the GPU was never available): say what the GPU is now.
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
+                    .bind(&booking.gpu_id)
+                    .fetch_optional(store.writer())
+                    .await?;
+            Ok(match status {
+                None => BookOutcome::GpuMissing,
+                Some(status) => BookOutcome::GpuNotAvailable(status),
+            })
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 pub async fn active_for_gpu(
@@ -152,36 +150,27 @@ pub struct Ending<'a> {
     pub expected_end_at: i64,
 }
 
-/// Ends an active booking and frees its GPU, exactly once: the update only matches while the booking is
-/// still active and unchanged, so of two replicas (or a sweeper and a release) racing, one wins.
+/// Ends an active booking and frees its GPU (trigger `bookings_free_gpu`), exactly once: the update
+/// only matches while the booking is still active and unchanged, so of two replicas (or a sweeper and
+/// a release) racing, one wins.
 pub async fn end(store: &Store, ending: &Ending<'_>) -> Result<bool, sqlx::Error> {
-    let mut tx = store.writer().begin().await?;
     let ended = sqlx::query(
-        "UPDATE bookings SET status = $1, ended_at = $2, refund_micro = $3, charged_micro = $4, end_reason = $5 \
-         WHERE id = $6 AND status = 'active' AND end_at = $7",
+        "UPDATE bookings SET status = $1, ended_at = $2, refund_micro = $3, charged_micro = $4, \
+         end_reason = $5, heartbeat_cutoff = $6 WHERE id = $7 AND status = 'active' AND end_at = $8",
     )
     .bind(ending.status)
     .bind(ending.ended_at)
     .bind(ending.refund_micro)
     .bind(ending.charged_micro)
     .bind(ending.reason)
+    .bind(ending.heartbeat_cutoff)
     .bind(ending.booking_id)
     .bind(ending.expected_end_at)
-    .execute(&mut *tx)
+    .execute(store.writer())
     .await?;
     if ended.rows_affected() == 0 {
-        tx.rollback().await?;
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE gpus SET status = CASE WHEN last_heartbeat IS NOT NULL AND last_heartbeat < $1 \
-         THEN 'offline' ELSE 'available' END WHERE id = $2 AND status = 'booked'",
-    )
-    .bind(ending.heartbeat_cutoff)
-    .bind(ending.gpu_id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     store.catalogue_changed();
     Ok(true)
 }
@@ -314,7 +303,7 @@ pub async fn count_active(store: &Store) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Whether `client_id` has a booking on the GPU that actually ran (something was charged).
+/// Whether `client_id` has a booking on the GPU that completed (or was at least partly charged).
 pub async fn client_has_used_gpu(
     store: &Store,
     client_id: &str,
@@ -322,7 +311,7 @@ pub async fn client_has_used_gpu(
 ) -> Result<bool, sqlx::Error> {
     let count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM bookings WHERE client_id = $1 AND gpu_id = $2 AND status <> 'active' \
-         AND charged_micro > 0",
+         AND (status = 'completed' OR charged_micro > 0)",
     )
     .bind(client_id)
     .bind(gpu_id)

@@ -270,31 +270,45 @@ pub async fn status_counts(
     }
 }
 
-/// Status counts of one model's GPUs and how many bookings of them started since `since`, in one
-/// round trip (the booking path asks for both on every quote).
-pub async fn model_facts(
+/// A GPU with its model's status counts in one round trip: the booking path needs both.
+pub async fn get_with_model_counts(
     store: &Store,
-    model_key: &str,
-    since: i64,
-) -> Result<(StatusCounts, i64), sqlx::Error> {
+    id: &str,
+) -> Result<Option<(GpuRow, StatusCounts)>, sqlx::Error> {
     #[derive(FromRow)]
     struct Row {
         #[sqlx(flatten)]
-        counts: StatusCounts,
-        started: i64,
+        gpu: GpuRow,
+        model_total: i64,
+        model_available: i64,
+        model_booked: i64,
+        model_offline: i64,
     }
+    let peers =
+        "SELECT COUNT(*) FROM gpus m WHERE m.model_key = g.model_key AND m.deleted_at IS NULL";
+    let columns: Vec<String> = GPU_COLUMNS
+        .split(", ")
+        .map(|c| format!("g.{}", c.trim()))
+        .collect();
     let sql = format!(
-        "{} AND model_key = $1",
-        STATUS_COUNTS.replace(
-            " FROM gpus",
-            ", (SELECT COUNT(*) FROM bookings b JOIN gpus m ON m.id = b.gpu_id \
-             WHERE m.model_key = $1 AND b.start_at >= $2) AS started FROM gpus"
-        )
+        "SELECT {}, ({peers}) AS model_total, \
+         ({peers} AND m.status = 'available') AS model_available, \
+         ({peers} AND m.status = 'booked') AS model_booked, \
+         ({peers} AND m.status = 'offline') AS model_offline \
+         FROM gpus g WHERE g.id = $1 AND g.deleted_at IS NULL",
+        columns.join(", ")
     );
-    let row: Row = sqlx::query_as(&sql)
-        .bind(model_key)
-        .bind(since)
-        .fetch_one(store.reader())
+    let row: Option<Row> = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(store.reader())
         .await?;
-    Ok((row.counts, row.started))
+    Ok(row.map(|r| {
+        let counts = StatusCounts {
+            total: r.model_total,
+            available: r.model_available,
+            booked: r.model_booked,
+            offline: r.model_offline,
+        };
+        (r.gpu, counts)
+    }))
 }

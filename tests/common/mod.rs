@@ -66,6 +66,26 @@ pub fn micros(value: &Value) -> i64 {
     (units * 1_000_000.0).round() as i64
 }
 
+/// Every number in `value` is written with at most 6 decimals (money is micro-AITBC; nothing prints
+/// float noise such as `0.49999949999999997`).
+pub fn assert_at_most_six_decimals(value: &Value) {
+    match value {
+        Value::Number(number) => {
+            let text = number.to_string();
+            if let Some((_, decimals)) = text.split_once('.') {
+                let digits = decimals.split(['e', 'E']).next().unwrap_or("");
+                assert!(
+                    digits.len() <= 6 && !text.contains(['e', 'E']),
+                    "number {text} has float noise"
+                );
+            }
+        }
+        Value::Array(items) => items.iter().for_each(assert_at_most_six_decimals),
+        Value::Object(fields) => fields.values().for_each(assert_at_most_six_decimals),
+        _ => {}
+    }
+}
+
 /// The JSON error convention: a `detail` holding a non-empty human sentence.
 pub fn assert_detail(reply: &Reply) {
     let detail = reply.body.get("detail").unwrap_or_else(|| {

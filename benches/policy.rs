@@ -1,0 +1,194 @@
+//! Quote latency through the WebAssembly pricing policy (fresh instance per call, fuel and epoch
+//! deadline on) against a native Rust function computing the same formula, and the time from writing
+//! a new module into the policies directory to that version serving.
+//!
+//! `cargo bench --bench policy`; criterion prints the medians, and the last group prints p50/p99.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gpu_market::policy::wasm::{PolicyRuntime, Slot};
+use gpu_market::policy::{
+    GpuFacts, MarketFacts, Policies, PricingRequest, RequestFacts, TimeFacts,
+};
+use tokio_util::sync::CancellationToken;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn request(gpu_id: &str) -> PricingRequest {
+    PricingRequest {
+        gpu: GpuFacts {
+            gpu_id: gpu_id.into(),
+            model: "RTX 4090".into(),
+            memory_gb: 24.0,
+            region: None,
+            base_price: 2.0,
+        },
+        market: MarketFacts {
+            total_gpus: 10,
+            available_gpus: 2,
+            booked_gpus: 8,
+            utilization: 0.8,
+            bookings_last_hour: 4,
+            recent_prices: vec![1.9, 2.0, 2.1],
+        },
+        request: RequestFacts {
+            duration_hours: 2.0,
+            start_unix: 1_767_225_600,
+        },
+        time: TimeFacts {
+            now_unix: 1_767_225_600,
+            hour_of_day: 0,
+            weekday: 3,
+        },
+    }
+}
+
+/// pricing-demand's formula with its default parameters, natively: the baseline.
+fn native_quote(request: &PricingRequest, previous: Option<f64>) -> (f64, f64, String) {
+    let (min, max, threshold, util_w, rate_w, rate_cap, idle, smoothing) =
+        (0.8, 2.5, 0.5, 1.0, 0.25, 2.0, 0.1, 0.5);
+    let m = &request.market;
+    let u = m.utilization.clamp(0.0, 1.0);
+    let (target, reason) = if u == 0.0 && m.bookings_last_hour == 0 {
+        (1.0 - idle, format!("idle discount ×{:.2}", 1.0 - idle))
+    } else {
+        let above = (u - threshold).max(0.0) / (1.0 - threshold);
+        let rate = (f64::from(m.bookings_last_hour) / f64::from(m.total_gpus.max(1))).min(rate_cap);
+        let t = 1.0 + util_w * above + rate_w * rate;
+        (
+            t,
+            format!(
+                "{:.0}% booked, {} bookings: demand ×{t:.2}",
+                u * 100.0,
+                m.bookings_last_hour
+            ),
+        )
+    };
+    let smoothed = previous
+        .map_or(target, |p| p + smoothing * (target - p))
+        .clamp(min, max);
+    let multiplier = (smoothed * 10_000.0).round() / 10_000.0;
+    let price = (request.gpu.base_price * multiplier * 10_000.0).round() / 10_000.0;
+    (price, multiplier, format!("{reason}; {price:.4} AITBC/h"))
+}
+
+fn copy_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn quote_latency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = copy_policies();
+    let runtime = rt
+        .block_on(PolicyRuntime::start_unwatched(dir.path()))
+        .unwrap();
+    let req = request("gpu_bench");
+
+    let mut group = c.benchmark_group("quote");
+    group.bench_function("wasm pricing-demand", |b| {
+        b.to_async(&rt).iter(|| runtime.quote(req.clone()))
+    });
+    group.bench_function("native same formula", |b| {
+        b.iter(|| native_quote(std::hint::black_box(&req), Some(1.2)))
+    });
+    let batch: Vec<_> = (0..256).map(|i| request(&format!("gpu_{i}"))).collect();
+    group.bench_function("wasm quote_batch 256", |b| {
+        b.to_async(&rt).iter(|| runtime.quote_batch(batch.clone()))
+    });
+    group.finish();
+
+    // p50 / p99 in one place, for the closing note.
+    let mut wasm: Vec<Duration> = (0..5_000)
+        .map(|_| {
+            let started = Instant::now();
+            rt.block_on(runtime.quote(req.clone()));
+            started.elapsed()
+        })
+        .collect();
+    let mut native: Vec<Duration> = (0..5_000)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(native_quote(std::hint::black_box(&req), Some(1.2)));
+            started.elapsed()
+        })
+        .collect();
+    println!(
+        "quote latency: wasm p50 {:?} p99 {:?} | native p50 {:?} p99 {:?}",
+        percentile(&mut wasm, 0.5),
+        percentile(&mut wasm, 0.99),
+        percentile(&mut native, 0.5),
+        percentile(&mut native, 0.99)
+    );
+}
+
+fn reload_latency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = copy_policies();
+    let shutdown = CancellationToken::new();
+    let runtime = rt
+        .block_on(PolicyRuntime::start(dir.path(), shutdown.clone()))
+        .unwrap();
+    let target = dir.path().join("pricing-demand.wasm");
+    let versions = [
+        std::fs::read(repo().join("tests/fixtures/pricing-flat.wasm")).unwrap(),
+        std::fs::read(repo().join("policies/pricing-demand.wasm")).unwrap(),
+    ];
+    let mut next = 0;
+    let mut samples = Vec::new();
+    let mut group = c.benchmark_group("hot reload");
+    group.sample_size(10);
+    group.bench_function("file written to new version serving", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let bytes = &versions[next % 2];
+                next += 1;
+                let sha = gpu_market::policy::wasm::sha256_hex(bytes);
+                let tmp = dir.path().join(".bench.tmp");
+                let started = Instant::now();
+                std::fs::write(&tmp, bytes).unwrap();
+                std::fs::rename(&tmp, &target).unwrap();
+                while runtime.status(Slot::Pricing).sha256.as_deref() != Some(sha.as_str()) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let elapsed = started.elapsed();
+                samples.push(elapsed);
+                total += elapsed;
+            }
+            total
+        })
+    });
+    group.finish();
+    println!(
+        "hot reload: p50 {:?} p99 {:?} over {} swaps",
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+        samples.len()
+    );
+    shutdown.cancel();
+}
+
+criterion_group!(benches, quote_latency, reload_latency);
+criterion_main!(benches);

@@ -1,0 +1,239 @@
+//! `policies/policies.toml`: which module serves each slot, with its limits, operator configuration,
+//! sample inputs and (for pricing) the host's guardrails.
+//!
+//! ```toml
+//! [pricing]
+//! file = "pricing-demand.wasm"
+//! limits = { fuel = 10_000_000, timeout_ms = 50, memory_mib = 16 }
+//! config = { max_multiplier = 2.5 }
+//! guardrails = { price_cap = 100.0, max_change_percent = 25 }
+//! [[pricing.samples]]
+//! name = "busy"
+//! input = { gpu = { ... }, market = { ... }, request = { ... }, time = { ... } }
+//! ```
+//!
+//! A slot without a table (or a missing file) runs the built-in rules.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::guardrails::Guardrails;
+use super::{Limits, PolicyError, Slot};
+
+pub const CONFIG_FILE: &str = "policies.toml";
+
+/// Everything `policies.toml` says about one slot. Compared as a whole to decide whether a reload
+/// changes the slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotSettings {
+    /// The module's file name inside the policies directory.
+    pub file: String,
+    pub limits: Limits,
+    /// Operator configuration, passed to every call as key/value strings.
+    pub config: Vec<(String, String)>,
+    /// Pricing only; defaults elsewhere and unused.
+    pub guardrails: Guardrails,
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+impl SlotSettings {
+    /// Settings for checking a module outside any `policies.toml` (CLI `test`, a slot with no table).
+    pub fn standalone(file: &str) -> Self {
+        Self {
+            file: file.to_owned(),
+            limits: Limits::default(),
+            config: Vec::new(),
+            guardrails: Guardrails::default(),
+            samples: Vec::new(),
+        }
+    }
+}
+
+/// One sample input; its JSON shape is the slot's WIT request record with snake_case field names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub input: serde_json::Value,
+}
+
+/// The parsed file: settings for the slots that have a module configured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoliciesConfig {
+    pub slots: BTreeMap<Slot, SlotSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    pricing: Option<RawSlot>,
+    #[serde(rename = "booking-timeout")]
+    booking_timeout: Option<RawSlot>,
+    #[serde(rename = "review-moderation")]
+    review_moderation: Option<RawSlot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlot {
+    file: Option<String>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+    guardrails: Option<Guardrails>,
+    #[serde(default)]
+    samples: Vec<RawSample>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSample {
+    name: String,
+    input: toml::Value,
+}
+
+impl PoliciesConfig {
+    /// Reads `policies.toml` from `dir`; a missing file means every slot is built in.
+    pub fn load(dir: &Path) -> Result<Self, PolicyError> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|reason| PolicyError::Config { path, reason }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(PolicyError::io("reading", path, e)),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut slots = BTreeMap::new();
+        for (slot, section) in [
+            (Slot::Pricing, raw.pricing),
+            (Slot::BookingTimeout, raw.booking_timeout),
+            (Slot::ReviewModeration, raw.review_moderation),
+        ] {
+            let Some(section) = section else { continue };
+            let settings = section
+                .into_settings(slot)
+                .map_err(|e| format!("[{slot}] {e}"))?;
+            if let Some(settings) = settings {
+                slots.insert(slot, settings);
+            }
+        }
+        Ok(Self { slots })
+    }
+}
+
+impl RawSlot {
+    fn into_settings(self, slot: Slot) -> Result<Option<SlotSettings>, String> {
+        let Some(file) = self.file else {
+            return Ok(None);
+        };
+        check_file_name(&file)?;
+        self.limits.validate().map_err(|e| format!("limits: {e}"))?;
+        if self.guardrails.is_some() && slot != Slot::Pricing {
+            return Err("guardrails apply to the pricing slot only".into());
+        }
+        let guardrails = self.guardrails.unwrap_or_default();
+        guardrails
+            .validate()
+            .map_err(|e| format!("guardrails: {e}"))?;
+        let config = self
+            .config
+            .into_iter()
+            .map(|(key, value)| {
+                config_value(&value)
+                    .map(|v| (key.clone(), v))
+                    .map_err(|e| format!("config.{key}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let samples = self
+            .samples
+            .into_iter()
+            .map(|s| {
+                let input = serde_json::to_value(&s.input)
+                    .map_err(|e| format!("sample {:?}: {e}", s.name))?;
+                Ok(Sample {
+                    name: s.name,
+                    input,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Some(SlotSettings {
+            file,
+            limits: self.limits,
+            config,
+            guardrails,
+            samples,
+        }))
+    }
+}
+
+/// Module files live directly in the policies directory; anything else could make an upload write
+/// outside it.
+fn check_file_name(file: &str) -> Result<(), String> {
+    let plain = !file.is_empty()
+        && !file.starts_with('.')
+        && !file.contains(['/', '\\'])
+        && file != ".."
+        && file.ends_with(".wasm");
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "file {file:?} must be a plain *.wasm name inside the policies directory"
+        ))
+    }
+}
+
+/// Operator values may be written as strings, numbers, booleans or lists of those (joined by commas).
+fn config_value(value: &toml::Value) -> Result<String, String> {
+    Ok(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(config_value)
+            .collect::<Result<Vec<_>, _>>()?
+            .join(","),
+        _ => return Err("use a string, number, boolean or list".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_slots_are_built_in_and_limits_default() {
+        let config = PoliciesConfig::parse(
+            "[pricing]\nfile = \"p.wasm\"\nconfig = { a = 1.5, words = [\"x\", \"y\"] }\n",
+        )
+        .unwrap();
+        assert_eq!(config.slots.len(), 1);
+        let pricing = &config.slots[&Slot::Pricing];
+        assert_eq!(pricing.limits, Limits::default());
+        assert_eq!(
+            pricing.config,
+            vec![("a".into(), "1.5".into()), ("words".into(), "x,y".into())]
+        );
+    }
+
+    #[test]
+    fn a_file_outside_the_directory_is_refused() {
+        let err = PoliciesConfig::parse("[pricing]\nfile = \"../evil.wasm\"\n").unwrap_err();
+        assert!(err.contains("plain"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(
+            PoliciesConfig::parse("[pricing]\nfile = \"p.wasm\"\nlimits = { fuul = 1 }\n").is_err()
+        );
+        assert!(PoliciesConfig::parse("[pricng]\nfile = \"p.wasm\"\n").is_err());
+    }
+}
