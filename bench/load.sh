@@ -11,7 +11,7 @@
 #   cycle    POST /v1/marketplace/gpu/{id}/book then POST .../release, per GPU, over the 100 GPUs
 # and prints requests/s and p99 latency per scenario (cycles/s for book+release).
 #
-# Knobs: BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
+# Knobs: BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -238,7 +238,11 @@ bench_backend() { # name database_url
     port="$(free_port)"
     base="http://127.0.0.1:$port"
     mkdir -p "$WORK/$backend/policies"
-    say "starting gpu-market on $backend ($base)"
+    # The deployed WebAssembly policies by default; BENCH_POLICIES=builtin runs the native built-in rules.
+    if [[ "${BENCH_POLICIES:-wasm}" != builtin ]]; then
+        cp "$ROOT"/policies/policies.toml "$ROOT"/policies/*.wasm "$WORK/$backend/policies/"
+    fi
+    say "starting gpu-market on $backend ($base), policies: ${BENCH_POLICIES:-wasm}"
     SERVER_LOG="$WORK/$backend/server.log"
     GPU_MARKET_LOG=warn RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
         --policies "$WORK/$backend/policies" >"$WORK/$backend/server.log" 2>&1 &

@@ -82,6 +82,26 @@ pub struct DatabaseConfig {
     pub connect_timeout_ms: u64,
     /// SQLite: how long a writer waits for the file lock.
     pub busy_timeout_ms: u64,
+    /// SQLite: `full` (default) syncs every commit to disk, so nothing acknowledged is lost even on power
+    /// loss; `normal` survives a crash of the service but may lose the last commits on power loss.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl SqliteSynchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -93,6 +113,7 @@ impl Default for DatabaseConfig {
             acquire_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
             busy_timeout_ms: 5_000,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 }
@@ -106,6 +127,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("sqlite_synchronous", &self.sqlite_synchronous)
             .finish()
     }
 }

@@ -186,11 +186,12 @@ fn sqlite_pool(
     max_connections: u32,
     busy_timeout_ms: u64,
 ) -> AnyPoolOptions {
+    let synchronous = config.sqlite_synchronous.pragma();
     pool_options(config, max_connections).after_connect(move |conn, _meta| {
         Box::pin(async move {
             conn.execute(
                 format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
                      PRAGMA busy_timeout = {busy_timeout_ms};"
                 )
                 .as_str(),
