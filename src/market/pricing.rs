@@ -24,8 +24,9 @@ use crate::store::prices;
 
 /// Upper bound of GPUs one statistic or refresh looks at.
 const MAX_MODEL_GPUS: i64 = 100_000;
-/// Market events arriving within this window are folded into one refresh.
-const REFRESH_DEBOUNCE: Duration = Duration::from_millis(50);
+/// Market events arriving within this window are folded into one refresh: under a booking storm the
+/// catalogue is repriced at most a few times a second instead of after every booking.
+const REFRESH_DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct Quote {

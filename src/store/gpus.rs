@@ -214,20 +214,34 @@ pub async fn update_current_prices(
     if prices.is_empty() {
         return Ok(());
     }
-    let mut tx = store.writer().begin().await?;
-    for (id, micros) in prices {
-        sqlx::query(
-            "UPDATE gpus SET current_price_micro = $1 WHERE id = $2 AND current_price_micro <> $1",
-        )
-        .bind(*micros)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    // One statement per chunk instead of one per GPU: the writer is shared with bookings.
+    for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
+        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
+        for (id, micros) in chunk {
+            sql.push(" WHEN ")
+                .bind(id.clone())
+                .push(" THEN ")
+                .bind(*micros);
+        }
+        sql.push(" ELSE current_price_micro END WHERE id IN (");
+        for (i, (id, _)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(id.clone());
+        }
+        sql.push(")");
+        let (text, args) = sql.into_parts();
+        sqlx::query_with(&text, args)
+            .execute(store.writer())
+            .await?;
     }
-    tx.commit().await?;
     store.catalogue_changed();
     Ok(())
 }
+
+/// GPUs per price-update statement (two parameters each, plus the id list).
+const PRICE_UPDATE_CHUNK: usize = 200;
 
 /// The distinct model keys in the catalogue.
 pub async fn model_keys(store: &Store) -> Result<Vec<String>, sqlx::Error> {

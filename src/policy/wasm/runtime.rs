@@ -121,8 +121,10 @@ impl PolicyRuntime {
         let module = match checked {
             Ok(module) => module,
             Err(reason) => {
+                // Rejected exactly like a file change: visible as the slot's last error too.
                 self.metrics.reload(slot, false);
                 tracing::warn!(%slot, "uploaded module rejected: {reason}");
+                self.cell(slot).reject(format!("upload rejected: {reason}"));
                 return Err(PolicyError::InvalidModule { slot, reason });
             }
         };
