@@ -200,7 +200,6 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
     let (charged, refund) = settle(&booking, now);
     let ending = Ending {
         booking_id: &booking.id,
-        gpu_id,
         status: order_status,
         ended_at: now,
         refund_micro: refund.micros(),

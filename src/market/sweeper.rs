@@ -123,7 +123,6 @@ async fn decide(
             let (charged, refund) = settle(booking, now);
             let ending = Ending {
                 booking_id: &booking.id,
-                gpu_id: &booking.gpu_id,
                 status,
                 ended_at: now,
                 refund_micro: refund.micros(),

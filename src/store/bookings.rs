@@ -138,7 +138,6 @@ pub async fn active_for_gpus(
 #[derive(Debug, Clone)]
 pub struct Ending<'a> {
     pub booking_id: &'a str,
-    pub gpu_id: &'a str,
     pub status: &'static str,
     pub ended_at: i64,
     pub refund_micro: i64,
