@@ -148,8 +148,3 @@ impl Metrics {
             .observe(seconds);
     }
 }
-
-/// A registry with only this module's metrics, for tests and tools that need a `Metrics`.
-pub fn standalone() -> Metrics {
-    Metrics::new(&mut Registry::default())
-}

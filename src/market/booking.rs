@@ -4,7 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::model_match::model_key;
-use super::pricing::{PolicyInfo, quote_with_counts};
+use super::pricing::quote_with_counts;
 use super::registry::find;
 use super::time::{MICROS_PER_SECOND, now_micros, rfc3339};
 use super::{Market, Money, Principal, ids};
@@ -227,14 +227,6 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &str) -> Resul
         charged,
         message: format!("GPU {gpu_id} released: charged {charged}, refunded {refund}"),
     })
-}
-
-/// Shown wherever a decision's origin matters.
-pub fn policy_info(booking: &BookingRow) -> PolicyInfo {
-    PolicyInfo {
-        version: booking.policy.clone(),
-        fallback: booking.pricing_fallback != 0,
-    }
 }
 
 #[cfg(test)]

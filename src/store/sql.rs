@@ -38,10 +38,6 @@ impl Sql {
         self
     }
 
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     pub fn into_parts(self) -> (String, AnyArguments<'static>) {
         (self.text, self.args)
     }
