@@ -8,10 +8,12 @@ pub mod model_match;
 pub mod money;
 pub mod offers;
 pub mod orders;
+pub mod policy_admin;
 pub mod pricing;
 pub mod registry;
 pub mod reviews;
 pub mod sweeper;
+pub mod system;
 pub mod time;
 
 use std::collections::HashSet;
