@@ -1,14 +1,31 @@
-//! One typed configuration, read once at start: TOML file, then `GPU_MARKET_*` environment overrides,
-//! then command-line flags. Everything is validated here so the rest of the service can trust it.
+//! One typed configuration, read once at start. Layers, each over the one before (figment merges them):
+//! the defaults, the TOML file, `GPU_MARKET_*` environment variables, then command-line flags. Every
+//! key can come from any layer; unknown keys are refused wherever they come from, naming the key.
+//! Everything is validated here so the rest of the service can trust it.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "gpu-market.toml";
+
+/// Environment variables with this prefix are configuration: `GPU_MARKET_LOG` is `log`, and `__`
+/// separates nested keys: `GPU_MARKET_DATABASE__MAX_CONNECTIONS` is `database.max_connections`.
+pub const ENV_PREFIX: &str = "GPU_MARKET_";
+const ENV_NESTING: &str = "__";
+/// Prefixed variables that are not configuration: the test harness's and the load benchmark's.
+const ENV_NOT_CONFIG: [&str; 2] = ["TEST_", "BENCH_"];
+/// Names from before every key could come from the environment, still honoured.
+const ENV_ALIASES: [(&str, &str); 1] = [("DATABASE_URL", "DATABASE__URL")];
+/// The name of the environment layer, by which its errors are told apart.
+const ENV_LAYER: &str = "environment variable";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,10 +34,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
+    /// A key unknown or of the wrong type, with where it came from (file or environment variable).
+    #[error("{0}")]
+    Load(String),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -72,8 +88,9 @@ impl Default for Config {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user@host/db`.
-    pub url: String,
+    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user:password@host/db`. A secret:
+    /// it may hold the password.
+    pub url: Secret,
     pub max_connections: u32,
     pub min_connections: u32,
     /// How long a request waits for a pooled connection before failing.
@@ -107,7 +124,7 @@ impl SqliteSynchronous {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "sqlite://data/gpu-market.db?mode=rwc".to_owned(),
+            url: Secret::new("sqlite://data/gpu-market.db?mode=rwc"),
             max_connections: 16,
             min_connections: 1,
             acquire_timeout_ms: 5_000,
@@ -121,7 +138,7 @@ impl Default for DatabaseConfig {
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_url(self.url.expose()))
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
@@ -220,18 +237,19 @@ impl fmt::Debug for ApiKeyConfig {
     }
 }
 
-/// A value that must never reach a log line.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// A value that must never reach a log line (API keys, the database URL): secrecy's `SecretString`,
+/// redacted when printed and wiped from memory when dropped; [`Secret::expose`] is the one way out.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -253,73 +271,70 @@ pub enum Role {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub bind: Option<SocketAddr>,
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     pub policies_dir: Option<PathBuf>,
 }
 
+impl Overrides {
+    /// The flags as the last layer: only those given.
+    fn layer(&self, figment: Figment) -> Figment {
+        let mut figment = figment;
+        if let Some(bind) = self.bind {
+            figment = figment.merge(Serialized::default("bind", bind));
+        }
+        if let Some(url) = &self.database_url {
+            figment = figment.merge(Serialized::default("database.url", url.expose()));
+        }
+        if let Some(dir) = &self.policies_dir {
+            figment = figment.merge(Serialized::default("policies_dir", dir));
+        }
+        figment
+    }
+}
+
 impl Config {
-    /// Reads `path` (or `gpu-market.toml` when present), applies the environment and `overrides`,
-    /// and validates the result.
+    /// Reads `path` (or `gpu-market.toml` when present), then the process environment and
+    /// `overrides`, and validates the result.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+        let vars = std::env::vars_os().filter_map(|(name, value)| {
+            Some((name.into_string().ok()?, value.into_string().ok()?))
+        });
+        Self::load_from(path, vars, overrides)
+    }
+
+    /// [`Config::load`] with the environment given as `(name, value)` pairs.
+    pub fn load_from(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                // A file named on the command line must exist; figment would skip a missing one.
+                std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some(path)
             }
-            None => Self::default(),
+            None => Some(Path::new(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
         };
-        config.apply_env(|name| std::env::var(name).ok())?;
-        if let Some(bind) = overrides.bind {
-            config.bind = bind;
+        // The defaults are the structs' `Default`s, filled in by `#[serde(default)]`.
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
         }
-        if let Some(url) = &overrides.database_url {
-            config.database.url = url.clone();
-        }
-        if let Some(dir) = &overrides.policies_dir {
-            config.policies_dir = dir.clone();
-        }
+        figment = overrides.layer(figment.merge(EnvLayer::new(vars)));
+        let config: Self = figment.extract().map_err(load_error)?;
         config.validate()?;
         Ok(config)
     }
 
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|err| err.to_string())
-    }
-
-    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(value) = var("GPU_MARKET_BIND") {
-            self.bind = value.parse().map_err(|err| ConfigError::Env {
-                name: "GPU_MARKET_BIND",
-                message: format!("`{value}` is not a socket address: {err}"),
-            })?;
-        }
-        if let Some(value) = var("GPU_MARKET_DATABASE_URL") {
-            self.database.url = value;
-        }
-        if let Some(value) = var("GPU_MARKET_POLICIES_DIR") {
-            self.policies_dir = PathBuf::from(value);
-        }
-        if let Some(value) = var("GPU_MARKET_MAX_BODY_BYTES") {
-            self.max_body_bytes = value.parse().map_err(|err| ConfigError::Env {
-                name: "GPU_MARKET_MAX_BODY_BYTES",
-                message: format!("`{value}` is not a byte count: {err}"),
-            })?;
-        }
-        if let Some(value) = var("GPU_MARKET_LOG") {
-            self.log = value;
-        }
-        Ok(())
+    /// Parses a TOML document over the defaults (no environment, not validated).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Figment::from(Toml::string(text))
+            .extract()
+            .map_err(load_error)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -329,7 +344,7 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        let url = &self.database.url;
+        let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
@@ -414,39 +429,279 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The `GPU_MARKET_*` variables as a figment layer. Values are read the way figment reads the
+/// environment (numbers, booleans, `[...]` arrays and `{...}` dicts, else strings), so a list of API
+/// keys can come from here too: `GPU_MARKET_KEYS='[{key="k", principal="p", roles=["admin"]}]'`.
+/// figment's own `Env` reads only the process environment; this one takes the variables given, so
+/// tests need not change the process's, and its errors name the variable.
+struct EnvLayer {
+    /// Key paths (`database.max_connections`) and values.
+    vars: Vec<(String, String)>,
+}
+
+impl EnvLayer {
+    fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let vars = vars
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let name = name.strip_prefix(ENV_PREFIX)?;
+                if ENV_NOT_CONFIG.iter().any(|other| name.starts_with(other)) {
+                    return None;
+                }
+                let name = ENV_ALIASES
+                    .iter()
+                    .find(|(old, _)| *old == name)
+                    .map_or(name, |(_, new)| new);
+                Some((name.to_ascii_lowercase().replace(ENV_NESTING, "."), value))
+            })
+            .collect();
+        Self { vars }
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(ENV_LAYER).interpolater(|_: &Profile, path: &[&str]| env_name(path))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, value) in &self.vars {
+            let value: Value = value.parse().unwrap_or_else(|never| match never {});
+            let path: Vec<&str> = key.split('.').collect();
+            insert(&mut dict, &path, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at `path` in `dict`, creating the tables on the way.
+fn insert(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// The variable that sets the key at `path`: `GPU_MARKET_DATABASE__MAX_CONNECTIONS`.
+fn env_name(path: &[impl AsRef<str>]) -> String {
+    let keys: Vec<String> = path
+        .iter()
+        .map(|key| key.as_ref().to_ascii_uppercase())
+        .collect();
+    format!("{ENV_PREFIX}{}", keys.join(ENV_NESTING))
+}
+
+/// figment's errors, each said with the key and where it came from: the file or the variable.
+fn load_error(errors: figment::Error) -> ConfigError {
+    let messages: Vec<String> = errors
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let origin = match &error.metadata {
+                Some(meta) if meta.name == ENV_LAYER => {
+                    format!("environment variable {}", env_name(&error.path))
+                }
+                Some(meta) => match &meta.source {
+                    Some(Source::File(path)) => format!("config file {}", path.display()),
+                    _ => meta.name.to_string(),
+                },
+                None => "configuration".to_owned(),
+            };
+            if key.is_empty() {
+                format!("{origin}: {}", error.kind)
+            } else {
+                format!("{origin}: key `{key}`: {}", error.kind)
+            }
+        })
+        .collect();
+    ConfigError::Load(messages.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_from(None, vars(pairs), &Overrides::default())
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Config::from_toml("bnid = \"127.0.0.1:1\"").unwrap_err();
-        assert!(err.contains("bnid"), "{err}");
+        assert!(err.to_string().contains("bnid"), "{err}");
         let err = Config::from_toml("[database]\nurll = \"x\"").unwrap_err();
-        assert!(err.contains("urll"), "{err}");
+        assert!(err.to_string().contains("database.urll"), "{err}");
+    }
+
+    #[test]
+    fn errors_in_the_file_name_the_file_and_the_key() {
+        let toml = file("[database]\nmax_connections = \"many\"");
+        let err = Config::load_from(Some(toml.path()), vars(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        assert!(err.contains(&toml.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load_from(
+            Some(Path::new("/nonexistent/gpu-market.toml")),
+            vars(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
     }
 
     #[test]
     fn bad_values_name_the_key() {
         let err = Config::from_toml("[database]\nmax_connections = \"many\"").unwrap_err();
-        assert!(err.contains("max_connections"), "{err}");
+        assert!(err.to_string().contains("max_connections"), "{err}");
         let config = Config::from_toml("[database]\nurl = \"mysql://x\"").unwrap();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("database.url"), "{err}");
     }
 
     #[test]
-    fn environment_overrides_the_file() {
-        let mut config = Config::from_toml("bind = \"127.0.0.1:1\"").unwrap();
-        config
-            .apply_env(|name| match name {
-                "GPU_MARKET_BIND" => Some("127.0.0.1:2".to_owned()),
-                "GPU_MARKET_DATABASE_URL" => Some("postgres://u@h/db".to_owned()),
-                _ => None,
-            })
-            .unwrap();
+    fn the_environment_overrides_the_file_and_the_flags_override_both() {
+        let toml = file("bind = \"127.0.0.1:1\"\nlog = \"debug\"\n[database]\nmax_connections = 4");
+        let env = vars(&[
+            ("GPU_MARKET_BIND", "127.0.0.1:2"),
+            ("GPU_MARKET_DATABASE__MAX_CONNECTIONS", "8"),
+        ]);
+        let config =
+            Config::load_from(Some(toml.path()), env.clone(), &Overrides::default()).unwrap();
         assert_eq!(config.bind.port(), 2);
-        assert_eq!(config.database.url, "postgres://u@h/db");
+        assert_eq!(config.database.max_connections, 8);
+        assert_eq!(
+            config.log, "debug",
+            "what the environment leaves, the file keeps"
+        );
+
+        let flags = Overrides {
+            bind: Some("127.0.0.1:3".parse().unwrap()),
+            database_url: Some(Secret::new("postgres://u:p@h/db")),
+            policies_dir: Some(PathBuf::from("elsewhere")),
+        };
+        let config = Config::load_from(Some(toml.path()), env, &flags).unwrap();
+        assert_eq!(config.bind.port(), 3);
+        assert_eq!(config.database.url.expose(), "postgres://u:p@h/db");
+        assert_eq!(config.policies_dir, PathBuf::from("elsewhere"));
+        assert_eq!(config.database.max_connections, 8);
+    }
+
+    #[test]
+    fn every_key_can_come_from_the_environment() {
+        let config = load_env(&[
+            ("GPU_MARKET_MAX_BODY_BYTES", "4096"),
+            ("GPU_MARKET_ALLOW_OPEN_ACCESS", "true"),
+            ("GPU_MARKET_CACHE_TTL_MS", "0"),
+            ("GPU_MARKET_DATABASE__SQLITE_SYNCHRONOUS", "normal"),
+            ("GPU_MARKET_BOOKING__MAX_EXTENSIONS", "5"),
+            ("GPU_MARKET_HEARTBEAT__TIMEOUT_SECONDS", "60"),
+            ("GPU_MARKET_PRICING__HISTORY_POINTS", "12"),
+            ("GPU_MARKET_REVIEWS__MAX_COMMENT_CHARS", "100"),
+            (
+                "GPU_MARKET_KEYS",
+                r#"[{key="k-1", principal="ops", roles=["admin", "miner"]}]"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(config.max_body_bytes, 4096);
+        assert!(config.allow_open_access);
+        assert_eq!(config.cache_ttl_ms, 0);
+        assert_eq!(
+            config.database.sqlite_synchronous,
+            SqliteSynchronous::Normal
+        );
+        assert_eq!(config.booking.max_extensions, 5);
+        assert_eq!(config.heartbeat.timeout_seconds, 60);
+        assert_eq!(config.pricing.history_points, 12);
+        assert_eq!(config.reviews.max_comment_chars, 100);
+        assert_eq!(config.keys.len(), 1);
+        assert_eq!(config.keys[0].key.expose(), "k-1");
+        assert_eq!(config.keys[0].roles, [Role::Admin, Role::Miner]);
+    }
+
+    #[test]
+    fn the_older_variable_names_still_work() {
+        let config = load_env(&[
+            ("GPU_MARKET_DATABASE_URL", "postgres://u@h/db"),
+            ("GPU_MARKET_BIND", "127.0.0.1:2"),
+            ("GPU_MARKET_POLICIES_DIR", "/srv/policies"),
+            ("GPU_MARKET_MAX_BODY_BYTES", "2048"),
+            ("GPU_MARKET_LOG", "warn,gpu_market=debug"),
+        ])
+        .unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://u@h/db");
+        assert_eq!(config.bind.port(), 2);
+        assert_eq!(config.policies_dir, PathBuf::from("/srv/policies"));
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.log, "warn,gpu_market=debug");
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_by_name() {
+        let err = load_env(&[("GPU_MARKET_DATABSE__URL", "sqlite::memory:")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GPU_MARKET_DATABSE"), "{err}");
+        let err = load_env(&[("GPU_MARKET_DATABASE__MAX_CONECTIONS", "3")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GPU_MARKET_DATABASE__MAX_CONECTIONS"), "{err}");
+        let err = load_env(&[("GPU_MARKET_PRICING__HISTORY_POINTS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GPU_MARKET_PRICING__HISTORY_POINTS"), "{err}");
+    }
+
+    #[test]
+    fn variables_that_are_not_configuration_are_ignored() {
+        let config = load_env(&[
+            (
+                "GPU_MARKET_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/test",
+            ),
+            (
+                "GPU_MARKET_BENCH_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/bench",
+            ),
+            ("OTHER_DATABASE__URL", "postgres://x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.database.url.expose(),
+            Config::default().database.url.expose()
+        );
     }
 
     #[test]
@@ -474,6 +729,11 @@ mod tests {
             roles: vec![Role::Admin],
         };
         assert!(!format!("{key:?}").contains("s3cret"));
+        let config =
+            load_env(&[("GPU_MARKET_DATABASE_URL", "postgres://bob:hunter2@db/x")]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://bob:***@db/x"), "{printed}");
     }
 }
 
@@ -486,6 +746,6 @@ mod example_file {
         config.validate().expect("example validates");
         let defaults = super::Config::default();
         assert_eq!(config.bind, defaults.bind);
-        assert_eq!(config.database.url, defaults.database.url);
+        assert_eq!(config.database.url.expose(), defaults.database.url.expose());
     }
 }
