@@ -324,8 +324,9 @@ impl Config {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment = overrides.layer(figment.merge(EnvLayer::new(vars)));
-        let config: Self = figment.extract().map_err(load_error)?;
+        let env = EnvLayer::new(vars);
+        figment = overrides.layer(figment.merge(env.clone()));
+        let config: Self = figment.extract().map_err(|err| load_error(err, &env))?;
         config.validate()?;
         Ok(config)
     }
@@ -334,7 +335,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         Figment::from(Toml::string(text))
             .extract()
-            .map_err(load_error)
+            .map_err(|err| load_error(err, &EnvLayer::default()))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -434,9 +435,18 @@ pub fn redact_url(url: &str) -> String {
 /// keys can come from here too: `GPU_MARKET_KEYS='[{key="k", principal="p", roles=["admin"]}]'`.
 /// figment's own `Env` reads only the process environment; this one takes the variables given, so
 /// tests need not change the process's, and its errors name the variable.
+#[derive(Clone, Default)]
 struct EnvLayer {
-    /// Key paths (`database.max_connections`) and values.
-    vars: Vec<(String, String)>,
+    vars: Vec<EnvVar>,
+}
+
+#[derive(Clone)]
+struct EnvVar {
+    /// As set: `GPU_MARKET_DATABASE__MAX_CONNECTIONS`.
+    name: String,
+    /// The key path it sets: `database.max_connections`.
+    key: String,
+    value: String,
 }
 
 impl EnvLayer {
@@ -444,18 +454,28 @@ impl EnvLayer {
         let vars = vars
             .into_iter()
             .filter_map(|(name, value)| {
-                let name = name.strip_prefix(ENV_PREFIX)?;
-                if ENV_NOT_CONFIG.iter().any(|other| name.starts_with(other)) {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                if ENV_NOT_CONFIG.iter().any(|other| rest.starts_with(other)) {
                     return None;
                 }
-                let name = ENV_ALIASES
+                let rest = ENV_ALIASES
                     .iter()
-                    .find(|(old, _)| *old == name)
-                    .map_or(name, |(_, new)| new);
-                Some((name.to_ascii_lowercase().replace(ENV_NESTING, "."), value))
+                    .find(|(old, _)| *old == rest)
+                    .map_or(rest, |(_, new)| new);
+                let key = rest.to_ascii_lowercase().replace(ENV_NESTING, ".");
+                Some(EnvVar { name, key, value })
             })
             .collect();
         Self { vars }
+    }
+
+    /// The variable that set the key at `path` (or a key below it), as the user spelled it.
+    fn name_of(&self, path: &[String]) -> String {
+        let key = path.join(".");
+        self.vars
+            .iter()
+            .find(|var| var.key == key || var.key.starts_with(&format!("{key}.")))
+            .map_or_else(|| env_name(path), |var| var.name.clone())
     }
 }
 
@@ -466,7 +486,7 @@ impl Provider for EnvLayer {
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
-        for (key, value) in &self.vars {
+        for EnvVar { key, value, .. } in &self.vars {
             let value: Value = value.parse().unwrap_or_else(|never| match never {});
             let path: Vec<&str> = key.split('.').collect();
             insert(&mut dict, &path, value);
@@ -506,14 +526,14 @@ fn env_name(path: &[impl AsRef<str>]) -> String {
 }
 
 /// figment's errors, each said with the key and where it came from: the file or the variable.
-fn load_error(errors: figment::Error) -> ConfigError {
+fn load_error(errors: figment::Error, env: &EnvLayer) -> ConfigError {
     let messages: Vec<String> = errors
         .into_iter()
         .map(|error| {
             let key = error.path.join(".");
             let origin = match &error.metadata {
                 Some(meta) if meta.name == ENV_LAYER => {
-                    format!("environment variable {}", env_name(&error.path))
+                    format!("environment variable {}", env.name_of(&error.path))
                 }
                 Some(meta) => match &meta.source {
                     Some(Source::File(path)) => format!("config file {}", path.display()),
@@ -669,11 +689,23 @@ mod tests {
     }
 
     #[test]
+    fn urls_from_the_environment_stay_text() {
+        for url in [
+            "postgres://u:p,w=1@[::1]:5432/db?sslmode=disable",
+            "postgres://u:{secret}@h/db",
+            "sqlite://data/x.db?mode=rwc",
+        ] {
+            let config = load_env(&[("GPU_MARKET_DATABASE__URL", url)]).unwrap();
+            assert_eq!(config.database.url.expose(), url);
+        }
+    }
+
+    #[test]
     fn unknown_variables_are_refused_by_name() {
         let err = load_env(&[("GPU_MARKET_DATABSE__URL", "sqlite::memory:")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("GPU_MARKET_DATABSE"), "{err}");
+        assert!(err.contains("GPU_MARKET_DATABSE__URL"), "{err}");
         let err = load_env(&[("GPU_MARKET_DATABASE__MAX_CONECTIONS", "3")])
             .unwrap_err()
             .to_string();
