@@ -5,27 +5,17 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::providers::{Format, Serialized, Toml};
-use figment::value::{Dict, Map, Value};
-use figment::{Figment, Metadata, Profile, Provider, Source};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use load::{ENV_PREFIX, Overrides};
+
+mod load;
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "gpu-market.toml";
-
-/// Environment variables with this prefix are configuration: `GPU_MARKET_LOG` is `log`, and `__`
-/// separates nested keys: `GPU_MARKET_DATABASE__MAX_CONNECTIONS` is `database.max_connections`.
-pub const ENV_PREFIX: &str = "GPU_MARKET_";
-const ENV_NESTING: &str = "__";
-/// Prefixed variables that are not configuration: the test harness's and the load benchmark's.
-const ENV_NOT_CONFIG: [&str; 2] = ["TEST_", "BENCH_"];
-/// Names from before every key could come from the environment, still honoured.
-const ENV_ALIASES: [(&str, &str); 1] = [("DATABASE_URL", "DATABASE__URL")];
-/// The name of the environment layer, by which its errors are told apart.
-const ENV_LAYER: &str = "environment variable";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -267,76 +257,7 @@ pub enum Role {
     Admin,
 }
 
-/// Values given on the command line; they win over the file and the environment.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub bind: Option<SocketAddr>,
-    pub database_url: Option<Secret>,
-    pub policies_dir: Option<PathBuf>,
-}
-
-impl Overrides {
-    /// The flags as the last layer: only those given.
-    fn layer(&self, figment: Figment) -> Figment {
-        let mut figment = figment;
-        if let Some(bind) = self.bind {
-            figment = figment.merge(Serialized::default("bind", bind));
-        }
-        if let Some(url) = &self.database_url {
-            figment = figment.merge(Serialized::default("database.url", url.expose()));
-        }
-        if let Some(dir) = &self.policies_dir {
-            figment = figment.merge(Serialized::default("policies_dir", dir));
-        }
-        figment
-    }
-}
-
 impl Config {
-    /// Reads `path` (or `gpu-market.toml` when present), then the process environment and
-    /// `overrides`, and validates the result.
-    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let vars = std::env::vars_os().filter_map(|(name, value)| {
-            Some((name.into_string().ok()?, value.into_string().ok()?))
-        });
-        Self::load_from(path, vars, overrides)
-    }
-
-    /// [`Config::load`] with the environment given as `(name, value)` pairs.
-    pub fn load_from(
-        path: Option<&Path>,
-        vars: impl IntoIterator<Item = (String, String)>,
-        overrides: &Overrides,
-    ) -> Result<Self, ConfigError> {
-        let file = match path {
-            Some(path) => {
-                // A file named on the command line must exist; figment would skip a missing one.
-                std::fs::metadata(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                Some(path)
-            }
-            None => Some(Path::new(DEFAULT_CONFIG_FILE)).filter(|path| path.exists()),
-        };
-        // The defaults are the structs' `Default`s, filled in by `#[serde(default)]`.
-        let mut figment = Figment::new();
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment = overrides.layer(figment.merge(EnvLayer::new(vars)));
-        let config: Self = figment.extract().map_err(load_error)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Parses a TOML document over the defaults (no environment, not validated).
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Figment::from(Toml::string(text))
-            .extract()
-            .map_err(load_error)
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
             Err(ConfigError::Invalid {
@@ -429,280 +350,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// The `GPU_MARKET_*` variables as a figment layer. Values are read the way figment reads the
-/// environment (numbers, booleans, `[...]` arrays and `{...}` dicts, else strings), so a list of API
-/// keys can come from here too: `GPU_MARKET_KEYS='[{key="k", principal="p", roles=["admin"]}]'`.
-/// figment's own `Env` reads only the process environment; this one takes the variables given, so
-/// tests need not change the process's, and its errors name the variable.
-struct EnvLayer {
-    /// Key paths (`database.max_connections`) and values.
-    vars: Vec<(String, String)>,
-}
-
-impl EnvLayer {
-    fn new(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let vars = vars
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let name = name.strip_prefix(ENV_PREFIX)?;
-                if ENV_NOT_CONFIG.iter().any(|other| name.starts_with(other)) {
-                    return None;
-                }
-                let name = ENV_ALIASES
-                    .iter()
-                    .find(|(old, _)| *old == name)
-                    .map_or(name, |(_, new)| new);
-                Some((name.to_ascii_lowercase().replace(ENV_NESTING, "."), value))
-            })
-            .collect();
-        Self { vars }
-    }
-}
-
-impl Provider for EnvLayer {
-    fn metadata(&self) -> Metadata {
-        Metadata::named(ENV_LAYER).interpolater(|_: &Profile, path: &[&str]| env_name(path))
-    }
-
-    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
-        let mut dict = Dict::new();
-        for (key, value) in &self.vars {
-            let value: Value = value.parse().unwrap_or_else(|never| match never {});
-            let path: Vec<&str> = key.split('.').collect();
-            insert(&mut dict, &path, value);
-        }
-        Ok(Profile::Default.collect(dict))
-    }
-}
-
-/// Puts `value` at `path` in `dict`, creating the tables on the way.
-fn insert(dict: &mut Dict, path: &[&str], value: Value) {
-    match path {
-        [] => {}
-        [last] => {
-            dict.insert((*last).to_owned(), value);
-        }
-        [first, rest @ ..] => {
-            let entry = dict
-                .entry((*first).to_owned())
-                .or_insert_with(|| Value::from(Dict::new()));
-            if !matches!(entry, Value::Dict(..)) {
-                *entry = Value::from(Dict::new());
-            }
-            if let Value::Dict(_, inner) = entry {
-                insert(inner, rest, value);
-            }
-        }
-    }
-}
-
-/// The variable that sets the key at `path`: `GPU_MARKET_DATABASE__MAX_CONNECTIONS`.
-fn env_name(path: &[impl AsRef<str>]) -> String {
-    let keys: Vec<String> = path
-        .iter()
-        .map(|key| key.as_ref().to_ascii_uppercase())
-        .collect();
-    format!("{ENV_PREFIX}{}", keys.join(ENV_NESTING))
-}
-
-/// figment's errors, each said with the key and where it came from: the file or the variable.
-fn load_error(errors: figment::Error) -> ConfigError {
-    let messages: Vec<String> = errors
-        .into_iter()
-        .map(|error| {
-            let key = error.path.join(".");
-            let origin = match &error.metadata {
-                Some(meta) if meta.name == ENV_LAYER => {
-                    format!("environment variable {}", env_name(&error.path))
-                }
-                Some(meta) => match &meta.source {
-                    Some(Source::File(path)) => format!("config file {}", path.display()),
-                    _ => meta.name.to_string(),
-                },
-                None => "configuration".to_owned(),
-            };
-            if key.is_empty() {
-                format!("{origin}: {}", error.kind)
-            } else {
-                format!("{origin}: key `{key}`: {}", error.kind)
-            }
-        })
-        .collect();
-    ConfigError::Load(messages.join("; "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect()
-    }
-
-    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::load_from(None, vars(pairs), &Overrides::default())
-    }
-
-    fn file(text: &str) -> tempfile::NamedTempFile {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), text).unwrap();
-        file
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_with_their_name() {
-        let err = Config::from_toml("bnid = \"127.0.0.1:1\"").unwrap_err();
-        assert!(err.to_string().contains("bnid"), "{err}");
-        let err = Config::from_toml("[database]\nurll = \"x\"").unwrap_err();
-        assert!(err.to_string().contains("database.urll"), "{err}");
-    }
-
-    #[test]
-    fn errors_in_the_file_name_the_file_and_the_key() {
-        let toml = file("[database]\nmax_connections = \"many\"");
-        let err = Config::load_from(Some(toml.path()), vars(&[]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("database.max_connections"), "{err}");
-        assert!(err.contains(&toml.path().display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn a_missing_config_file_is_an_error() {
-        let err = Config::load_from(
-            Some(Path::new("/nonexistent/gpu-market.toml")),
-            vars(&[]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        let err = Config::from_toml("[database]\nmax_connections = \"many\"").unwrap_err();
-        assert!(err.to_string().contains("max_connections"), "{err}");
-        let config = Config::from_toml("[database]\nurl = \"mysql://x\"").unwrap();
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("database.url"), "{err}");
-    }
-
-    #[test]
-    fn the_environment_overrides_the_file_and_the_flags_override_both() {
-        let toml = file("bind = \"127.0.0.1:1\"\nlog = \"debug\"\n[database]\nmax_connections = 4");
-        let env = vars(&[
-            ("GPU_MARKET_BIND", "127.0.0.1:2"),
-            ("GPU_MARKET_DATABASE__MAX_CONNECTIONS", "8"),
-        ]);
-        let config =
-            Config::load_from(Some(toml.path()), env.clone(), &Overrides::default()).unwrap();
-        assert_eq!(config.bind.port(), 2);
-        assert_eq!(config.database.max_connections, 8);
-        assert_eq!(
-            config.log, "debug",
-            "what the environment leaves, the file keeps"
-        );
-
-        let flags = Overrides {
-            bind: Some("127.0.0.1:3".parse().unwrap()),
-            database_url: Some(Secret::new("postgres://u:p@h/db")),
-            policies_dir: Some(PathBuf::from("elsewhere")),
-        };
-        let config = Config::load_from(Some(toml.path()), env, &flags).unwrap();
-        assert_eq!(config.bind.port(), 3);
-        assert_eq!(config.database.url.expose(), "postgres://u:p@h/db");
-        assert_eq!(config.policies_dir, PathBuf::from("elsewhere"));
-        assert_eq!(config.database.max_connections, 8);
-    }
-
-    #[test]
-    fn every_key_can_come_from_the_environment() {
-        let config = load_env(&[
-            ("GPU_MARKET_MAX_BODY_BYTES", "4096"),
-            ("GPU_MARKET_ALLOW_OPEN_ACCESS", "true"),
-            ("GPU_MARKET_CACHE_TTL_MS", "0"),
-            ("GPU_MARKET_DATABASE__SQLITE_SYNCHRONOUS", "normal"),
-            ("GPU_MARKET_BOOKING__MAX_EXTENSIONS", "5"),
-            ("GPU_MARKET_HEARTBEAT__TIMEOUT_SECONDS", "60"),
-            ("GPU_MARKET_PRICING__HISTORY_POINTS", "12"),
-            ("GPU_MARKET_REVIEWS__MAX_COMMENT_CHARS", "100"),
-            (
-                "GPU_MARKET_KEYS",
-                r#"[{key="k-1", principal="ops", roles=["admin", "miner"]}]"#,
-            ),
-        ])
-        .unwrap();
-        assert_eq!(config.max_body_bytes, 4096);
-        assert!(config.allow_open_access);
-        assert_eq!(config.cache_ttl_ms, 0);
-        assert_eq!(
-            config.database.sqlite_synchronous,
-            SqliteSynchronous::Normal
-        );
-        assert_eq!(config.booking.max_extensions, 5);
-        assert_eq!(config.heartbeat.timeout_seconds, 60);
-        assert_eq!(config.pricing.history_points, 12);
-        assert_eq!(config.reviews.max_comment_chars, 100);
-        assert_eq!(config.keys.len(), 1);
-        assert_eq!(config.keys[0].key.expose(), "k-1");
-        assert_eq!(config.keys[0].roles, [Role::Admin, Role::Miner]);
-    }
-
-    #[test]
-    fn the_older_variable_names_still_work() {
-        let config = load_env(&[
-            ("GPU_MARKET_DATABASE_URL", "postgres://u@h/db"),
-            ("GPU_MARKET_BIND", "127.0.0.1:2"),
-            ("GPU_MARKET_POLICIES_DIR", "/srv/policies"),
-            ("GPU_MARKET_MAX_BODY_BYTES", "2048"),
-            ("GPU_MARKET_LOG", "warn,gpu_market=debug"),
-        ])
-        .unwrap();
-        assert_eq!(config.database.url.expose(), "postgres://u@h/db");
-        assert_eq!(config.bind.port(), 2);
-        assert_eq!(config.policies_dir, PathBuf::from("/srv/policies"));
-        assert_eq!(config.max_body_bytes, 2048);
-        assert_eq!(config.log, "warn,gpu_market=debug");
-    }
-
-    #[test]
-    fn unknown_variables_are_refused_by_name() {
-        let err = load_env(&[("GPU_MARKET_DATABSE__URL", "sqlite::memory:")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("GPU_MARKET_DATABSE"), "{err}");
-        let err = load_env(&[("GPU_MARKET_DATABASE__MAX_CONECTIONS", "3")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("GPU_MARKET_DATABASE__MAX_CONECTIONS"), "{err}");
-        let err = load_env(&[("GPU_MARKET_PRICING__HISTORY_POINTS", "many")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("GPU_MARKET_PRICING__HISTORY_POINTS"), "{err}");
-    }
-
-    #[test]
-    fn variables_that_are_not_configuration_are_ignored() {
-        let config = load_env(&[
-            (
-                "GPU_MARKET_TEST_POSTGRES_URL",
-                "postgres://postgres@127.0.0.1/test",
-            ),
-            (
-                "GPU_MARKET_BENCH_POSTGRES_URL",
-                "postgres://postgres@127.0.0.1/bench",
-            ),
-            ("OTHER_DATABASE__URL", "postgres://x"),
-        ])
-        .unwrap();
-        assert_eq!(
-            config.database.url.expose(),
-            Config::default().database.url.expose()
-        );
-    }
 
     #[test]
     fn open_bind_without_keys_needs_an_explicit_opt_in() {
@@ -730,7 +380,7 @@ mod tests {
         };
         assert!(!format!("{key:?}").contains("s3cret"));
         let config =
-            load_env(&[("GPU_MARKET_DATABASE_URL", "postgres://bob:hunter2@db/x")]).unwrap();
+            Config::from_toml("[database]\nurl = \"postgres://bob:hunter2@db/x\"").unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("postgres://bob:***@db/x"), "{printed}");

@@ -30,8 +30,9 @@ impl PolicyAdmin {
     pub async fn upload(&self, slot: &str, module: Vec<u8>) -> Result<SlotStatus> {
         let slot = parse_slot(slot)?;
         if module.is_empty() {
+            // Worded for the API, the one caller that can send nothing.
             return Err(Error::bad_request(
-                "the uploaded module is empty: send the module's .wasm bytes as the body",
+                "the request body must be the module's .wasm bytes",
             ));
         }
         self.runtime()?
