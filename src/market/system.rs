@@ -27,7 +27,11 @@ impl GpuCounts {
 
 /// A cheap round trip to the database.
 pub async fn ping(market: &Market) -> Result<()> {
-    Ok(market.store.ping().await.map_err(crate::store::StoreError::from)?)
+    Ok(market
+        .store
+        .ping()
+        .await
+        .map_err(crate::store::StoreError::from)?)
 }
 
 pub async fn gpu_counts(market: &Market) -> Result<GpuCounts> {
