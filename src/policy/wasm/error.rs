@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::Slot;
+use super::slot::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
