@@ -73,7 +73,7 @@ pub trait SlotAdmin: Send + Sync {
     fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome;
 
     /// Loads `bytes` (without running the samples) and runs one decision from `input`, the slot's WIT
-    /// request record as JSON. Blocking. See [`test_module`](super::test_module) for the answer's shape.
+    /// request record as JSON. Blocking. The answer's shape is `policy test`'s (see `cli.rs`).
     fn test_json(
         &self,
         bytes: Arc<[u8]>,

@@ -13,8 +13,8 @@ use super::config::SlotSettings;
 use super::error::PolicyError;
 use super::kinds::{SlotKind, batch_answers, validated};
 
-/// A compiled, checked module version of slot `K`. Immutable; replaced as a whole on reload. Only
-/// [`checks::check`](super::checks::check) makes one.
+/// A compiled, checked module version of slot `K`. Immutable; replaced as a whole on reload. Only the
+/// candidate checks (`checks.rs`) make one.
 pub struct PolicyModule<K: SlotKind> {
     pub file: String,
     pub sha256: String,

@@ -3,11 +3,8 @@
 //! in `kinds/` instead.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::Serialize;
-
-use super::error::PolicyError;
 
 /// A decision point operators can replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -36,19 +33,10 @@ impl Slot {
     }
 }
 
+// Parsing (`"pricing".parse::<Slot>()`) is in `error.rs`: its error is a `PolicyError`.
+
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Slot {
-    type Err = PolicyError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Slot::ALL
-            .into_iter()
-            .find(|slot| slot.as_str() == s)
-            .ok_or_else(|| PolicyError::UnknownSlot(s.to_owned()))
     }
 }

@@ -10,7 +10,7 @@ use super::super::call::{Failure, FailureKind};
 use super::super::config::SlotSettings;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
-use super::SlotKind;
+use super::slot_kind::SlotKind;
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -11,7 +11,7 @@ use super::super::config::SlotSettings;
 use super::super::guardrails::PriceHistory;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
-use super::SlotKind;
+use super::slot_kind::SlotKind;
 
 mod bindings {
     wasmtime::component::bindgen!({
