@@ -1,14 +1,16 @@
 //! Quote latency through the WebAssembly pricing policy (fresh instance per call, fuel and epoch
-//! deadline on) against a native Rust function computing the same formula, and the time from writing
-//! a new module into the policies directory to that version serving.
+//! deadline on) against a native Rust function computing the same formula; decisions per second
+//! through a simulation tenant (one reused instance, one core) against the same native formula; and
+//! the time from writing a new module into the policies directory to that version serving.
 //!
-//! `cargo bench --bench policy`; criterion prints the medians, and the last group prints p50/p99.
+//! `cargo bench --bench policy`; criterion prints the medians, and each group prints its summary line
+//! (p50/p99, decisions per second and the WASM/native ratio).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gpu_market::policy::wasm::{PolicyRuntime, Slot};
+use gpu_market::policy::wasm::{PolicyRuntime, PricingTenant, Slot};
 use gpu_market::policy::{
     GpuFacts, MarketFacts, Policies, PricingRequest, RequestFacts, TimeFacts,
 };
@@ -190,5 +192,69 @@ fn reload_latency(c: &mut Criterion) {
     shutdown.cancel();
 }
 
-criterion_group!(benches, quote_latency, reload_latency);
+/// Runs `decide(i)` for about `budget` and returns decisions per second (`per_call` decisions each).
+fn decisions_per_second(budget: Duration, per_call: usize, mut decide: impl FnMut(usize)) -> f64 {
+    for i in 0..1_000 {
+        decide(i);
+    }
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < budget {
+        for _ in 0..1_000 {
+            decide(calls);
+            calls += 1;
+        }
+    }
+    (calls * per_call) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A simulation's decision loop on one core: a tenant reusing its instance, single quotes and
+/// batches, against the native formula.
+fn tenant_throughput(c: &mut Criterion) {
+    let policies = repo().join("policies");
+    let mut tenant =
+        PricingTenant::load(&policies.join("pricing-demand.wasm"), Some(&policies)).unwrap();
+    tenant.check_stateless().unwrap();
+    // Several GPUs, so previous multipliers and guardrail history are exercised as in a simulation.
+    let requests: Vec<_> = (0..64).map(|i| request(&format!("gpu_{i}"))).collect();
+
+    let mut group = c.benchmark_group("tenant");
+    let mut next = 0;
+    group.bench_function("wasm quote, reused instance", |b| {
+        b.iter(|| {
+            next += 1;
+            tenant.quote(&requests[next % requests.len()])
+        })
+    });
+    group.bench_function("wasm quote_batch 16, reused instance", |b| {
+        b.iter(|| tenant.quote_batch(&requests[..16]))
+    });
+    group.bench_function("native same formula", |b| {
+        b.iter(|| native_quote(std::hint::black_box(&requests[0]), Some(1.2)))
+    });
+    group.finish();
+
+    let budget = Duration::from_secs(2);
+    let single = decisions_per_second(budget, 1, |i| {
+        std::hint::black_box(tenant.quote(&requests[i % requests.len()]));
+    });
+    let batched = decisions_per_second(budget, 16, |i| {
+        let start = (i * 16) % requests.len();
+        std::hint::black_box(tenant.quote_batch(&requests[start..start + 16]));
+    });
+    let native = decisions_per_second(budget, 1, |i| {
+        std::hint::black_box(native_quote(
+            std::hint::black_box(&requests[i % requests.len()]),
+            Some(1.2),
+        ));
+    });
+    println!(
+        "tenant decisions/s on one core: wasm {single:.0} (batches of 16: {batched:.0}) | native \
+         formula {native:.0} | native/wasm {:.1}x (batched {:.1}x)",
+        native / single,
+        native / batched
+    );
+}
+
+criterion_group!(benches, quote_latency, tenant_throughput, reload_latency);
 criterion_main!(benches);

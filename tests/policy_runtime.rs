@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gpu_market::policy::wasm::{PolicyErrorKind, PolicyRuntime, Slot, check_module, test_module};
+use gpu_market::policy::wasm::{
+    FailureKind, PolicyErrorKind, PolicyRuntime, PricingStrategy, PricingTenant, Slot,
+    TimeoutStrategy, TimeoutTenant, check_module, test_module,
+};
 use gpu_market::policy::{
     GpuFacts, MarketFacts, ModerationRequest, ModerationVerdict, Policies, PricingRequest,
     RequestFacts, TimeFacts, TimeoutAction, TimeoutRequest,
@@ -670,4 +673,166 @@ async fn check_and_test_helpers_report_like_the_hot_reload() {
         "{out}"
     );
     assert!(out["fuel_used"].as_u64().unwrap() > 0);
+}
+
+// Simulation tenants: the live runtime's checks, calls and guardrails on one reused instance.
+
+fn tenant_requests() -> Vec<PricingRequest> {
+    // The same GPUs come back at later times, so previous multipliers and the change limit matter.
+    (0..60)
+        .map(|i| {
+            let mut request = pricing(&format!("gpu_{}", i % 7), (i % 11) as f64 / 10.0, i % 5);
+            request.time.now_unix = NOW + 97 * i64::from(i);
+            request.time.hour_of_day = (i % 24) as u8;
+            request
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reused_tenant_quotes_exactly_like_the_live_runtime() {
+    let dir = policies_copy();
+    let runtime = PolicyRuntime::start_unwatched(dir.path()).await.unwrap();
+    let mut tenant =
+        PricingTenant::load(&dir.path().join("pricing-demand.wasm"), Some(dir.path())).unwrap();
+    assert_eq!(
+        tenant.policy(),
+        runtime.status(Slot::Pricing).policy.as_str()
+    );
+    for request in tenant_requests() {
+        let live = runtime.quote(request.clone()).await;
+        let simulated = tenant.quote(&request);
+        assert_eq!(simulated.output, live, "{request:?}");
+        assert!(simulated.fuel > 0 && simulated.failure.is_none());
+    }
+    // Batches too, on fresh state on both sides.
+    let runtime = PolicyRuntime::start_unwatched(dir.path()).await.unwrap();
+    let mut tenant = tenant.fork();
+    let requests = tenant_requests();
+    let live = runtime.quote_batch(requests.clone()).await;
+    let simulated: Vec<_> = tenant
+        .quote_batch(&requests)
+        .into_iter()
+        .map(|answer| answer.output)
+        .collect();
+    assert_eq!(simulated, live);
+}
+
+#[tokio::test]
+async fn a_tenant_falls_back_on_a_failing_call_and_the_next_call_works() {
+    for (file, kind) in [
+        ("panic.wasm", FailureKind::Trap),
+        ("infinite-loop.wasm", FailureKind::OutOfFuel),
+        ("memory-bomb.wasm", FailureKind::Memory),
+        ("nan-price.wasm", FailureKind::InvalidOutput),
+    ] {
+        let mut tenant = PricingStrategy::load(fixture(file).to_str().unwrap(), None).unwrap();
+        assert!(tenant.name().starts_with(&format!("{file}@")));
+        let ok = tenant.quote(&pricing("gpu_ok", 0.5, 1));
+        assert_eq!(ok.failure, None, "{file}");
+        let hostile = tenant.quote(&pricing("gpu_hostile", 0.5, 1));
+        assert_eq!(hostile.failure, Some(kind), "{file}");
+        assert!(hostile.output.source.fallback, "{file}");
+        assert_eq!(
+            (hostile.output.price_per_hour, hostile.output.multiplier),
+            (2.0, 1.0)
+        );
+        let after = tenant.quote(&pricing("gpu_ok", 0.5, 1));
+        assert_eq!(after.failure, None, "{file}: {after:?}");
+        assert_eq!(after.output, ok.output, "{file}");
+    }
+}
+
+#[test]
+fn a_tenant_refuses_a_module_failing_its_checks_and_names_why() {
+    let policies = repo().join("policies");
+    for (file, expected) in [
+        ("wasi-import.wasm", "imports wasi:"),
+        ("truncated.wasm", "not a valid WebAssembly component"),
+        ("contract-v1.wasm", "gpu-market:policy@1.0.0"),
+    ] {
+        let error = PricingTenant::load(&fixture(file), Some(&policies))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains(expected), "{file}: {error}");
+    }
+    // A sample that makes the module loop is a failed check, as in a hot reload.
+    let dir = policies_copy();
+    use_pricing_fixture(dir.path(), "infinite-loop.wasm");
+    edit_config(dir.path(), |t| {
+        t.replacen("gpu_id = \"gpu_sample_1\"", "gpu_id = \"gpu_hostile\"", 1)
+    });
+    let error = PricingTenant::load(&fixture("infinite-loop.wasm"), Some(dir.path()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("out_of_fuel"), "{error}");
+}
+
+#[test]
+fn default_modules_pass_the_stateless_check() {
+    let policies = repo().join("policies");
+    let mut pricing =
+        PricingTenant::load(&policies.join("pricing-demand.wasm"), Some(&policies)).unwrap();
+    pricing.check_stateless().unwrap();
+    let mut timeout = TimeoutStrategy::configured(&policies).unwrap();
+    assert!(timeout.name().starts_with("booking-timeout-grace.wasm@"));
+    timeout.check_stateless().unwrap();
+    PricingStrategy::Builtin.check_stateless().unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_tenant_decides_like_the_sweeper_would() {
+    let dir = policies_copy();
+    let runtime = PolicyRuntime::start_unwatched(dir.path()).await.unwrap();
+    let mut tenant = TimeoutTenant::configured(dir.path()).unwrap().unwrap();
+    let end = NOW + 3600;
+    for request in [
+        booking(end - 60, Some(end - 90), Some("job"), 0),
+        booking(end, Some(end - 30), Some("job"), 0),
+        booking(end, Some(end - 30), None, 0),
+        booking(NOW + 1800, Some(NOW + 600), Some("job"), 0),
+    ] {
+        let answer = tenant.decide(&request);
+        assert_eq!(answer.output, runtime.booking_timeout(request).await);
+        assert!(answer.fuel > 0);
+    }
+    let mut builtin = TimeoutStrategy::Builtin;
+    let answer = builtin.decide(&booking(end, None, None, 0));
+    assert_eq!(
+        (answer.output.action, answer.fuel),
+        (TimeoutAction::Expire, 0)
+    );
+}
+
+#[test]
+fn builtin_strategy_quotes_the_asking_price_and_config_sweeps_recheck() {
+    let mut builtin = PricingStrategy::load("builtin", None).unwrap();
+    let answer = builtin.quote(&pricing("gpu_1", 0.9, 9));
+    assert_eq!(builtin.name(), "builtin");
+    assert_eq!(
+        (
+            answer.output.price_per_hour,
+            answer.output.multiplier,
+            answer.fuel
+        ),
+        (2.0, 1.0, 0)
+    );
+    assert_eq!(answer.output.source.policy, "builtin");
+
+    let policies = repo().join("policies");
+    let tenant =
+        PricingTenant::load(&policies.join("pricing-demand.wasm"), Some(&policies)).unwrap();
+    let mut capped = tenant
+        .with_config(&[("max_multiplier".into(), "1.2".into())])
+        .unwrap();
+    let quote = capped.quote(&pricing("gpu_1", 1.0, 20));
+    assert!(quote.output.multiplier <= 1.2, "{quote:?}");
+    let error = tenant
+        .with_config(&[("smoothing".into(), "5".into())])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("smoothing"), "{error}");
 }

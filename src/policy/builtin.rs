@@ -21,6 +21,14 @@ impl BuiltinPolicies {
         }
     }
 
+    pub fn moderate_now() -> ModerationDecision {
+        ModerationDecision {
+            verdict: ModerationVerdict::Accept,
+            reason: String::new(),
+            source: DecisionSource::builtin(),
+        }
+    }
+
     pub fn timeout_now(request: &TimeoutRequest) -> TimeoutDecision {
         let (action, reason) = if request.now_unix >= request.end_unix {
             (TimeoutAction::Expire, "booked time is over")
@@ -50,11 +58,7 @@ impl Policies for BuiltinPolicies {
     }
 
     async fn moderate(&self, _request: ModerationRequest) -> ModerationDecision {
-        ModerationDecision {
-            verdict: ModerationVerdict::Accept,
-            reason: String::new(),
-            source: DecisionSource::builtin(),
-        }
+        Self::moderate_now()
     }
 }
 

@@ -94,6 +94,42 @@ pub struct CallReport<T> {
     pub cost: CallCost,
 }
 
+/// A store for one module instance: the memory cap of `limits`, nothing linked. A live call uses one
+/// per decision; a simulation tenant keeps one across decisions (see [`arm`]).
+pub fn new_store(limits: &Limits) -> Result<Store<CallState>, Failure> {
+    let engine = engine().map_err(|e| Failure::new(FailureKind::Host, e.to_string()))?;
+    let mut store = Store::new(engine, CallState::new(limits));
+    store.limiter(|state| state);
+    store.epoch_deadline_trap();
+    Ok(store)
+}
+
+/// Refills the store's fuel to `fuel` and restarts its wall-clock deadline: done before every call, so
+/// each decision gets the same budget whether its instance is fresh or reused.
+pub fn arm(store: &mut Store<CallState>, limits: &Limits, fuel: u64) -> Result<(), Failure> {
+    store
+        .set_fuel(fuel)
+        .map_err(|e| Failure::new(FailureKind::Host, format!("setting fuel: {e}")))?;
+    store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+    Ok(())
+}
+
+/// The failure for an input over `max_input_bytes`: such an input is never sent to the guest.
+pub fn input_too_large(size: usize, limits: &Limits) -> Option<Failure> {
+    let max = limits.max_input_bytes;
+    (size > max).then(|| {
+        Failure::new(
+            FailureKind::InputTooLarge,
+            format!("input is {size} bytes, the limit is {max}"),
+        )
+    })
+}
+
+/// Fuel used since [`arm`] gave the store `fuel`.
+pub fn fuel_used(store: &Store<CallState>, fuel: u64) -> u64 {
+    fuel.saturating_sub(store.get_fuel().unwrap_or(0))
+}
+
 /// Runs `call` (which instantiates and calls the guest) in a fresh store under `limits`, with `fuel`
 /// (a batch passes more than one decision's worth). Blocking: run it on the blocking pool.
 pub fn run<T>(
@@ -102,37 +138,28 @@ pub fn run<T>(
     call: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
 ) -> CallReport<T> {
     let started = Instant::now();
-    let engine = match engine() {
-        Ok(engine) => engine,
-        Err(e) => {
+    let mut store = match new_store(limits).and_then(|mut store| {
+        arm(&mut store, limits, fuel)?;
+        Ok(store)
+    }) {
+        Ok(store) => store,
+        Err(failure) => {
             return CallReport {
-                result: Err(Failure::new(FailureKind::Host, e.to_string())),
+                result: Err(failure),
                 cost: CallCost::default(),
             };
         }
     };
-    let mut store = Store::new(engine, CallState::new(limits));
-    store.limiter(|state| state);
-    if let Err(e) = store.set_fuel(fuel) {
-        let failure = Failure::new(FailureKind::Host, format!("setting fuel: {e}"));
-        return CallReport {
-            result: Err(failure),
-            cost: CallCost::default(),
-        };
-    }
-    store.set_epoch_deadline(deadline_ticks(limits.timeout()));
-    store.epoch_deadline_trap();
-
     let result = call(&mut store).map_err(|e| classify(&e, limits));
     let cost = CallCost {
-        fuel_used: fuel.saturating_sub(store.get_fuel().unwrap_or(0)),
+        fuel_used: fuel_used(&store, fuel),
         elapsed: started.elapsed(),
         peak_memory_bytes: store.data().peak_memory_bytes,
     };
     CallReport { result, cost }
 }
 
-fn classify(error: &wasmtime::Error, limits: &Limits) -> Failure {
+pub fn classify(error: &wasmtime::Error, limits: &Limits) -> Failure {
     let message = format!("{error:#}");
     let kind = match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => {

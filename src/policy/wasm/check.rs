@@ -61,7 +61,7 @@ impl fmt::Display for CheckReport {
     }
 }
 
-fn settings_for(
+pub(super) fn settings_for(
     path: &Path,
     slot: Slot,
     policies_dir: Option<&Path>,
@@ -83,7 +83,7 @@ fn settings_for(
     })
 }
 
-fn read(path: &Path) -> Result<Arc<[u8]>, PolicyError> {
+pub(super) fn read(path: &Path) -> Result<Arc<[u8]>, PolicyError> {
     std::fs::read(path)
         .map(Into::into)
         .map_err(|e| PolicyError::io("reading", path, e))

@@ -63,30 +63,11 @@ impl PolicyRuntime {
         quote: pricing::wit::PriceQuote,
         policy: String,
     ) -> PriceQuote {
-        let guarded = self.prices.apply(
-            &settings.guardrails,
-            &request.gpu.gpu_id,
-            request.gpu.base_price,
-            request.time.now_unix,
-            quote.price_per_hour,
-            quote.multiplier,
-        );
-        let mut explanation = quote.explanation;
-        if !guarded.adjustments.is_empty() {
-            explanation = format!(
-                "{explanation} (host guardrails: {})",
-                guarded.adjustments.join(", ")
-            );
-        }
-        PriceQuote {
-            price_per_hour: guarded.price_per_hour,
-            multiplier: guarded.multiplier,
-            explanation,
-            source: DecisionSource {
-                policy,
-                fallback: false,
-            },
-        }
+        let source = DecisionSource {
+            policy,
+            fallback: false,
+        };
+        pricing::guarded(&self.prices, settings, request, quote, source)
     }
 }
 

@@ -156,15 +156,19 @@ impl PriceHistory {
         } else {
             bounded_multiplier
         };
-        gpus.insert(
-            gpu_id.to_owned(),
-            GpuPriceState {
-                anchor_price: anchor_price.unwrap_or(price),
-                anchor_unix,
-                last_price: price,
-                last_multiplier: multiplier,
-            },
-        );
+        let state = GpuPriceState {
+            anchor_price: anchor_price.unwrap_or(price),
+            anchor_unix,
+            last_price: price,
+            last_multiplier: multiplier,
+        };
+        // Most quotes are for a GPU seen before: no key allocation then.
+        match gpus.get_mut(gpu_id) {
+            Some(slot) => *slot = state,
+            None => {
+                gpus.insert(gpu_id.to_owned(), state);
+            }
+        }
         Guarded {
             price_per_hour: price,
             multiplier,

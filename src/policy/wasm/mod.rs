@@ -18,6 +18,7 @@ mod decisions;
 mod engine;
 mod error;
 mod guardrails;
+mod kind;
 mod limits;
 mod metrics;
 mod module;
@@ -25,6 +26,7 @@ mod reload;
 mod runtime;
 mod slot;
 mod slots;
+mod tenant;
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,10 +38,18 @@ pub use check::{CheckReport, check_module, test_module};
 pub use config::CONFIG_FILE;
 pub use error::{PolicyError, PolicyErrorKind};
 pub use guardrails::Guardrails;
+pub use kind::SlotKind;
 pub use limits::Limits;
 pub use module::{CheckStep, SampleRun, sha256_hex, sha256_prefix};
 pub use runtime::PolicyRuntime;
 pub use slot::SlotStatus;
+pub use slots::moderation::ModerationSlot;
+pub use slots::pricing::PricingSlot;
+pub use slots::timeout::TimeoutSlot;
+pub use tenant::{
+    PricingStrategy, PricingTenant, Strategy, Tenant, TenantAnswer, TenantQuote, TimeoutAnswer,
+    TimeoutStrategy, TimeoutTenant,
+};
 
 /// The WIT package every module must be built against, and the version this host speaks.
 pub const CONTRACT_PACKAGE: &str = "gpu-market:policy";

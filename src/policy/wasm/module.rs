@@ -106,6 +106,23 @@ fn checked(slot: Slot, bytes: Arc<[u8]>, settings: &SlotSettings, run_samples: b
     }
 }
 
+fn record(
+    steps: &mut Vec<CheckStep>,
+    check: &str,
+    result: Result<String, String>,
+) -> Result<(), String> {
+    let (passed, detail) = match &result {
+        Ok(d) => (true, d.clone()),
+        Err(e) => (false, e.clone()),
+    };
+    steps.push(CheckStep {
+        check: check.to_owned(),
+        passed,
+        detail,
+    });
+    result.map(drop)
+}
+
 fn check_steps(
     slot: Slot,
     bytes: Arc<[u8]>,
@@ -114,18 +131,6 @@ fn check_steps(
     steps: &mut Vec<CheckStep>,
     samples: &mut Vec<SampleRun>,
 ) -> Result<Arc<PolicyModule>, String> {
-    let mut record = |check: &str, result: Result<String, String>| {
-        let (passed, detail) = match &result {
-            Ok(d) => (true, d.clone()),
-            Err(e) => (false, e.clone()),
-        };
-        steps.push(CheckStep {
-            check: check.to_owned(),
-            passed,
-            detail,
-        });
-        result.map(drop)
-    };
     let engine = engine().map_err(|e| e.to_string())?;
     let sha256 = sha256_hex(&bytes);
 
@@ -138,6 +143,7 @@ fn check_steps(
         started.elapsed().as_millis()
     );
     record(
+        steps,
         "compiles",
         component.as_ref().map(|_| detail).map_err(Clone::clone),
     )?;
@@ -150,6 +156,7 @@ fn check_steps(
         .filter(|name| !ALLOWED_IMPORTS.contains(name))
         .collect();
     record(
+        steps,
         "imports nothing the host does not grant",
         if forbidden.is_empty() {
             Ok("no imports".into())
@@ -167,6 +174,7 @@ fn check_steps(
         .collect();
     let export_name = contract_export(slot, &exports);
     record(
+        steps,
         "exports the slot's interface at a compatible contract version",
         export_name.clone(),
     )?;
@@ -180,6 +188,7 @@ fn check_steps(
                 .map_err(|e| format!("{export_name} does not match the contract's types: {e:#}"))
         });
     record(
+        steps,
         "matches the contract's types",
         pre.as_ref()
             .map(|_| export_name.clone())
@@ -187,14 +196,35 @@ fn check_steps(
     )?;
     let pre = pre?;
 
+    if run_samples {
+        check_samples(slot, &pre, settings, steps, samples)?;
+    }
+
+    Ok(Arc::new(PolicyModule {
+        file: settings.file.clone(),
+        sha256,
+        loaded_at: Utc::now(),
+        bytes,
+        pre,
+    }))
+}
+
+/// Runs the slot's sample inputs from `settings` (or the built-in sample) on `pre`: each must answer
+/// validly within the limits. The last step of [`check`]; also run alone when only the settings of an
+/// already checked module change (a simulation sweeping a config key).
+pub fn check_samples(
+    slot: Slot,
+    pre: &SlotPre,
+    settings: &SlotSettings,
+    steps: &mut Vec<CheckStep>,
+    samples: &mut Vec<SampleRun>,
+) -> Result<(), String> {
     let mut sample_list: Vec<(String, serde_json::Value)> = settings
         .samples
         .iter()
         .map(|s| (s.name.clone(), s.input.clone()))
         .collect();
-    if !run_samples {
-        sample_list.clear();
-    } else if sample_list.is_empty() {
+    if sample_list.is_empty() {
         sample_list.push(("built-in sample".into(), slots::default_sample(slot)));
     }
     for (name, input) in sample_list {
@@ -202,6 +232,7 @@ fn check_steps(
         match pre.run_json(settings, &input) {
             Err(bad) => {
                 record(
+                    steps,
                     &check_name,
                     Err(format!(
                         "the sample does not match the {slot} contract: {}",
@@ -223,6 +254,7 @@ fn check_steps(
                     cost.peak_memory_bytes / 1024
                 );
                 record(
+                    steps,
                     &check_name,
                     output
                         .map(|_| detail)
@@ -231,14 +263,7 @@ fn check_steps(
             }
         }
     }
-
-    Ok(Arc::new(PolicyModule {
-        file: settings.file.clone(),
-        sha256,
-        loaded_at: Utc::now(),
-        bytes,
-        pre,
-    }))
+    Ok(())
 }
 
 /// Finds the slot's interface among the exports and checks its contract version.

@@ -1,11 +1,18 @@
 //! The review-moderation slot: WIT bindings, conversions, output validation and the fallback.
 
+use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::policy::{DecisionSource, ModerationDecision, ModerationRequest, ModerationVerdict};
+use crate::policy::{
+    BuiltinPolicies, DecisionSource, ModerationDecision, ModerationRequest, ModerationVerdict,
+};
 
+use super::super::Slot;
 use super::super::call::{self, CallReport, Failure, FailureKind};
+use super::super::config::SlotSettings;
+use super::super::kind::SlotKind;
 use super::super::limits::{CallState, Limits};
+use super::SlotPre;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -18,6 +25,107 @@ mod bindings {
 pub use bindings::exports::gpu_market::policy::review_moderation as wit;
 
 pub type Pre = bindings::ReviewModerationPolicyPre<CallState>;
+
+/// The review-moderation slot as a [`SlotKind`].
+#[derive(Debug, Clone, Copy)]
+pub struct ModerationSlot;
+
+impl SlotKind for ModerationSlot {
+    const SLOT: Slot = Slot::ReviewModeration;
+    type Input = ModerationRequest;
+    type Output = ModerationDecision;
+    type WitInput = wit::ReviewFacts;
+    type WitAnswer = wit::ModerationDecision;
+    type Answer = (ModerationVerdict, String);
+    type Pre = Pre;
+    type Bindings = bindings::ReviewModerationPolicy;
+    type HostState = ();
+
+    fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Pre> {
+        Pre::new(instance_pre)
+    }
+
+    fn instantiate(
+        pre: &Pre,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<bindings::ReviewModerationPolicy> {
+        pre.instantiate(store)
+    }
+
+    fn to_wit(input: &ModerationRequest, _: &()) -> wit::ReviewFacts {
+        to_wit(input)
+    }
+
+    fn input_size(input: &wit::ReviewFacts) -> usize {
+        input_size(input)
+    }
+
+    fn call(
+        bindings: &bindings::ReviewModerationPolicy,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        input: &wit::ReviewFacts,
+    ) -> wasmtime::Result<Result<wit::ModerationDecision, String>> {
+        bindings
+            .gpu_market_policy_review_moderation()
+            .call_moderate(store, config, input)
+    }
+
+    fn validate(
+        answer: wit::ModerationDecision,
+        limits: &Limits,
+    ) -> Result<(ModerationVerdict, String), Failure> {
+        check(Ok(answer), limits, "").map(|d| (d.verdict, d.reason))
+    }
+
+    fn finish(
+        _: &(),
+        _: &SlotSettings,
+        _: &ModerationRequest,
+        (verdict, reason): (ModerationVerdict, String),
+        source: DecisionSource,
+    ) -> ModerationDecision {
+        ModerationDecision {
+            verdict,
+            reason,
+            source,
+        }
+    }
+
+    fn fallback(
+        _: &ModerationRequest,
+        source: DecisionSource,
+        failure: &Failure,
+    ) -> ModerationDecision {
+        fallback(&source.policy, failure)
+    }
+
+    fn builtin(_: &ModerationRequest) -> ModerationDecision {
+        BuiltinPolicies::moderate_now()
+    }
+
+    fn default_sample() -> serde_json::Value {
+        default_sample()
+    }
+
+    fn variants(input: &wit::ReviewFacts) -> Vec<wit::ReviewFacts> {
+        let with = |edit: &dyn Fn(&mut wit::ReviewFacts)| {
+            let mut variant = input.clone();
+            edit(&mut variant);
+            variant
+        };
+        vec![
+            with(&|r| r.rating = 1),
+            with(&|r| r.comment = None),
+            with(&|r| r.reviewer_has_completed_booking = !r.reviewer_has_completed_booking),
+            with(&|r| r.reviewer_reviews_today += 50),
+        ]
+    }
+
+    fn typed_pre(pre: &SlotPre) -> Option<&Pre> {
+        pre.moderation()
+    }
+}
 
 pub fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Pre> {
     Pre::new(instance_pre)

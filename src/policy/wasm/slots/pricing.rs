@@ -1,11 +1,17 @@
 //! The pricing slot: WIT bindings, conversions, output validation and the fallback.
 
+use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::policy::{DecisionSource, PriceQuote, PricingRequest};
+use crate::policy::{BuiltinPolicies, DecisionSource, PriceQuote, PricingRequest};
 
+use super::super::Slot;
 use super::super::call::{self, CallReport, Failure, FailureKind};
+use super::super::config::SlotSettings;
+use super::super::guardrails::PriceHistory;
+use super::super::kind::SlotKind;
 use super::super::limits::{CallState, Limits};
+use super::SlotPre;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -18,6 +24,151 @@ mod bindings {
 pub use bindings::exports::gpu_market::policy::pricing as wit;
 
 pub type Pre = bindings::PricingPolicyPre<CallState>;
+
+/// The pricing slot as a [`SlotKind`].
+#[derive(Debug, Clone, Copy)]
+pub struct PricingSlot;
+
+impl SlotKind for PricingSlot {
+    const SLOT: Slot = Slot::Pricing;
+    type Input = PricingRequest;
+    type Output = PriceQuote;
+    type WitInput = wit::PricingRequest;
+    type WitAnswer = wit::PriceQuote;
+    type Answer = wit::PriceQuote;
+    type Pre = Pre;
+    type Bindings = bindings::PricingPolicy;
+    type HostState = PriceHistory;
+
+    fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Pre> {
+        Pre::new(instance_pre)
+    }
+
+    fn instantiate(
+        pre: &Pre,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<bindings::PricingPolicy> {
+        pre.instantiate(store)
+    }
+
+    fn to_wit(input: &PricingRequest, history: &PriceHistory) -> wit::PricingRequest {
+        to_wit(input, history.previous_multiplier(&input.gpu.gpu_id))
+    }
+
+    fn input_size(input: &wit::PricingRequest) -> usize {
+        input_size(input)
+    }
+
+    fn call(
+        bindings: &bindings::PricingPolicy,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        input: &wit::PricingRequest,
+    ) -> wasmtime::Result<Result<wit::PriceQuote, String>> {
+        bindings
+            .gpu_market_policy_pricing()
+            .call_quote(store, config, input)
+    }
+
+    fn call_batch(
+        bindings: &bindings::PricingPolicy,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        inputs: &[wit::PricingRequest],
+    ) -> wasmtime::Result<Vec<Result<wit::PriceQuote, String>>> {
+        bindings
+            .gpu_market_policy_pricing()
+            .call_quote_batch(store, config, inputs)
+    }
+
+    fn validate(answer: wit::PriceQuote, limits: &Limits) -> Result<wit::PriceQuote, Failure> {
+        check(Ok(answer), limits)
+    }
+
+    fn finish(
+        history: &PriceHistory,
+        settings: &SlotSettings,
+        input: &PricingRequest,
+        answer: wit::PriceQuote,
+        source: DecisionSource,
+    ) -> PriceQuote {
+        guarded(history, settings, input, answer, source)
+    }
+
+    fn fallback(input: &PricingRequest, source: DecisionSource, failure: &Failure) -> PriceQuote {
+        fallback(input, &source.policy, failure)
+    }
+
+    fn builtin(input: &PricingRequest) -> PriceQuote {
+        BuiltinPolicies::quote_now(input)
+    }
+
+    fn default_sample() -> serde_json::Value {
+        default_sample()
+    }
+
+    fn variants(input: &wit::PricingRequest) -> Vec<wit::PricingRequest> {
+        let with = |edit: &dyn Fn(&mut wit::PricingRequest)| {
+            let mut variant = input.clone();
+            edit(&mut variant);
+            variant
+        };
+        vec![
+            with(&|r| {
+                r.market.utilization = 0.0;
+                r.market.booked_gpus = 0;
+                r.market.bookings_last_hour = 0;
+            }),
+            with(&|r| {
+                r.market.utilization = 1.0;
+                r.market.bookings_last_hour = r.market.bookings_last_hour.saturating_mul(3) + 5;
+            }),
+            with(&|r| r.previous_multiplier = Some(0.9)),
+            with(&|r| r.previous_multiplier = Some(2.0)),
+            with(&|r| {
+                r.time.hour_of_day = (r.time.hour_of_day + 12) % 24;
+                r.time.weekday = (r.time.weekday + 3) % 7;
+            }),
+            with(&|r| r.gpu.base_price *= 3.0),
+        ]
+    }
+
+    fn typed_pre(pre: &SlotPre) -> Option<&Pre> {
+        pre.pricing()
+    }
+}
+
+/// Applies the guardrails to a checked answer and records it as the GPU's last quote. The live runtime
+/// and simulation tenants both go through here, so their quotes agree.
+pub fn guarded(
+    history: &PriceHistory,
+    settings: &SlotSettings,
+    request: &PricingRequest,
+    quote: wit::PriceQuote,
+    source: DecisionSource,
+) -> PriceQuote {
+    let guarded = history.apply(
+        &settings.guardrails,
+        &request.gpu.gpu_id,
+        request.gpu.base_price,
+        request.time.now_unix,
+        quote.price_per_hour,
+        quote.multiplier,
+    );
+    let mut explanation = quote.explanation;
+    if !guarded.adjustments.is_empty() {
+        explanation = format!(
+            "{explanation} (host guardrails: {})",
+            guarded.adjustments.join(", ")
+        );
+    }
+    PriceQuote {
+        price_per_hour: guarded.price_per_hour,
+        multiplier: guarded.multiplier,
+        explanation,
+        source,
+    }
+}
 
 /// A multiplier above this is not a price, it is a bug; the guardrails then never see it.
 const MAX_SANE_MULTIPLIER: f64 = 1000.0;

@@ -1,11 +1,18 @@
 //! The booking-timeout slot: WIT bindings, conversions, output validation and the fallback.
 
+use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use crate::policy::{DecisionSource, TimeoutAction, TimeoutDecision, TimeoutRequest};
+use crate::policy::{
+    BuiltinPolicies, DecisionSource, TimeoutAction, TimeoutDecision, TimeoutRequest,
+};
 
+use super::super::Slot;
 use super::super::call::{self, CallReport, Failure, FailureKind};
+use super::super::config::SlotSettings;
+use super::super::kind::SlotKind;
 use super::super::limits::{CallState, Limits};
+use super::SlotPre;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -18,6 +25,108 @@ mod bindings {
 pub use bindings::exports::gpu_market::policy::booking_timeout as wit;
 
 pub type Pre = bindings::BookingTimeoutPolicyPre<CallState>;
+
+/// The booking-timeout slot as a [`SlotKind`].
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutSlot;
+
+impl SlotKind for TimeoutSlot {
+    const SLOT: Slot = Slot::BookingTimeout;
+    type Input = TimeoutRequest;
+    type Output = TimeoutDecision;
+    type WitInput = wit::BookingFacts;
+    type WitAnswer = wit::TimeoutDecision;
+    type Answer = (TimeoutAction, String);
+    type Pre = Pre;
+    type Bindings = bindings::BookingTimeoutPolicy;
+    type HostState = ();
+
+    fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Pre> {
+        Pre::new(instance_pre)
+    }
+
+    fn instantiate(
+        pre: &Pre,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<bindings::BookingTimeoutPolicy> {
+        pre.instantiate(store)
+    }
+
+    fn to_wit(input: &TimeoutRequest, _: &()) -> wit::BookingFacts {
+        to_wit(input)
+    }
+
+    fn input_size(input: &wit::BookingFacts) -> usize {
+        input_size(input)
+    }
+
+    fn call(
+        bindings: &bindings::BookingTimeoutPolicy,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        input: &wit::BookingFacts,
+    ) -> wasmtime::Result<Result<wit::TimeoutDecision, String>> {
+        bindings
+            .gpu_market_policy_booking_timeout()
+            .call_decide(store, config, input)
+    }
+
+    fn validate(
+        answer: wit::TimeoutDecision,
+        limits: &Limits,
+    ) -> Result<(TimeoutAction, String), Failure> {
+        check(Ok(answer), limits, "").map(|d| (d.action, d.reason))
+    }
+
+    fn finish(
+        _: &(),
+        _: &SlotSettings,
+        _: &TimeoutRequest,
+        (action, reason): (TimeoutAction, String),
+        source: DecisionSource,
+    ) -> TimeoutDecision {
+        TimeoutDecision {
+            action,
+            reason,
+            source,
+        }
+    }
+
+    fn fallback(
+        input: &TimeoutRequest,
+        source: DecisionSource,
+        failure: &Failure,
+    ) -> TimeoutDecision {
+        fallback(input, &source.policy, failure)
+    }
+
+    fn builtin(input: &TimeoutRequest) -> TimeoutDecision {
+        BuiltinPolicies::timeout_now(input)
+    }
+
+    fn default_sample() -> serde_json::Value {
+        default_sample()
+    }
+
+    fn variants(input: &wit::BookingFacts) -> Vec<wit::BookingFacts> {
+        let with = |edit: &dyn Fn(&mut wit::BookingFacts)| {
+            let mut variant = input.clone();
+            edit(&mut variant);
+            variant
+        };
+        vec![
+            with(&|b| b.now_unix = b.end_unix - 60),
+            with(&|b| b.now_unix = b.end_unix + 600),
+            with(&|b| b.last_heartbeat_unix = None),
+            with(&|b| b.job_id = None),
+            with(&|b| b.extensions += 2),
+        ]
+    }
+
+    fn typed_pre(pre: &SlotPre) -> Option<&Pre> {
+        pre.timeout()
+    }
+}
 
 /// Longest extension or grace a module may grant in one decision: a week.
 pub const MAX_MINUTES: u32 = 7 * 24 * 60;

@@ -1,0 +1,121 @@
+//! [`SlotKind`]: everything that makes one policy slot different from another, as types and functions.
+//!
+//! The mechanism (load, check, call under limits, fall back, metrics, reload, simulation tenants) is
+//! written once over this trait; each slot is one small implementation in `slots/`. A decision goes:
+//! domain input → [`to_wit`](SlotKind::to_wit) → guest call → [`validate`](SlotKind::validate) (the
+//! contract check) → [`finish`](SlotKind::finish) (host post-processing, e.g. pricing guardrails), or
+//! [`fallback`](SlotKind::fallback) when anything on the way fails.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
+use crate::policy::DecisionSource;
+
+use super::Slot;
+use super::call::{self, Failure, FailureKind};
+use super::config::SlotSettings;
+use super::limits::{CallState, Limits};
+use super::slots::SlotPre;
+
+pub trait SlotKind: Sized + Send + Sync + 'static {
+    const SLOT: Slot;
+
+    /// What the market asks, e.g. [`PricingRequest`](crate::policy::PricingRequest).
+    type Input: Send + Sync + 'static;
+    /// What the market gets back, e.g. [`PriceQuote`](crate::policy::PriceQuote).
+    type Output: Send + 'static;
+    /// The slot's WIT request record. Its serde form (snake_case fields) is the JSON shape of sample
+    /// inputs in `policies.toml` and of `policy test` inputs.
+    type WitInput: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// The guest's answer as the WIT bindings return it, before any check.
+    type WitAnswer: Send + 'static;
+    /// An answer that passed the contract check. Its JSON is what `policy check` prints and what the
+    /// stateless check compares.
+    type Answer: Serialize + Send + 'static;
+    /// bindgen's `{World}Pre`: the component with its exports type-checked once, at load.
+    type Pre: Clone + Send + Sync + 'static;
+    /// bindgen's `{World}`: one instance's typed exports.
+    type Bindings: Send + 'static;
+    /// What the host remembers between decisions of one runtime or tenant (pricing: each GPU's last
+    /// quote, for `previous_multiplier` and the change guardrail; nothing for the other slots).
+    type HostState: Default + Send + Sync + 'static;
+
+    /// Checks the component's exports against the slot's world.
+    fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre>;
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Self::Bindings>;
+
+    fn to_wit(input: &Self::Input, state: &Self::HostState) -> Self::WitInput;
+
+    /// Bytes of variable-size data the input carries into the guest (checked against
+    /// `max_input_bytes` before the call).
+    fn input_size(input: &Self::WitInput) -> usize;
+
+    /// One decision on an instance. The outer error is a trap or host error, the inner one the guest's
+    /// own `err(...)`.
+    fn call(
+        bindings: &Self::Bindings,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        input: &Self::WitInput,
+    ) -> wasmtime::Result<Result<Self::WitAnswer, String>>;
+
+    /// Many decisions in one guest call, answered in order. Slots without a batch export call
+    /// [`call`](Self::call) in a loop on the same instance.
+    fn call_batch(
+        bindings: &Self::Bindings,
+        store: &mut Store<CallState>,
+        config: &[(String, String)],
+        inputs: &[Self::WitInput],
+    ) -> wasmtime::Result<Vec<Result<Self::WitAnswer, String>>> {
+        inputs
+            .iter()
+            .map(|input| Self::call(bindings, &mut *store, config, input))
+            .collect()
+    }
+
+    /// The contract check of one answer (finite prices, bounded minutes, output size...).
+    fn validate(answer: Self::WitAnswer, limits: &Limits) -> Result<Self::Answer, Failure>;
+
+    /// Turns a valid answer into the market's output; `source.fallback` is false.
+    fn finish(
+        state: &Self::HostState,
+        settings: &SlotSettings,
+        input: &Self::Input,
+        answer: Self::Answer,
+        source: DecisionSource,
+    ) -> Self::Output;
+
+    /// The slot's answer when its module cannot give one; `source.fallback` is true.
+    fn fallback(input: &Self::Input, source: DecisionSource, failure: &Failure) -> Self::Output;
+
+    /// The built-in rule: the answer when no module is configured for the slot.
+    fn builtin(input: &Self::Input) -> Self::Output;
+
+    /// The input used to exercise a module when `policies.toml` lists no samples for its slot.
+    fn default_sample() -> serde_json::Value;
+
+    /// Inputs near `input` that exercise other branches, for the stateless check.
+    fn variants(input: &Self::WitInput) -> Vec<Self::WitInput> {
+        let _ = input;
+        Vec::new()
+    }
+
+    #[doc(hidden)]
+    /// The typed `Pre` inside a loaded module of this slot.
+    fn typed_pre(pre: &SlotPre) -> Option<&Self::Pre>;
+}
+
+/// The contract check of a guest's raw answer: its own `err(...)` is a failure too.
+pub fn validated<K: SlotKind>(
+    raw: Result<K::WitAnswer, String>,
+    limits: &Limits,
+) -> Result<K::Answer, Failure> {
+    let answer = raw.map_err(|e| Failure::new(FailureKind::GuestError, call::truncate(&e, 300)))?;
+    K::validate(answer, limits)
+}
