@@ -10,5 +10,5 @@ pub mod market;
 pub mod metrics;
 pub mod policy;
 pub mod server;
-pub mod store;
 pub mod sim;
+pub mod store;

@@ -153,11 +153,8 @@ fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color(i)));
             }
             if marks {
-                let _ = chart.draw_series(
-                    points
-                        .iter()
-                        .map(|&p| Circle::new(p, 3, color(i).filled())),
-                );
+                let _ =
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color(i).filled())));
             }
         }
         let _ = chart

@@ -60,7 +60,6 @@ pub struct RunArgs {
     #[arg(long = "policy", value_name = "P")]
     pub policies: Vec<String>,
     /// Sweep a pricing config key over values, e.g. `--set max_multiplier=2,2.5,3`; repeat for a grid.
-    /// `guardrails.KEY=...` sweeps a host guardrail.
     #[arg(long = "set", value_name = "KEY=V1,V2,...")]
     pub sets: Vec<String>,
     /// Independent generated traces, or bootstrap resamples of the given trace.

@@ -182,7 +182,11 @@ impl Run<'_> {
         while self.next_hour < self.out.hours.len()
             && self.start + (self.next_hour as i64 + 1) * HOUR <= now
         {
-            let sum: i128 = self.current_price.iter().map(|p| i128::from(p.micros())).sum();
+            let sum: i128 = self
+                .current_price
+                .iter()
+                .map(|p| i128::from(p.micros()))
+                .sum();
             let point = &mut self.out.hours[self.next_hour];
             point.price = sum as f64 / n as f64 / 1e6;
             point.multiplier = self.current_multiplier.iter().sum::<f64>() / n as f64;
@@ -218,12 +222,7 @@ impl Run<'_> {
             self.out.timeout_fallbacks += 1;
         }
         let seq = live.seq;
-        match rules::sweep_outcome(
-            &live.booking,
-            &decision,
-            now,
-            self.settings.max_extensions,
-        ) {
+        match rules::sweep_outcome(&live.booking, &decision, now, self.settings.max_extensions) {
             SweepOutcome::Keep => {
                 let next = ceil_to_second(live.booking.end).max(now + MICROS_PER_SECOND);
                 self.sweeps.push(Reverse((next, gpu as u32, seq)));

@@ -12,9 +12,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use rand::distr::weighted::WeightedIndex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand::distr::weighted::WeightedIndex;
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use super::error::SimError;
@@ -43,7 +43,9 @@ impl DemandSpec {
             return Err(SimError::usage("--hours must be in (0, 8784]"));
         }
         if !(self.rate > 0.0 && self.rate <= 100_000.0) {
-            return Err(SimError::usage("--rate must be in (0, 100000] requests per hour"));
+            return Err(SimError::usage(
+                "--rate must be in (0, 100000] requests per hour",
+            ));
         }
         Ok(())
     }
@@ -177,10 +179,24 @@ mod tests {
 
     #[test]
     fn resamples_keep_size_and_order() {
-        let trace = generate_trace(&fleet(), DemandSpec { hours: 24.0, rate: 5.0 }, 1, 0).unwrap();
+        let trace = generate_trace(
+            &fleet(),
+            DemandSpec {
+                hours: 24.0,
+                rate: 5.0,
+            },
+            1,
+            0,
+        )
+        .unwrap();
         let again = resample(&trace, 3, 1);
         assert_eq!(again.requests.len(), trace.requests.len());
-        assert!(again.requests.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+        assert!(
+            again
+                .requests
+                .windows(2)
+                .all(|w| w[0].arrival <= w[1].arrival)
+        );
         assert_eq!(again, resample(&trace, 3, 1));
     }
 }

@@ -204,9 +204,7 @@ pub fn parse_fleet(path: &Path, text: &str) -> Result<Fleet, SimError> {
     let mut total = 0u64;
     while let Some((line, record)) = table.next_record() {
         let mut row = table.row(line, record);
-        let model = row.cell("model", |s| {
-            non_empty(s).map(str::to_owned)
-        });
+        let model = row.cell("model", |s| non_empty(s).map(str::to_owned));
         let memory = row.cell("memory_gb", |s| {
             number(s).and_then(|v| {
                 (v >= 0.0)
@@ -214,9 +212,7 @@ pub fn parse_fleet(path: &Path, text: &str) -> Result<Fleet, SimError> {
                     .ok_or_else(|| "must not be negative".to_owned())
             })
         });
-        let region = row.cell("region", |s| {
-            Ok((!s.is_empty()).then(|| s.to_owned()))
-        });
+        let region = row.cell("region", |s| Ok((!s.is_empty()).then(|| s.to_owned())));
         let price = row.cell("base_price", price);
         let count = row.cell("count", |s| {
             s.parse::<u32>()
@@ -229,10 +225,7 @@ pub fn parse_fleet(path: &Path, text: &str) -> Result<Fleet, SimError> {
         {
             total += u64::from(count);
             if total > MAX_GPUS {
-                row.fail(
-                    "count",
-                    format!("the fleet has more than {MAX_GPUS} GPUs"),
-                );
+                row.fail("count", format!("the fleet has more than {MAX_GPUS} GPUs"));
             }
             rows.push((model, memory, region, price, count));
         }
@@ -268,7 +261,7 @@ pub fn parse_demand(path: &Path, text: &str, fleet: &Fleet) -> Result<Trace, Sim
         let mut row = table.row(line, record);
         let arrival = row.cell("arrival_seconds", |s| {
             number(s).and_then(|v| {
-                if v < 0.0 || v > 1e11 {
+                if !(0.0..=1e11).contains(&v) {
                     return Err("must be between 0 and 1e11 seconds".to_owned());
                 }
                 let micros = (v * MICROS_PER_SECOND as f64).round() as i64;
@@ -483,7 +476,8 @@ impl Row<'_> {
 mod tests {
     use super::*;
 
-    const FLEET: &str = "model,memory_gb,region,base_price,count\nRTX 4090,24,eu,1.0,2\nA100,80,,2.5,1\n";
+    const FLEET: &str =
+        "model,memory_gb,region,base_price,count\nRTX 4090,24,eu,1.0,2\nA100,80,,2.5,1\n";
 
     #[test]
     fn a_fleet_expands_into_gpus_grouped_by_model() {
@@ -492,13 +486,19 @@ mod tests {
         assert_eq!(fleet.models.len(), 2);
         assert_eq!(fleet.gpus[0].facts.gpu_id, "gpu-0000");
         assert_eq!(fleet.gpus[2].facts.region, None);
-        assert_eq!(fleet.models[1].average_asking, Money::from_micros(2_500_000));
+        assert_eq!(
+            fleet.models[1].average_asking,
+            Money::from_micros(2_500_000)
+        );
     }
 
     #[test]
     fn bad_cells_name_line_and_column() {
-        let text = "model,memory_gb,region,base_price,count\nRTX 4090,24,eu,abc,2\nA100,80,,2.5,0\n";
-        let err = parse_fleet(Path::new("f.csv"), text).unwrap_err().to_string();
+        let text =
+            "model,memory_gb,region,base_price,count\nRTX 4090,24,eu,abc,2\nA100,80,,2.5,0\n";
+        let err = parse_fleet(Path::new("f.csv"), text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("f.csv: line 2, column base_price"), "{err}");
         assert!(err.contains("f.csv: line 3, column count"), "{err}");
     }

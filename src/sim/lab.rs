@@ -24,6 +24,8 @@ pub struct Row {
     pub sha256: Option<String>,
     /// The sweep point: pricing config keys and values this row sets.
     pub settings: Vec<(String, String)>,
+    /// The module's answers depend on earlier calls: it runs on a fresh instance per decision.
+    pub stateful: bool,
     pub factory: Arc<dyn PricingFactory>,
 }
 
@@ -99,9 +101,7 @@ impl Study {
                     Done::Row(output, t.elapsed())
                 }
                 Job::Oracle { point, seed } => {
-                    let output = self
-                        .run_one(&grid[point], seed)
-                        .map_err(|reason| SimError::usage(reason))?;
+                    let output = self.run_one(&grid[point], seed).map_err(SimError::usage)?;
                     Done::Oracle(Metrics::of(&output))
                 }
             };

@@ -87,9 +87,7 @@ pub fn run_study(args: &RunArgs, config: Option<&Path>) -> Result<(), SimError> 
 
 fn timing(study: &lab::Study, outcome: &lab::Outcome) -> Timing {
     Timing {
-        threads: study
-            .threads
-            .unwrap_or_else(rayon::current_num_threads),
+        threads: study.threads.unwrap_or_else(rayon::current_num_threads),
         total_seconds: outcome.wall.as_secs_f64(),
         policies: study
             .rows

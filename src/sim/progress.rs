@@ -19,9 +19,9 @@ impl Progress {
     pub fn new(enabled: bool) -> Self {
         let enabled = enabled && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} simulating [{bar:30}] {pos}/{len} runs, {eta} left")
-        {
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} simulating [{bar:30}] {pos}/{len} runs, {eta} left",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         Self {

@@ -109,7 +109,11 @@ pub struct ActiveBooking {
     pub grace_until: Option<i64>,
 }
 
-pub fn timeout_request(booking: &ActiveBooking, now: i64, last_heartbeat: Option<i64>) -> TimeoutRequest {
+pub fn timeout_request(
+    booking: &ActiveBooking,
+    now: i64,
+    last_heartbeat: Option<i64>,
+) -> TimeoutRequest {
     let end_unix =
         booking.end.div_euclid(MICROS_PER_SECOND) + i64::from(booking.end % MICROS_PER_SECOND != 0);
     TimeoutRequest {
@@ -129,10 +133,19 @@ pub fn timeout_request(booking: &ActiveBooking, now: i64, last_heartbeat: Option
 pub enum SweepOutcome {
     Keep,
     /// Ends now; `charged` is what the client pays in total.
-    Complete { charged: Money },
-    Expire { charged: Money },
-    Extend { new_end: i64, new_total: Money },
-    Grace { until: i64 },
+    Complete {
+        charged: Money,
+    },
+    Expire {
+        charged: Money,
+    },
+    Extend {
+        new_end: i64,
+        new_total: Money,
+    },
+    Grace {
+        until: i64,
+    },
 }
 
 pub fn sweep_outcome(
@@ -159,7 +172,9 @@ pub fn sweep_outcome(
             let charged = if now >= booking.end {
                 booking.total
             } else {
-                booking.total.pro_rata(elapsed, (booking.end - booking.start).max(1))
+                booking
+                    .total
+                    .pro_rata(elapsed, (booking.end - booking.start).max(1))
             };
             if over {
                 SweepOutcome::Complete { charged }

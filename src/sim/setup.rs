@@ -111,6 +111,7 @@ pub fn rows(
                 policy: policy.clone(),
                 sha256: None,
                 settings: Vec::new(),
+                stateful: false,
                 factory: Arc::new(Builtin),
             });
             continue;
@@ -121,6 +122,11 @@ pub fn rows(
                 reason,
             }
         })?;
+        if let Some(reason) = module.stateful() {
+            eprintln!(
+                "warning: {reason}.\nIt runs with a fresh instance per decision, as in the server (slower)."
+            );
+        }
         for point in &points {
             let factory = module
                 .with_settings(point)
@@ -138,6 +144,7 @@ pub fn rows(
                 policy: policy.clone(),
                 sha256: Some(module.sha256().to_owned()),
                 settings: point.clone(),
+                stateful: module.stateful().is_some(),
                 factory,
             });
         }
@@ -176,58 +183,60 @@ pub fn traces(
     fleet: &Fleet,
 ) -> Result<(Vec<Arc<Trace>>, DemandSummary, u32), SimError> {
     if args.seeds == 0 || args.seeds > MAX_SEEDS {
-        return Err(SimError::usage(format!("--seeds must be in 1..={MAX_SEEDS}")));
+        return Err(SimError::usage(format!(
+            "--seeds must be in 1..={MAX_SEEDS}"
+        )));
     }
     let seeds = args.seeds as u64;
-    let (traces, mut summary, hours): (Vec<Trace>, DemandSummary, Option<f64>) =
-        match &args.demand {
-            Some(path) => {
-                if args.rate.is_some() {
-                    return Err(SimError::usage("--rate only applies to generated demand"));
-                }
-                let trace = read_demand(path, fleet)?;
-                let (traces, resampling) = if seeds == 1 {
-                    (vec![trace], "none")
-                } else {
-                    let traces = (0..seeds)
-                        .into_par_iter()
-                        .map(|i| resample(&trace, args.seed, i))
-                        .collect();
-                    (traces, "bootstrap")
-                };
-                let summary = DemandSummary {
-                    kind: "file".into(),
-                    file: Some(path.display().to_string()),
-                    hours: args.hours,
-                    rate: None,
-                    resampling: resampling.into(),
-                    requests_per_seed: Vec::new(),
-                };
-                (traces, summary, args.hours)
+    let (traces, mut summary, hours): (Vec<Trace>, DemandSummary, Option<f64>) = match &args.demand
+    {
+        Some(path) => {
+            if args.rate.is_some() {
+                return Err(SimError::usage("--rate only applies to generated demand"));
             }
-            None => {
-                let (Some(hours), Some(rate)) = (args.hours, args.rate) else {
-                    return Err(SimError::usage(
-                        "give --demand FILE, or --hours H and --rate R to generate the demand",
-                    ));
-                };
-                let spec = DemandSpec { hours, rate };
-                spec.validate()?;
+            let trace = read_demand(path, fleet)?;
+            let (traces, resampling) = if seeds == 1 {
+                (vec![trace], "none")
+            } else {
                 let traces = (0..seeds)
                     .into_par_iter()
-                    .map(|i| generate_trace(fleet, spec, args.seed, i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let summary = DemandSummary {
-                    kind: "generated".into(),
-                    file: None,
-                    hours: Some(hours),
-                    rate: Some(rate),
-                    resampling: "independent".into(),
-                    requests_per_seed: Vec::new(),
-                };
-                (traces, summary, Some(hours))
-            }
-        };
+                    .map(|i| resample(&trace, args.seed, i))
+                    .collect();
+                (traces, "bootstrap")
+            };
+            let summary = DemandSummary {
+                kind: "file".into(),
+                file: Some(path.display().to_string()),
+                hours: args.hours,
+                rate: None,
+                resampling: resampling.into(),
+                requests_per_seed: Vec::new(),
+            };
+            (traces, summary, args.hours)
+        }
+        None => {
+            let (Some(hours), Some(rate)) = (args.hours, args.rate) else {
+                return Err(SimError::usage(
+                    "give --demand FILE, or --hours H and --rate R to generate the demand",
+                ));
+            };
+            let spec = DemandSpec { hours, rate };
+            spec.validate()?;
+            let traces = (0..seeds)
+                .into_par_iter()
+                .map(|i| generate_trace(fleet, spec, args.seed, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let summary = DemandSummary {
+                kind: "generated".into(),
+                file: None,
+                hours: Some(hours),
+                rate: Some(rate),
+                resampling: "independent".into(),
+                requests_per_seed: Vec::new(),
+            };
+            (traces, summary, Some(hours))
+        }
+    };
     for trace in traces.iter().take(1) {
         let unmatched = trace.unmatched_filters();
         if !unmatched.is_empty() && !args.quiet {
@@ -329,8 +338,14 @@ mod tests {
         ];
         let g = grid(&axes);
         assert_eq!(g.len(), 6);
-        assert_eq!(g[0], vec![("a".into(), "1".into()), ("b".into(), "x".into())]);
-        assert_eq!(g[5], vec![("a".into(), "2".into()), ("b".into(), "z".into())]);
+        assert_eq!(
+            g[0],
+            vec![("a".into(), "1".into()), ("b".into(), "x".into())]
+        );
+        assert_eq!(
+            g[5],
+            vec![("a".into(), "2".into()), ("b".into(), "z".into())]
+        );
         assert_eq!(grid(&[]), vec![Vec::<(String, String)>::new()]);
         assert!(parse_set("nokey").is_err());
     }

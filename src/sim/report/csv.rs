@@ -6,8 +6,9 @@ use super::super::lab::{Outcome, Study};
 use crate::market::time::rfc3339;
 
 pub fn render(study: &Study, outcome: &Outcome) -> String {
-    let mut out =
-        String::from("policy,seed,hour,time,price,multiplier,utilization,revenue,arrivals,served\n");
+    let mut out = String::from(
+        "policy,seed,hour,time,price,multiplier,utilization,revenue,arrivals,served\n",
+    );
     for (row, runs) in study.rows.iter().zip(&outcome.rows) {
         let name = quote(&row.name);
         for (seed, run) in runs.runs.iter().enumerate() {

@@ -36,7 +36,10 @@ pub fn render(report: &Report, charts: &[Chart]) -> String {
         out.push('\n');
     }
     if let Some(line) = table::oracle_line(report) {
-        let _ = writeln!(out, "## Oracle\n\n{line} Regret = oracle revenue − policy revenue.\n");
+        let _ = writeln!(
+            out,
+            "## Oracle\n\n{line} Regret = oracle revenue − policy revenue.\n"
+        );
     }
     let _ = writeln!(out, "## Charts\n");
     for chart in charts {
@@ -68,7 +71,9 @@ pub(super) fn inputs(out: &mut String, report: &Report) {
         summarize_counts(&i.demand.requests_per_seed),
         i.horizon_hours,
         i.start,
-        i.config.as_deref().map_or("none (defaults)".to_owned(), |c| format!("`{c}`")),
+        i.config
+            .as_deref()
+            .map_or("none (defaults)".to_owned(), |c| format!("`{c}`")),
         i.timeout_policy,
     );
 }

@@ -78,6 +78,8 @@ pub struct PolicyReport {
     pub policy: String,
     pub sha256: Option<String>,
     pub settings: std::collections::BTreeMap<String, String>,
+    /// The module's answers depend on earlier calls, so every decision used a fresh instance.
+    pub fresh_instance_per_decision: bool,
     /// Means over seeds (the values themselves with one seed).
     pub metrics: Metrics,
     /// 95 % confidence interval of each metric, with `--seeds` > 1.
@@ -220,7 +222,10 @@ impl Report {
                             .iter()
                             .enumerate()
                             .map(|(i, name)| {
-                                (*name, round_interval(Interval::of(&column(&runs.metrics, i))))
+                                (
+                                    *name,
+                                    round_interval(Interval::of(&column(&runs.metrics, i))),
+                                )
                             })
                             .collect(),
                     )
@@ -237,6 +242,7 @@ impl Report {
                     policy: row.policy.clone(),
                     sha256: row.sha256.clone(),
                     settings: row.settings.iter().cloned().collect(),
+                    fresh_instance_per_decision: row.stateful,
                     metrics: round_metrics(Metrics::from_values(&means)),
                     ci95,
                     regret: regrets.as_ref().map(|r| round_interval(Interval::of(r))),
@@ -341,7 +347,8 @@ fn compare(
 
 /// "B earns 7.2 % ± 1.9 % more than A over 30 seeds and fills 1.3 ± 0.4 points fewer requests."
 fn words(name: &str, base: &str, revenue: Interval, fill: Interval, seeds: usize) -> String {
-    let direction = |v: f64, more: &'static str, less: &'static str| if v >= 0.0 { more } else { less };
+    let direction =
+        |v: f64, more: &'static str, less: &'static str| if v >= 0.0 { more } else { less };
     let over = if seeds > 1 {
         format!("over {seeds} seeds")
     } else {

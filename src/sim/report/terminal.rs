@@ -56,7 +56,10 @@ pub fn print_summary(report: &Report, timing: &Timing) {
     println!();
     print!("{}", render_table(&table::build(report, Some(timing))));
     if i.seeds > 1 {
-        println!("(means over {} seeds; ± = 95 % confidence interval)", i.seeds);
+        println!(
+            "(means over {} seeds; ± = 95 % confidence interval)",
+            i.seeds
+        );
     }
     println!();
     for c in &report.comparisons {
