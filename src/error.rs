@@ -1,6 +1,9 @@
 //! The one error type of the service. Variants say what went wrong in domain terms; `api::error` maps
 //! them to HTTP status codes in one place.
 
+use crate::domain::{DurationError, UnknownStatus};
+use crate::store::StoreError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A value outside its allowed range, or a request that makes no sense in the current state.
@@ -19,13 +22,26 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Database(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Values that fail to parse at the edge are bad requests, worded by their type.
+impl From<DurationError> for Error {
+    fn from(err: DurationError) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
+
+impl From<UnknownStatus> for Error {
+    fn from(err: UnknownStatus) -> Self {
+        Self::BadRequest(err.to_string())
+    }
+}
 
 impl Error {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -46,5 +62,13 @@ impl Error {
 
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::Unprocessable(message.into())
+    }
+
+    /// The database has no connection free in time: the service is overloaded, not broken.
+    pub fn is_overload(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(StoreError::Query(sqlx::Error::PoolTimedOut))
+        )
     }
 }

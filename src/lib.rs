@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod market;
 pub mod metrics;

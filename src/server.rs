@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::cache::ResponseCache;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
-use crate::market::{Market, pricing, sweeper};
+use crate::market::{Market, price_refresh, sweeper};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::policy::wasm::PolicyRuntime;
@@ -115,7 +115,10 @@ impl App {
                 market.clone(),
                 shutdown.clone(),
             )),
-            tokio::spawn(pricing::run_refresher(market.clone(), shutdown.clone())),
+            tokio::spawn(price_refresh::run_refresher(
+                market.clone(),
+                shutdown.clone(),
+            )),
         ]
     }
 

@@ -9,9 +9,10 @@ use utoipa::IntoParams;
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::extract::{ApiQuery, limit, offset};
-use crate::config::Role;
+use super::extract::ApiQuery;
+use crate::domain::ReviewId;
 use crate::error::Result;
+use crate::market::catalogue::page;
 use crate::market::reviews::{self, AdminReviewView};
 
 pub fn router() -> Router<ApiContext> {
@@ -37,15 +38,19 @@ pub async fn list_reviews(
     Caller(caller): Caller,
     ApiQuery(params): ApiQuery<ReviewQueueParams>,
 ) -> Result<Json<Vec<AdminReviewView>>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     let status = params
         .status
         .as_deref()
         .filter(|s| !s.is_empty())
         .unwrap_or("flagged");
-    let limit = limit(params.limit, 100, 500)?;
     Ok(Json(
-        reviews::by_status(&ctx.market, status, limit, offset(params.offset)?).await?,
+        reviews::by_status(
+            &ctx.market,
+            status,
+            page(params.limit, params.offset, 100, 500)?,
+        )
+        .await?,
     ))
 }
 
@@ -55,9 +60,9 @@ pub async fn list_reviews(
 pub async fn approve_review(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<ReviewId>,
 ) -> Result<Json<AdminReviewView>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     Ok(Json(reviews::decide(&ctx.market, &id, true).await?))
 }
 
@@ -67,8 +72,8 @@ pub async fn approve_review(
 pub async fn reject_review(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<ReviewId>,
 ) -> Result<Json<AdminReviewView>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     Ok(Json(reviews::decide(&ctx.market, &id, false).await?))
 }

@@ -1,7 +1,7 @@
 //! Who is calling. Keys come from the config; with none configured the server runs in local mode, where
 //! only loopback peers are served and each is principal `local` with every role.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::connect_info::MockConnectInfo;
@@ -29,10 +29,7 @@ impl Auth {
             .keys
             .iter()
             .map(|k| {
-                let principal = Principal {
-                    id: k.principal.clone(),
-                    roles: k.roles.iter().copied().collect(),
-                };
+                let principal = Principal::new(k.principal.as_str(), k.roles.iter().copied());
                 (k.key.expose().to_owned(), principal)
             })
             .collect();
@@ -45,10 +42,10 @@ impl Auth {
 
     fn authenticate(&self, key: Option<&str>) -> Result<Principal, Error> {
         if self.local_mode() {
-            return Ok(Principal {
-                id: LOCAL_PRINCIPAL.to_owned(),
-                roles: HashSet::from([Role::Client, Role::Miner, Role::Admin]),
-            });
+            return Ok(Principal::new(
+                LOCAL_PRINCIPAL,
+                [Role::Client, Role::Miner, Role::Admin],
+            ));
         }
         // An empty header is what the aitbc client sends when its user has no key.
         match key.filter(|k| !k.is_empty()) {

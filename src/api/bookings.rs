@@ -11,6 +11,7 @@ use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::extract::ApiJson;
+use crate::domain::GpuId;
 use crate::error::{Error, Result};
 use crate::market::booking::{self, BookRequest, BookingReceipt, Released};
 
@@ -35,13 +36,13 @@ pub struct BookBody {
 pub async fn book(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
     ApiJson(body): ApiJson<BookBody>,
 ) -> Result<(StatusCode, Json<BookingReceipt>)> {
     if body
         .gpu_id
         .as_ref()
-        .is_some_and(|g| !g.is_empty() && *g != id)
+        .is_some_and(|g| !g.is_empty() && *g != id.as_str())
     {
         return Err(Error::bad_request(
             "gpu_id in the body does not match the GPU in the path",
@@ -62,7 +63,7 @@ pub async fn book(
 pub async fn release(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
 ) -> Result<Json<Released>> {
     Ok(Json(booking::release(&ctx.market, &caller, &id).await?))
 }

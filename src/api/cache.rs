@@ -79,7 +79,7 @@ where
     use axum::http::header::CONTENT_TYPE;
     use axum::response::IntoResponse;
 
-    let generation = context.market.store.catalogue_generation();
+    let generation = context.market.catalogue_generation();
     let body = match context.cache.get(&key, generation) {
         Some(body) => body,
         None => {

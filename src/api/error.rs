@@ -23,7 +23,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+        error if error.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -32,7 +32,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status_of(&self);
         let detail = match &self {
-            Error::Database(sqlx::Error::PoolTimedOut) => {
+            error if error.is_overload() => {
                 tracing::warn!(error = %self, "database pool exhausted");
                 "the service is overloaded; retry shortly".to_owned()
             }

@@ -54,22 +54,3 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|rejection| Error::unprocessable(rejection.body_text()))
     }
 }
-
-/// Reads a paging parameter and checks it against its range (out of range is a 400).
-pub fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, Error> {
-    match value {
-        None => Ok(default),
-        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
-        Some(_) => Err(Error::bad_request(format!(
-            "limit must be between 1 and {max}"
-        ))),
-    }
-}
-
-pub fn offset(value: Option<i64>) -> Result<i64, Error> {
-    match value {
-        None => Ok(0),
-        Some(offset) if offset >= 0 => Ok(offset),
-        Some(_) => Err(Error::bad_request("offset must not be negative")),
-    }
-}

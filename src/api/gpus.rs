@@ -6,17 +6,17 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::ApiContext;
 use super::auth::{Caller, miner_id_header};
 use super::cache::cached_json;
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, limit, offset};
+use super::extract::{ApiJson, ApiQuery};
+use crate::domain::GpuId;
 use crate::error::{Error, Result};
-use crate::market::registry::{
-    self, GpuView, HeartbeatAck, ListFilter, Registered, Registration, Removed, SortKey, SortOrder,
-};
+use crate::market::catalogue::{self, CatalogueQuery, GpuView};
+use crate::market::registry::{self, HeartbeatAck, Registered, Registration, Removed};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -80,68 +80,26 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(registered)))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct ListParams {
-    /// true: available only; false: everything not available.
-    pub available: Option<bool>,
-    /// Case-insensitive; `*` and `?` wildcards; plain text is a substring; spaces and dashes ignored.
-    pub model: Option<String>,
-    pub memory_min: Option<f64>,
-    /// On `current_price`.
-    pub price_max: Option<f64>,
-    pub region: Option<String>,
-    pub status: Option<String>,
-    pub miner_id: Option<String>,
-    pub capability: Option<String>,
-    #[param(value_type = Option<String>)]
-    pub sort: Option<SortKey>,
-    #[param(value_type = Option<String>)]
-    pub order: Option<SortOrder>,
-    /// 1-500, default 100.
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
-}
-
 /// Search the catalogue.
-#[utoipa::path(get, path = "/v1/marketplace/gpu/list", tag = "registry", params(ListParams),
+#[utoipa::path(get, path = "/v1/marketplace/gpu/list", tag = "registry", params(CatalogueQuery),
     responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
     uri: Uri,
-    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(query): ApiQuery<CatalogueQuery>,
 ) -> Result<Response> {
-    if params.memory_min.is_some_and(|m| !m.is_finite() || m < 0.0) {
-        return Err(Error::bad_request("memory_min must not be negative"));
-    }
-    if params.price_max.is_some_and(|p| !p.is_finite() || p < 0.0) {
-        return Err(Error::bad_request("price_max must not be negative"));
-    }
-    let filter = ListFilter {
-        available: params.available,
-        model: params.model,
-        memory_min: params.memory_min,
-        price_max: params.price_max,
-        region: params.region,
-        status: params.status,
-        miner_id: params.miner_id,
-        capability: params.capability,
-        sort: params.sort.unwrap_or_default(),
-        order: params.order,
-        limit: limit(params.limit, 100, 500)?,
-        offset: offset(params.offset)?,
-    };
     let key = format!("list?{}", uri.query().unwrap_or_default());
-    cached_json(&ctx, key, registry::list(&ctx.market, filter)).await
+    cached_json(&ctx, key, catalogue::list(&ctx.market, query)).await
 }
 
 /// One GPU, with its current booking while booked.
 #[utoipa::path(get, path = "/v1/marketplace/gpu/{id}", tag = "registry",
     responses((status = 200, body = GpuView), (status = 404, body = ErrorBody)))]
-pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<String>) -> Result<Response> {
+pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<GpuId>) -> Result<Response> {
     cached_json(
         &ctx,
         format!("gpu/{id}"),
-        registry::details(&ctx.market, &id),
+        catalogue::details(&ctx.market, &id),
     )
     .await
 }
@@ -152,7 +110,7 @@ pub async fn details(State(ctx): State<ApiContext>, Path(id): Path<String>) -> R
 pub async fn remove(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
 ) -> Result<Json<Removed>> {
     Ok(Json(registry::remove(&ctx.market, &caller, &id).await?))
 }
@@ -163,7 +121,7 @@ pub async fn remove(
 pub async fn heartbeat(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
 ) -> Result<Json<HeartbeatAck>> {
     Ok(Json(registry::heartbeat(&ctx.market, &caller, &id).await?))
 }

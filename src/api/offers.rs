@@ -10,9 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, limit, offset};
+use super::extract::{ApiJson, ApiQuery};
 use crate::error::Result;
-use crate::market::offers::{self, BidAccepted, MarketStats, NewBid, OfferView, SyncReport};
+use crate::market::catalogue::page;
+use crate::market::offers::{self, BidAccepted, BidRequest, MarketStats, OfferView, SyncReport};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -37,9 +38,13 @@ pub async fn list_offers(
     State(ctx): State<ApiContext>,
     ApiQuery(params): ApiQuery<OfferParams>,
 ) -> Result<Json<Vec<OfferView>>> {
-    let limit = limit(params.limit, 100, 500)?;
     Ok(Json(
-        offers::offers(&ctx.market, params.miner_id, limit, offset(params.offset)?).await?,
+        offers::offers(
+            &ctx.market,
+            params.miner_id,
+            page(params.limit, params.offset, 100, 500)?,
+        )
+        .await?,
     ))
 }
 
@@ -76,7 +81,7 @@ pub async fn place_bid(
     Caller(caller): Caller,
     ApiJson(body): ApiJson<BidBody>,
 ) -> Result<(StatusCode, Json<BidAccepted>)> {
-    let bid = NewBid {
+    let bid = BidRequest {
         provider: body.provider,
         gpu_model: body.gpu_model,
         capacity: body.capacity,

@@ -9,8 +9,9 @@ use utoipa::IntoParams;
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::extract::{ApiQuery, limit, offset};
+use super::extract::ApiQuery;
 use crate::error::Result;
+use crate::market::catalogue::page;
 use crate::market::orders::{self, OrderView};
 
 pub fn router() -> Router<ApiContext> {
@@ -33,16 +34,8 @@ pub async fn list(
     Caller(caller): Caller,
     ApiQuery(params): ApiQuery<OrderParams>,
 ) -> Result<Json<Vec<OrderView>>> {
-    let limit = limit(params.limit, 100, 500)?;
-    let offset = offset(params.offset)?;
+    let page = page(params.limit, params.offset, 100, 500)?;
     Ok(Json(
-        orders::list(
-            &ctx.market,
-            &caller,
-            params.status.as_deref(),
-            limit,
-            offset,
-        )
-        .await?,
+        orders::list(&ctx.market, &caller, params.status.as_deref(), page).await?,
     ))
 }

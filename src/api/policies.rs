@@ -8,7 +8,6 @@ use axum::{Json, Router};
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use crate::config::Role;
 use crate::error::{Error, Result};
 use crate::policy::wasm::{PolicyError, PolicyErrorKind, PolicyRuntime, Slot, SlotStatus};
 
@@ -53,7 +52,7 @@ pub async fn list(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
 ) -> Result<Json<Vec<SlotStatus>>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     Ok(Json(runtime(&ctx)?.statuses()))
 }
 
@@ -68,7 +67,7 @@ pub async fn upload(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<SlotStatus>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     let slot = slot(&name)?;
     if body.is_empty() {
         return Err(Error::bad_request(
@@ -89,7 +88,7 @@ pub async fn rollback(
     Caller(caller): Caller,
     Path(name): Path<String>,
 ) -> Result<Json<SlotStatus>> {
-    caller.require(Role::Admin)?;
+    caller.require_admin()?;
     let slot = slot(&name)?;
     let status = runtime(&ctx)?.rollback(slot).await?;
     tracing::info!(%slot, by = %caller.id, sha256 = ?status.sha256, "policy rolled back");

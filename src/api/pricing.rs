@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use super::ApiContext;
 use super::error::ErrorBody;
 use crate::error::Result;
-use crate::market::pricing::{self, ModelPricing};
+use crate::market::model_pricing::{self as pricing, ModelPricing};
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/v1/marketplace/pricing/{model}", get(model_pricing))

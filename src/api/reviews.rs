@@ -10,9 +10,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery, limit, offset};
+use super::extract::{ApiJson, ApiQuery};
+use crate::domain::{GpuId, Rating};
 use crate::error::{Error, Result};
-use crate::market::reviews::{self, GpuReviews, Rating, ReviewAdded};
+use crate::market::catalogue::page;
+use crate::market::reviews::{self, GpuReviews, ReviewAdded};
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/v1/marketplace/gpu/{id}/reviews", get(list).post(add))
@@ -29,12 +31,16 @@ pub struct Paging {
     responses((status = 200, body = GpuReviews), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<GpuReviews>> {
-    let limit = limit(paging.limit, 10, 100)?;
     Ok(Json(
-        reviews::list(&ctx.market, &id, limit, offset(paging.offset)?).await?,
+        reviews::list(
+            &ctx.market,
+            &id,
+            page(paging.limit, paging.offset, 10, 100)?,
+        )
+        .await?,
     ))
 }
 
@@ -52,7 +58,7 @@ pub struct ReviewBody {
 pub async fn add(
     State(ctx): State<ApiContext>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    Path(id): Path<GpuId>,
     ApiJson(body): ApiJson<ReviewBody>,
 ) -> Result<(StatusCode, Json<ReviewAdded>)> {
     // The contract makes any rating other than an integer 1-5 a 422, including 0, 6 and 4.5.

@@ -1,86 +1,70 @@
-//! The market facts a pricing policy sees, and short-lived copies of the expensive ones.
+//! Reading the market facts a pricing policy sees. Status counts are read fresh for every quote (one
+//! indexed query). The booking rate of the last hour and the recent price history change slowly but
+//! cost a scan that grows with the market, so each replica keeps them for a few seconds: a quote may
+//! see a booking rate up to `FACTS_TTL` old. The facts themselves are computed by [`rules`].
 //!
-//! Status counts are read fresh for every quote (one indexed query). The booking rate of the last hour
-//! and the recent price history change slowly but cost a scan that grows with the market, so each
-//! replica keeps them for a few seconds: a quote may see a booking rate up to `FACTS_TTL` old.
+//! [`rules`]: super::rules
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::Money;
-use super::time::MICROS_PER_SECOND;
+use moka::sync::Cache;
+
+use super::rules::{facts, history};
+use crate::domain::{StatusCounts, Timestamp};
 use crate::error::Result;
 use crate::policy::MarketFacts;
-use crate::store::gpus::StatusCounts;
 use crate::store::{Store, bookings, prices};
 
-/// How many history points a policy sees as `recent_prices`.
-const RECENT_PRICE_POINTS: i64 = 12;
 const FACTS_TTL: Duration = Duration::from_secs(2);
-const MAX_KEYS: usize = 1_024;
+/// Distinct model sets cached; the least recently used go first.
+const MAX_MODEL_SETS: u64 = 1_024;
 
-/// Values per set of model keys, each valid for `FACTS_TTL`.
-struct TtlMap<V> {
-    entries: Mutex<HashMap<Vec<String>, (Instant, V)>>,
+/// The slow-moving facts of one set of models.
+#[derive(Debug, Clone)]
+struct SlowFacts {
+    bookings_last_hour: i64,
+    recent_prices: Vec<f64>,
 }
 
-impl<V: Clone> TtlMap<V> {
-    fn get(&self, keys: &[String]) -> Option<V> {
-        let entries = self.entries.lock().ok()?;
-        let (at, value) = entries.get(keys)?;
-        (at.elapsed() < FACTS_TTL).then(|| value.clone())
-    }
-
-    fn put(&self, keys: &[String], value: V) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_KEYS {
-                entries.clear();
-            }
-            entries.insert(keys.to_vec(), (Instant::now(), value));
-        }
-    }
+#[derive(Clone)]
+pub struct FactsCache {
+    slow: Cache<Vec<String>, SlowFacts>,
 }
 
-impl<V> Default for TtlMap<V> {
+impl Default for FactsCache {
     fn default() -> Self {
         Self {
-            entries: Mutex::default(),
+            slow: Cache::builder()
+                .max_capacity(MAX_MODEL_SETS)
+                .time_to_live(FACTS_TTL)
+                .build(),
         }
     }
-}
-
-#[derive(Clone, Default)]
-pub struct FactsCache {
-    recent_prices: Arc<TtlMap<Vec<f64>>>,
-    bookings_last_hour: Arc<TtlMap<i64>>,
 }
 
 impl FactsCache {
-    async fn recent_prices(&self, store: &Store, keys: &[String]) -> Result<Vec<f64>> {
-        if let Some(prices) = self.recent_prices.get(keys) {
-            return Ok(prices);
+    async fn slow_facts(
+        &self,
+        store: &Store,
+        keys: &[String],
+        now: Timestamp,
+    ) -> Result<SlowFacts> {
+        if let Some(cached) = self.slow.get(keys) {
+            return Ok(cached);
         }
-        let prices: Vec<f64> = prices::history(store, keys, RECENT_PRICE_POINTS)
-            .await?
-            .into_iter()
-            .map(|s| Money::from_micros(s.average_price_micro).as_units())
-            .collect();
-        self.recent_prices.put(keys, prices.clone());
-        Ok(prices)
-    }
-
-    async fn bookings_last_hour(&self, store: &Store, keys: &[String], now: i64) -> Result<i64> {
-        if let Some(count) = self.bookings_last_hour.get(keys) {
-            return Ok(count);
-        }
-        let since = now - 3600 * MICROS_PER_SECOND;
-        let mut count = 0;
-        for key in keys {
-            count += bookings::started_since(store, key, since).await?;
-        }
-        self.bookings_last_hour.put(keys, count);
-        Ok(count)
+        let samples = prices::latest(store, keys, facts::RECENT_PRICE_POINTS).await?;
+        let points = history::combine(&samples, facts::RECENT_PRICE_POINTS);
+        let fresh = SlowFacts {
+            bookings_last_hour: bookings::started_since(
+                store,
+                keys,
+                facts::booking_rate_since(now),
+            )
+            .await?,
+            recent_prices: history::recent_prices(&points),
+        };
+        self.slow.insert(keys.to_vec(), fresh.clone());
+        Ok(fresh)
     }
 
     /// The facts for GPUs of the models `keys` whose statuses are counted in `counts`.
@@ -89,21 +73,13 @@ impl FactsCache {
         store: &Store,
         counts: StatusCounts,
         keys: &[String],
-        now: i64,
+        now: Timestamp,
     ) -> Result<MarketFacts> {
-        let to_u32 = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
-        let capacity = counts.available + counts.booked;
-        Ok(MarketFacts {
-            total_gpus: to_u32(counts.total),
-            available_gpus: to_u32(counts.available),
-            booked_gpus: to_u32(counts.booked),
-            utilization: if capacity == 0 {
-                0.0
-            } else {
-                counts.booked as f64 / capacity as f64
-            },
-            bookings_last_hour: to_u32(self.bookings_last_hour(store, keys, now).await?),
-            recent_prices: self.recent_prices(store, keys).await?,
-        })
+        let slow = self.slow_facts(store, keys, now).await?;
+        Ok(facts::market_facts(
+            counts,
+            slow.bookings_last_hour,
+            slow.recent_prices,
+        ))
     }
 }

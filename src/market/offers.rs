@@ -5,63 +5,60 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::registry::parse_price;
-use super::time::{now_micros, rfc3339};
-use super::{Market, Money, Principal, ids};
+use super::{Market, Principal};
 use crate::config::Role;
+use crate::domain::{BidId, Gpu, GpuId, GpuStatus, Money, PrincipalId, Timestamp};
 use crate::error::{Error, Result};
-use crate::store::bids::{self, BidRow};
-use crate::store::gpus::{self, GpuQuery, GpuRow};
+use crate::store::bids::{self, NewBid};
+use crate::store::{GpuFilter, GpuOrder, Page, gpus};
 
 const MAX_OFFERS: i64 = 10_000;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OfferView {
-    pub id: String,
-    pub provider: String,
+    pub id: GpuId,
+    pub provider: PrincipalId,
     pub capacity: i64,
-    #[schema(value_type = f64)]
     pub price: Money,
     pub sla: String,
     /// `open` (available), `reserved` (booked) or `offline`.
-    pub status: String,
-    pub created_at: String,
+    pub status: &'static str,
+    pub created_at: Timestamp,
     pub gpu_model: String,
     pub gpu_memory_gb: f64,
     pub gpu_count: i64,
     pub cuda_version: Option<String>,
-    #[schema(value_type = f64)]
     pub price_per_hour: Money,
     pub region: Option<String>,
     pub attributes: serde_json::Value,
 }
 
-impl From<GpuRow> for OfferView {
-    fn from(gpu: GpuRow) -> Self {
-        let status = match gpu.status.as_str() {
-            "available" => "open",
-            "booked" => "reserved",
-            other => other,
+impl From<Gpu> for OfferView {
+    fn from(gpu: Gpu) -> Self {
+        let status = match gpu.status {
+            GpuStatus::Available => "open",
+            GpuStatus::Booked => "reserved",
+            GpuStatus::Offline => "offline",
         };
-        let capabilities: Vec<String> = serde_json::from_str(&gpu.capabilities).unwrap_or_default();
         Self {
-            status: status.to_owned(),
+            status,
             attributes: serde_json::json!({
                 "gpu_id": gpu.id,
-                "capabilities": capabilities,
+                "capabilities": gpu.capabilities.0,
                 "compute_capability": gpu.compute_capability,
                 "cuda_cores": gpu.cuda_cores,
             }),
             id: gpu.id,
             provider: gpu.miner_id,
             capacity: 1,
-            price: Money::from_micros(gpu.current_price_micro),
+            price: gpu.current_price,
             sla: "best-effort".to_owned(),
-            created_at: rfc3339(gpu.created_at),
+            created_at: gpu.created_at,
             gpu_model: gpu.model,
             gpu_memory_gb: gpu.memory_gb,
             gpu_count: 1,
             cuda_version: gpu.cuda_version,
-            price_per_hour: Money::from_micros(gpu.price_micro),
+            price_per_hour: gpu.asking_price,
             region: gpu.region,
         }
     }
@@ -70,21 +67,23 @@ impl From<GpuRow> for OfferView {
 pub async fn offers(
     market: &Market,
     miner_id: Option<String>,
-    limit: i64,
-    offset: i64,
+    page: Page,
 ) -> Result<Vec<OfferView>> {
-    let query = GpuQuery {
-        miner_id: miner_id.filter(|m| !m.is_empty()),
-        order_by: "created_at ASC, id ASC",
-        limit: limit.min(MAX_OFFERS),
-        offset,
-        ..GpuQuery::default()
+    let filter = GpuFilter {
+        miner_id: miner_id.filter(|m| !m.is_empty()).map(PrincipalId::from),
+        ..GpuFilter::default()
     };
-    Ok(gpus::list(&market.store, &query)
-        .await?
-        .into_iter()
-        .map(OfferView::from)
-        .collect())
+    let page = Page {
+        limit: page.limit.min(MAX_OFFERS),
+        ..page
+    };
+    Ok(
+        gpus::list(&market.store, &filter, GpuOrder::CreatedAsc, page)
+            .await?
+            .into_iter()
+            .map(OfferView::from)
+            .collect(),
+    )
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -94,7 +93,6 @@ pub struct MarketStats {
     /// GPUs available to book now.
     pub open_capacity: i64,
     /// Average current price of the available GPUs (of all GPUs when none is available).
-    #[schema(value_type = f64)]
     pub average_price: Money,
     pub active_bids: i64,
 }
@@ -103,40 +101,32 @@ pub async fn stats(market: &Market) -> Result<MarketStats> {
     let counts = gpus::status_counts(&market.store, None).await?;
     let rows = gpus::list(
         &market.store,
-        &GpuQuery {
-            order_by: "id ASC",
-            limit: MAX_OFFERS,
-            ..GpuQuery::default()
-        },
+        &GpuFilter::default(),
+        GpuOrder::Id,
+        Page::first(MAX_OFFERS),
     )
     .await?;
-    let available: Vec<i64> = rows
+    let available: Vec<Money> = rows
         .iter()
-        .filter(|g| g.status == "available")
-        .map(|g| g.current_price_micro)
+        .filter(|g| g.status == GpuStatus::Available)
+        .map(|g| g.current_price)
         .collect();
-    let prices = if available.is_empty() {
-        rows.iter().map(|g| g.current_price_micro).collect()
+    let average_price = if available.is_empty() {
+        Money::average(rows.iter().map(|g| g.current_price))
     } else {
-        available
-    };
-    let average = if prices.is_empty() {
-        0
-    } else {
-        let sum: i128 = prices.iter().map(|&p| i128::from(p)).sum();
-        let n = prices.len() as i128;
-        ((sum + n / 2) / n) as i64
+        Money::average(available)
     };
     Ok(MarketStats {
         total_offers: counts.total,
         open_capacity: counts.available,
-        average_price: Money::from_micros(average),
+        average_price,
         active_bids: bids::count_pending(&market.store).await?,
     })
 }
 
+/// A bid as the API parsed it.
 #[derive(Debug, Clone)]
-pub struct NewBid {
+pub struct BidRequest {
     pub provider: Option<String>,
     pub gpu_model: Option<String>,
     pub capacity: i64,
@@ -146,13 +136,15 @@ pub struct NewBid {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BidAccepted {
-    pub id: String,
+    pub id: BidId,
 }
 
-pub async fn place_bid(market: &Market, caller: &Principal, bid: NewBid) -> Result<BidAccepted> {
-    if !caller.has(Role::Client) && !caller.is_admin() {
-        return Err(Error::forbidden("placing a bid needs the client role"));
-    }
+pub async fn place_bid(
+    market: &Market,
+    caller: &Principal,
+    bid: BidRequest,
+) -> Result<BidAccepted> {
+    caller.require(Role::Client, "placing a bid")?;
     if !(1..=10_000).contains(&bid.capacity) {
         return Err(Error::bad_request("capacity must be between 1 and 10000"));
     }
@@ -164,19 +156,18 @@ pub async fn place_bid(market: &Market, caller: &Principal, bid: NewBid) -> Resu
     {
         return Err(Error::bad_request("notes must be at most 2000 characters"));
     }
-    let row = BidRow {
-        id: ids::new_id("bid"),
+    let new = NewBid {
+        id: BidId::generate(),
         client_id: caller.id.clone(),
         provider: bid.provider,
         gpu_model: bid.gpu_model,
         capacity: bid.capacity,
-        price_micro: price.micros(),
+        price,
         notes: bid.notes,
-        status: "pending".to_owned(),
-        created_at: now_micros(),
+        created_at: Timestamp::now(),
     };
-    bids::insert(&market.store, &row).await?;
-    Ok(BidAccepted { id: row.id })
+    bids::insert(&market.store, &new).await?;
+    Ok(BidAccepted { id: new.id })
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -188,8 +179,8 @@ pub struct SyncReport {
 
 /// Recomputes every current price now, so the offers reflect the registry and pricing policy exactly.
 pub async fn sync(market: &Market, caller: &Principal) -> Result<SyncReport> {
-    caller.require(Role::Admin)?;
-    super::pricing::refresh_all(market).await?;
+    caller.require_admin()?;
+    super::price_refresh::refresh_all(market).await?;
     let counts = gpus::status_counts(&market.store, None).await?;
     Ok(SyncReport {
         status: "synced",

@@ -3,43 +3,40 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::time::{rfc3339, rfc3339_opt};
-use super::{Market, Money, Principal};
+use super::{Market, Principal};
 use crate::config::Role;
-use crate::error::{Error, Result};
-use crate::store::bookings::{self, BookingRow, OrderScope};
-
-pub const ORDER_STATUSES: [&str; 4] = ["active", "completed", "cancelled", "expired"];
+use crate::domain::{
+    Booking, BookingId, BookingStatus, GpuId, Money, OrderId, PrincipalId, Timestamp,
+};
+use crate::error::Result;
+use crate::store::Page;
+use crate::store::bookings::{self, OrderScope};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
-    pub order_id: String,
-    pub booking_id: String,
-    pub gpu_id: String,
+    pub order_id: OrderId,
+    pub booking_id: BookingId,
+    pub gpu_id: GpuId,
     pub gpu_model: String,
-    pub miner_id: String,
-    pub client_id: String,
+    pub miner_id: PrincipalId,
+    pub client_id: PrincipalId,
     pub duration_hours: f64,
-    #[schema(value_type = f64)]
     pub price_per_hour: Money,
-    #[schema(value_type = f64)]
     pub total_cost: Money,
     /// Null while the order is active.
-    #[schema(value_type = Option<f64>)]
     pub refund: Option<Money>,
-    #[schema(value_type = Option<f64>)]
     pub charged: Option<Money>,
-    pub status: String,
-    pub created_at: String,
-    pub start_time: String,
-    pub end_time: String,
-    pub completed_at: Option<String>,
+    pub status: BookingStatus,
+    pub created_at: Timestamp,
+    pub start_time: Timestamp,
+    pub end_time: Timestamp,
+    pub completed_at: Option<Timestamp>,
     pub end_reason: Option<String>,
     pub job_id: Option<String>,
 }
 
-impl From<BookingRow> for OrderView {
-    fn from(b: BookingRow) -> Self {
+impl From<Booking> for OrderView {
+    fn from(b: Booking) -> Self {
         Self {
             order_id: b.order_id,
             booking_id: b.id,
@@ -47,46 +44,33 @@ impl From<BookingRow> for OrderView {
             gpu_model: b.gpu_model,
             miner_id: b.miner_id,
             client_id: b.client_id,
-            duration_hours: b.duration_hours,
-            price_per_hour: Money::from_micros(b.price_micro),
-            total_cost: Money::from_micros(b.total_micro),
-            refund: b.refund_micro.map(Money::from_micros),
-            charged: b.charged_micro.map(Money::from_micros),
+            duration_hours: b.duration.hours(),
+            price_per_hour: b.price_per_hour,
+            total_cost: b.total,
+            refund: b.refund,
+            charged: b.charged,
             status: b.status,
-            created_at: rfc3339(b.created_at),
-            start_time: rfc3339(b.start_at),
-            end_time: rfc3339(b.end_at),
-            completed_at: rfc3339_opt(b.ended_at),
+            created_at: b.created_at,
+            start_time: b.start_at,
+            end_time: b.end_at,
+            completed_at: b.ended_at,
             end_reason: b.end_reason,
             job_id: b.job_id,
         }
     }
 }
 
-pub fn parse_status(status: &str) -> Result<&'static str> {
-    ORDER_STATUSES
-        .iter()
-        .find(|s| s.eq_ignore_ascii_case(status))
-        .copied()
-        .ok_or_else(|| {
-            Error::bad_request(format!(
-                "status must be one of {}",
-                ORDER_STATUSES.join(", ")
-            ))
-        })
-}
-
 /// Newest first. A client sees the orders it placed, a miner the orders on its GPUs, an admin all.
+/// `status` is any case of a booking status; empty means all.
 pub async fn list(
     market: &Market,
     caller: &Principal,
     status: Option<&str>,
-    limit: i64,
-    offset: i64,
+    page: Page,
 ) -> Result<Vec<OrderView>> {
     let status = status
         .filter(|s| !s.is_empty())
-        .map(parse_status)
+        .map(str::parse::<BookingStatus>)
         .transpose()?;
     let scope = if caller.is_admin() {
         OrderScope::All
@@ -97,6 +81,6 @@ pub async fn list(
             as_miner: caller.has(Role::Miner),
         }
     };
-    let rows = bookings::orders(&market.store, &scope, status, limit, offset).await?;
+    let rows = bookings::orders(&market.store, &scope, status, page).await?;
     Ok(rows.into_iter().map(OrderView::from).collect())
 }

@@ -1,93 +1,82 @@
-//! Reviews: ratings with comments, moderated by the review-moderation policy, aggregated per GPU.
+//! Reviews: clients rate GPUs, the moderation policy decides what is published, admins decide what it
+//! flagged.
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::registry::find;
-use super::time::{MICROS_PER_SECOND, now_micros, rfc3339, unix_seconds};
-use super::{Market, Principal, ids};
+use super::{Market, Principal};
 use crate::config::Role;
+use crate::domain::{GpuId, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp};
 use crate::error::{Error, Result};
 use crate::policy::{ModerationRequest, ModerationVerdict};
-use crate::store::bookings;
-use crate::store::reviews::{self, ReviewRow};
+use crate::store::{Page, bookings, reviews};
 
-/// A rating from 1 to 5; constructing one is the only validation the domain needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rating(u8);
-
-impl Rating {
-    pub fn new(value: i64) -> Option<Self> {
-        (1..=5).contains(&value).then_some(Self(value as u8))
-    }
-
-    pub fn get(self) -> u8 {
-        self.0
-    }
-}
+const DAY_SECONDS: i64 = 86_400;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReviewView {
-    pub review_id: String,
-    pub rating: i64,
+    pub review_id: ReviewId,
+    pub rating: u8,
     pub comment: Option<String>,
-    pub user: String,
-    pub date: String,
+    pub user: PrincipalId,
+    pub date: Timestamp,
 }
 
-impl From<ReviewRow> for ReviewView {
-    fn from(r: ReviewRow) -> Self {
+impl From<Review> for ReviewView {
+    fn from(r: Review) -> Self {
         Self {
             review_id: r.id,
-            rating: r.rating,
+            rating: r.rating.get(),
             comment: r.comment,
             user: r.reviewer_id,
-            date: rfc3339(r.created_at),
+            date: r.created_at,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct GpuReviews {
-    pub gpu_id: String,
+    pub gpu_id: GpuId,
     pub average_rating: f64,
     pub total_reviews: i64,
     pub reviews: Vec<ReviewView>,
 }
 
-pub async fn list(market: &Market, gpu_id: &str, limit: i64, offset: i64) -> Result<GpuReviews> {
+pub async fn list(market: &Market, gpu_id: &GpuId, page: Page) -> Result<GpuReviews> {
     let gpu = find(market, gpu_id).await?;
-    let rows = reviews::accepted_for_gpu(&market.store, gpu_id, limit, offset).await?;
+    let rows = reviews::accepted_for_gpu(&market.store, gpu_id, page).await?;
     Ok(GpuReviews {
+        average_rating: gpu.average_rating(),
         gpu_id: gpu.id,
-        average_rating: average(gpu.rating_sum, gpu.rating_count),
         total_reviews: gpu.rating_count,
         reviews: rows.into_iter().map(ReviewView::from).collect(),
     })
 }
 
-fn average(sum: i64, count: i64) -> f64 {
-    if count == 0 {
-        0.0
-    } else {
-        sum as f64 / count as f64
-    }
-}
-
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Moderation {
-    pub decision: String,
+    /// accept or flag (a rejected review is not stored).
+    pub decision: &'static str,
     pub reason: String,
     pub policy: String,
     pub fallback: bool,
+}
+
+fn verdict_word(verdict: &ModerationVerdict) -> &'static str {
+    match verdict {
+        ModerationVerdict::Accept => "accept",
+        ModerationVerdict::Reject => "reject",
+        ModerationVerdict::Flag => "flag",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReviewAdded {
     /// `review_added` or `review_flagged`.
     pub status: &'static str,
-    pub gpu_id: String,
-    pub review_id: String,
+    pub gpu_id: GpuId,
+    pub review_id: ReviewId,
     pub average_rating: f64,
     pub total_reviews: i64,
     pub moderation: Moderation,
@@ -96,13 +85,11 @@ pub struct ReviewAdded {
 pub async fn add(
     market: &Market,
     caller: &Principal,
-    gpu_id: &str,
+    gpu_id: &GpuId,
     rating: Rating,
     comment: Option<String>,
 ) -> Result<ReviewAdded> {
-    if !caller.has(Role::Client) && !caller.is_admin() {
-        return Err(Error::forbidden("reviewing a GPU needs the client role"));
-    }
+    caller.require(Role::Client, "reviewing a GPU")?;
     let limit = market.config.reviews.max_comment_chars;
     if comment.as_ref().is_some_and(|c| c.chars().count() > limit) {
         return Err(Error::bad_request(format!(
@@ -110,30 +97,30 @@ pub async fn add(
         )));
     }
     let gpu = find(market, gpu_id).await?;
-    let now = now_micros();
+    let now = Timestamp::now();
     let used = bookings::client_has_used_gpu(&market.store, &caller.id, gpu_id).await?;
     let today =
-        reviews::written_since(&market.store, &caller.id, now - 86_400 * MICROS_PER_SECOND).await?;
+        reviews::written_since(&market.store, &caller.id, now.minus_seconds(DAY_SECONDS)).await?;
     let decision = market
         .policies
         .moderate(ModerationRequest {
-            gpu_id: gpu.id.clone(),
+            gpu_id: gpu.id.to_string(),
             gpu_model: gpu.model.clone(),
             rating: rating.get(),
             comment: comment.clone(),
             reviewer_has_completed_booking: used,
             reviewer_reviews_today: u32::try_from(today).unwrap_or(u32::MAX),
-            gpu_average_rating: average(gpu.rating_sum, gpu.rating_count),
+            gpu_average_rating: gpu.average_rating(),
             gpu_total_reviews: u32::try_from(gpu.rating_count).unwrap_or(u32::MAX),
-            now_unix: unix_seconds(now),
+            now_unix: now.unix_seconds(),
         })
         .await;
     if decision.source.fallback {
         market.metrics.moderation_fallbacks.inc();
     }
-    let (status, stored, verdict) = match decision.verdict {
+    let (status, stored) = match decision.verdict {
         ModerationVerdict::Reject => {
-            market.metrics.reviews("rejected");
+            market.metrics.reviews(ReviewStatus::Rejected.as_str());
             let reason = if decision.reason.is_empty() {
                 "rejected by moderation".into()
             } else {
@@ -141,32 +128,33 @@ pub async fn add(
             };
             return Err(Error::bad_request(format!("review rejected: {reason}")));
         }
-        ModerationVerdict::Accept => ("review_added", "accepted", "accept"),
-        ModerationVerdict::Flag => ("review_flagged", "flagged", "flag"),
+        ModerationVerdict::Accept => ("review_added", ReviewStatus::Accepted),
+        ModerationVerdict::Flag => ("review_flagged", ReviewStatus::Flagged),
     };
-    let review = ReviewRow {
-        id: ids::new_id("rv"),
+    let review = Review {
+        id: ReviewId::generate(),
         gpu_id: gpu.id.clone(),
         reviewer_id: caller.id.clone(),
-        rating: i64::from(rating.get()),
+        rating,
         comment,
-        status: stored.to_owned(),
+        status: stored,
         moderation_reason: decision.reason.clone(),
         policy: decision.source.policy.clone(),
         created_at: now,
-        decided_at: (stored == "accepted").then_some(now),
+        decided_at: (stored == ReviewStatus::Accepted).then_some(now),
     };
     reviews::insert(&market.store, &review).await?;
-    market.metrics.reviews(stored);
+    market.catalogue_changed();
+    market.metrics.reviews(stored.as_str());
     let gpu = find(market, gpu_id).await?;
     Ok(ReviewAdded {
         status,
+        average_rating: gpu.average_rating(),
         gpu_id: gpu.id,
         review_id: review.id,
-        average_rating: average(gpu.rating_sum, gpu.rating_count),
         total_reviews: gpu.rating_count,
         moderation: Moderation {
-            decision: verdict.to_owned(),
+            decision: verdict_word(&decision.verdict),
             reason: decision.reason,
             policy: decision.source.policy,
             fallback: decision.source.fallback,
@@ -176,62 +164,63 @@ pub async fn add(
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AdminReviewView {
-    pub review_id: String,
-    pub gpu_id: String,
-    pub rating: i64,
+    pub review_id: ReviewId,
+    pub gpu_id: GpuId,
+    pub rating: u8,
     pub comment: Option<String>,
-    pub user: String,
-    pub status: String,
+    pub user: PrincipalId,
+    pub status: ReviewStatus,
     pub moderation_reason: String,
     pub policy: String,
-    pub date: String,
+    pub date: Timestamp,
 }
 
-impl From<ReviewRow> for AdminReviewView {
-    fn from(r: ReviewRow) -> Self {
+impl From<Review> for AdminReviewView {
+    fn from(r: Review) -> Self {
         Self {
             review_id: r.id,
             gpu_id: r.gpu_id,
-            rating: r.rating,
+            rating: r.rating.get(),
             comment: r.comment,
             user: r.reviewer_id,
             status: r.status,
             moderation_reason: r.moderation_reason,
             policy: r.policy,
-            date: rfc3339(r.created_at),
+            date: r.created_at,
         }
     }
 }
 
-pub async fn by_status(
-    market: &Market,
-    status: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<AdminReviewView>> {
-    let status = ["accepted", "flagged", "rejected"]
-        .into_iter()
-        .find(|s| s.eq_ignore_ascii_case(status))
-        .ok_or_else(|| Error::bad_request("status must be one of accepted, flagged, rejected"))?;
-    let rows = reviews::by_status(&market.store, status, limit, offset).await?;
+/// Reviews in one moderation state (any case of its name), newest first.
+pub async fn by_status(market: &Market, status: &str, page: Page) -> Result<Vec<AdminReviewView>> {
+    let status: ReviewStatus = status.parse()?;
+    let rows = reviews::by_status(&market.store, status, page).await?;
     Ok(rows.into_iter().map(AdminReviewView::from).collect())
 }
 
 /// An admin approves (counted from now on) or rejects a flagged review.
-pub async fn decide(market: &Market, review_id: &str, approve: bool) -> Result<AdminReviewView> {
+pub async fn decide(
+    market: &Market,
+    review_id: &ReviewId,
+    approve: bool,
+) -> Result<AdminReviewView> {
     let not_found = || Error::not_found(format!("review {review_id} not found"));
     let review = reviews::get(&market.store, review_id)
         .await?
         .ok_or_else(not_found)?;
-    if !reviews::decide_flagged(&market.store, review_id, approve, now_micros()).await? {
+    let decision = if approve {
+        ReviewStatus::Accepted
+    } else {
+        ReviewStatus::Rejected
+    };
+    if !reviews::decide_flagged(&market.store, review_id, decision, Timestamp::now()).await? {
         return Err(Error::conflict(format!(
             "review {review_id} is {} and not awaiting a decision",
             review.status
         )));
     }
-    market
-        .metrics
-        .reviews(if approve { "accepted" } else { "rejected" });
+    market.catalogue_changed();
+    market.metrics.reviews(decision.as_str());
     let decided = reviews::get(&market.store, review_id)
         .await?
         .ok_or_else(not_found)?;

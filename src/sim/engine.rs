@@ -10,15 +10,20 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
+use crate::domain::{
+    Booking, BookingId, BookingStatus, ModelSample, Money, OrderId, PricedBy, PrincipalId,
+    StatusCounts, Timestamp,
+};
+use crate::market::rules::facts::{RECENT_PRICE_POINTS, booking_rate_since, market_facts};
+use crate::market::rules::history::{bucket_of, combine, recent_prices, samples_for_bucket};
+use crate::market::rules::pricing::{accept_quote, booking_total, pricing_request};
+use crate::market::rules::sweep::{SweepOutcome, in_grace, sweep_outcome, timeout_request};
 use crate::policy::{MarketFacts, PricingRequest};
 
 use super::inputs::{Fleet, Request, Trace};
-use super::rules::{
-    self, ActiveBooking, BOOKING_RATE_WINDOW_SECONDS, MICROS_PER_SECOND, Money,
-    RECENT_PRICE_POINTS, SweepOutcome,
-};
 use super::strategy::{Priced, PricingStrategy, TimeoutStrategy};
 
+const MICROS_PER_SECOND: i64 = 1_000_000;
 const HOUR: i64 = 3_600 * MICROS_PER_SECOND;
 
 /// The market settings a run shares with the server's configuration.
@@ -75,7 +80,7 @@ pub struct RunOutput {
 }
 
 struct Live {
-    booking: ActiveBooking,
+    booking: Booking,
     model: usize,
     seq: u64,
 }
@@ -97,7 +102,11 @@ struct Run<'a> {
     occupied: Vec<i64>,
     next_hour: usize,
     next_seq: u64,
-    history: Vec<Vec<Money>>,
+    /// Per model, the price-history samples recorded so far (the newest `RECENT_PRICE_POINTS`).
+    history: Vec<VecDeque<ModelSample>>,
+    /// The bucket the history was last recorded for, and the recent prices per model it gives.
+    history_bucket: Option<i64>,
+    recent: Vec<Vec<f64>>,
     // Buffers reused between arrivals.
     facts: Vec<Option<MarketFacts>>,
     requests: Vec<PricingRequest>,
@@ -132,11 +141,9 @@ pub fn simulate(
         occupied: vec![0; hours],
         next_hour: 0,
         next_seq: 0,
-        history: fleet
-            .models
-            .iter()
-            .map(|m| vec![m.average_asking; RECENT_PRICE_POINTS])
-            .collect(),
+        history: vec![VecDeque::new(); models],
+        history_bucket: None,
+        recent: vec![Vec::new(); models],
         facts: vec![None; models],
         requests: Vec::new(),
         candidates: Vec::new(),
@@ -214,42 +221,50 @@ impl Run<'_> {
         let Some(live) = self.active[gpu].as_mut() else {
             return;
         };
+        let now = Timestamp::from_micros(now);
+        if in_grace(&live.booking, now) {
+            return;
+        }
         // The GPU is alive: it heartbeats until its booking ends.
-        let request = rules::timeout_request(&live.booking, now, Some(now));
+        let request = timeout_request(&live.booking, Some(now), now);
         let (decision, _fuel) = self.timeout.decide(&request);
         self.out.timeout_calls += 1;
         if decision.source.fallback {
             self.out.timeout_fallbacks += 1;
         }
         let seq = live.seq;
-        match rules::sweep_outcome(&live.booking, &decision, now, self.settings.max_extensions) {
+        match sweep_outcome(&live.booking, &decision, now, self.settings.max_extensions) {
             SweepOutcome::Keep => {
-                let next = ceil_to_second(live.booking.end).max(now + MICROS_PER_SECOND);
+                // The sweeper looks again on its next tick.
+                let next = ceil_to_second(live.booking.end_at.micros())
+                    .max(now.micros() + MICROS_PER_SECOND);
                 self.sweeps.push(Reverse((next, gpu as u32, seq)));
             }
-            SweepOutcome::Complete { charged } | SweepOutcome::Expire { charged } => {
-                self.out.revenue = Money::from_micros(self.out.revenue.micros() + charged.micros());
-                self.free(gpu, now);
+            SweepOutcome::End { settlement, .. } => {
+                self.out.revenue = self.out.revenue.saturating_add(settlement.charged);
+                self.free(gpu, now.micros());
             }
-            SweepOutcome::Extend { new_end, new_total } => {
-                let added = new_total.micros() - live.booking.total.micros();
-                live.booking.end = new_end;
+            SweepOutcome::Extend {
+                new_end, new_total, ..
+            } => {
+                let added = new_total.saturating_sub(live.booking.total);
+                live.booking.end_at = new_end;
                 live.booking.total = new_total;
                 live.booking.extensions += 1;
                 self.out.extensions += 1;
                 self.sweeps
-                    .push(Reverse((ceil_to_second(new_end), gpu as u32, seq)));
-                if let Some(h) = self.hour_of(now) {
+                    .push(Reverse((ceil_to_second(new_end.micros()), gpu as u32, seq)));
+                if let Some(h) = self.hour_of(now.micros()) {
                     let revenue = &mut self.out.hours[h].revenue;
-                    *revenue = Money::from_micros(revenue.micros() + added);
+                    *revenue = revenue.saturating_add(added);
                 }
             }
-            SweepOutcome::Grace { until } => {
+            SweepOutcome::Grace { until, .. } => {
                 live.booking.grace_until = Some(until);
                 live.booking.extensions += 1;
                 self.out.extensions += 1;
                 self.sweeps
-                    .push(Reverse((ceil_to_second(until), gpu as u32, seq)));
+                    .push(Reverse((ceil_to_second(until.micros()), gpu as u32, seq)));
             }
         }
     }
@@ -260,7 +275,7 @@ impl Run<'_> {
         };
         self.booked[live.model] -= 1;
         // Spread the occupied time over the hours of the horizon it covers.
-        let mut t = live.booking.start;
+        let mut t = live.booking.start_at.micros();
         while t < now {
             let Some(h) = self.hour_of(t) else {
                 break;
@@ -272,31 +287,65 @@ impl Run<'_> {
         }
     }
 
+    /// Records the price history up to `now` as the server's timer does: one sample per model and
+    /// bucket, from the first bucket of the run on.
+    fn record_history(&mut self, now: Timestamp) {
+        let interval = self.settings.history_interval_secs;
+        let current = bucket_of(now, interval);
+        let first = match self.history_bucket {
+            Some(last) if last >= current => return,
+            // Only the newest points are ever seen: skip buckets that would fall out anyway.
+            Some(last) => (last + interval).max(current - interval * RECENT_PRICE_POINTS as i64),
+            None => bucket_of(
+                Timestamp::from_unix_seconds(self.settings.start_unix),
+                interval,
+            )
+            .max(current - interval * RECENT_PRICE_POINTS as i64),
+        };
+        let fleet = self.fleet;
+        let mut bucket = first;
+        while bucket <= current {
+            let gpus = fleet.gpus.iter().map(|g| {
+                let model = &fleet.models[g.model];
+                (model.key.as_str(), g.facts.model.as_str(), g.asking)
+            });
+            for sample in samples_for_bucket(gpus, bucket) {
+                if let Some(m) = fleet.models.iter().position(|m| m.key == sample.model_key) {
+                    let history = &mut self.history[m];
+                    history.push_back(sample);
+                    while history.len() > RECENT_PRICE_POINTS {
+                        history.pop_front();
+                    }
+                }
+            }
+            bucket += interval;
+        }
+        for (recent, history) in self.recent.iter_mut().zip(&self.history) {
+            let samples: Vec<ModelSample> = history.iter().cloned().collect();
+            *recent = recent_prices(&combine(&samples, RECENT_PRICE_POINTS));
+        }
+        self.history_bucket = Some(current);
+    }
+
     /// The facts a policy sees about `model` at `now`.
     fn facts(&mut self, model: usize, now: i64) -> MarketFacts {
         if let Some(facts) = &self.facts[model] {
             return facts.clone();
         }
-        let since = now - BOOKING_RATE_WINDOW_SECONDS * MICROS_PER_SECOND;
+        let since = booking_rate_since(Timestamp::from_micros(now)).micros();
         let starts = &mut self.recent_starts[model];
         while starts.front().is_some_and(|&s| s < since) {
             starts.pop_front();
         }
-        let interval = self.settings.history_interval_secs;
-        let buckets = (rules::history_bucket(now.div_euclid(MICROS_PER_SECOND), interval)
-            - rules::history_bucket(self.settings.start_unix, interval))
-            / interval
-            + 1;
-        let points = (buckets.max(1) as usize).min(RECENT_PRICE_POINTS);
-        let total = self.fleet.models[model].gpus.len() as u32;
-        let booked = self.booked[model];
-        let facts = rules::market_facts(
+        let total = self.fleet.models[model].gpus.len() as i64;
+        let booked = i64::from(self.booked[model]);
+        let counts = StatusCounts {
             total,
-            total - booked,
+            available: total - booked,
             booked,
-            starts.len() as u32,
-            &self.history[model][..points],
-        );
+            offline: 0,
+        };
+        let facts = market_facts(counts, starts.len() as i64, self.recent[model].clone());
         self.facts[model] = Some(facts.clone());
         facts
     }
@@ -334,69 +383,102 @@ impl Run<'_> {
             return;
         }
         self.facts.iter_mut().for_each(|f| *f = None);
+        self.record_history(Timestamp::from_micros(now));
         let mut requests = std::mem::take(&mut self.requests);
         requests.clear();
         let fleet = self.fleet;
         for i in 0..self.candidates.len() {
             let gpu = &fleet.gpus[self.candidates[i] as usize];
             let facts = self.facts(gpu.model, now);
-            requests.push(rules::pricing_request(
+            requests.push(pricing_request(
                 gpu.facts.clone(),
                 facts,
                 request.duration_hours,
-                now,
+                Timestamp::from_micros(now),
             ));
         }
         self.answers.clear();
         self.pricing.quote_all(&requests, &mut self.answers);
         self.requests = requests;
 
-        let mut best: Option<(Money, usize)> = None;
-        for (i, answer) in self.answers.iter().enumerate() {
+        let mut best: Option<(Money, f64, bool, usize)> = None;
+        for (i, answer) in self.answers.drain(..).enumerate() {
             let g = self.candidates[i] as usize;
-            let accepted = rules::accept_quote(self.fleet.gpus[g].asking, &answer.quote);
             self.out.pricing_calls += 1;
             self.out.fuel_total += u128::from(answer.fuel);
             self.out.fuel_max = self.out.fuel_max.max(answer.fuel);
-            if accepted.fallback {
+            let accepted = accept_quote(self.fleet.gpus[g].asking, answer.quote);
+            if accepted.source.fallback {
                 self.out.pricing_fallbacks += 1;
             }
             self.current_price[g] = accepted.price;
             self.current_multiplier[g] = accepted.multiplier;
-            if best.is_none_or(|(price, _)| accepted.price < price) {
-                best = Some((accepted.price, g));
+            if best.is_none_or(|(price, ..)| accepted.price < price) {
+                best = Some((
+                    accepted.price,
+                    accepted.multiplier,
+                    accepted.source.fallback,
+                    g,
+                ));
             }
         }
         match best {
-            Some((price, gpu)) if price <= request.max_price => {
-                self.book(request, gpu, price, now, hour)
+            Some((price, multiplier, fallback, gpu)) if price <= request.max_price => {
+                let priced_by = PricedBy::from_fallback(fallback);
+                self.book(request, gpu, (price, multiplier, priced_by), now, hour)
             }
             _ => self.lose(request),
         }
     }
 
     fn lose(&mut self, request: &Request) {
-        self.out.lost_value =
-            Money::from_micros(self.out.lost_value.micros() + request.value().micros());
+        self.out.lost_value = self.out.lost_value.saturating_add(request.value());
     }
 
-    fn book(&mut self, request: &Request, gpu: usize, price: Money, now: i64, hour: Option<usize>) {
-        let total = rules::booking_total(price, request.duration_seconds);
+    fn book(
+        &mut self,
+        request: &Request,
+        gpu: usize,
+        (price, multiplier, priced_by): (Money, f64, PricedBy),
+        now: i64,
+        hour: Option<usize>,
+    ) {
+        let total = booking_total(price, request.duration);
+        let facts = &self.fleet.gpus[gpu].facts;
         let model = self.fleet.gpus[gpu].model;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let booking = ActiveBooking {
-            id: format!("bk-{seq}"),
-            gpu_id: self.fleet.gpus[gpu].facts.gpu_id.clone(),
-            start: now,
-            end: now + request.duration_seconds * MICROS_PER_SECOND,
-            price,
+        let start = Timestamp::from_micros(now);
+        let booking = Booking {
+            id: BookingId::from(format!("bk_{seq}")),
+            order_id: OrderId::from(format!("ord_{seq}")),
+            gpu_id: facts.gpu_id.as_str().into(),
+            gpu_model: facts.model.clone(),
+            miner_id: PrincipalId::from("miner"),
+            client_id: PrincipalId::from("client"),
+            job_id: None,
+            duration: request.duration,
+            price_per_hour: price,
             total,
+            refund: None,
+            charged: None,
+            status: BookingStatus::Active,
+            multiplier,
+            policy: String::new(),
+            priced_by,
             extensions: 0,
             grace_until: None,
+            start_at: start,
+            end_at: start.plus_seconds(request.duration.seconds()),
+            created_at: start,
+            ended_at: None,
+            end_reason: None,
         };
-        self.sweeps
-            .push(Reverse((ceil_to_second(booking.end), gpu as u32, seq)));
+        self.sweeps.push(Reverse((
+            ceil_to_second(booking.end_at.micros()),
+            gpu as u32,
+            seq,
+        )));
         self.active[gpu] = Some(Live {
             booking,
             model,
@@ -406,13 +488,14 @@ impl Run<'_> {
         self.recent_starts[model].push_back(now);
         self.out.served += 1;
         self.out.booked_prices.push(price);
-        self.out.consumer_surplus = Money::from_micros(
-            self.out.consumer_surplus.micros() + request.value().micros() - total.micros(),
-        );
+        self.out.consumer_surplus = self
+            .out
+            .consumer_surplus
+            .saturating_add(request.value().saturating_sub(total));
         if let Some(h) = hour {
             let point = &mut self.out.hours[h];
             point.served += 1;
-            point.revenue = Money::from_micros(point.revenue.micros() + total.micros());
+            point.revenue = point.revenue.saturating_add(total);
         }
     }
 

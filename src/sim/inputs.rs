@@ -13,9 +13,10 @@ use std::sync::Arc;
 use csv::StringRecord;
 
 use super::error::{InputError, SimError};
-use super::rules::{MICROS_PER_SECOND, ModelFilter, Money, booking_seconds};
-use crate::market::model_match::model_key;
+use crate::domain::{BookingDuration, ModelFilter, Money, model_key};
 use crate::policy::GpuFacts;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
 
 /// Errors reported from one file before giving up on it.
 pub const MAX_ERRORS: usize = 20;
@@ -39,6 +40,8 @@ pub struct Gpu {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub name: String,
+    /// The market's key for the model (spellings ignored).
+    pub key: String,
     pub gpus: Vec<u32>,
     /// The average asking price of the model's GPUs: what the price history records per bucket.
     pub average_asking: Money,
@@ -59,9 +62,11 @@ impl Fleet {
         let mut models: Vec<Model> = Vec::new();
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for (name, memory_gb, region, asking, count) in rows {
-            let index = *by_key.entry(model_key(name)).or_insert_with(|| {
+            let key = model_key(name);
+            let index = *by_key.entry(key.clone()).or_insert_with(|| {
                 models.push(Model {
                     name: name.clone(),
+                    key,
                     gpus: Vec::new(),
                     average_asking: Money::ZERO,
                 });
@@ -84,13 +89,8 @@ impl Fleet {
             }
         }
         for model in &mut models {
-            let sum: i128 = model
-                .gpus
-                .iter()
-                .map(|&g| i128::from(gpus[g as usize].asking.micros()))
-                .sum();
-            let n = model.gpus.len().max(1) as i128;
-            model.average_asking = Money::from_micros(((sum + n / 2) / n) as i64);
+            model.average_asking =
+                Money::average(model.gpus.iter().map(|&g| gpus[g as usize].asking));
         }
         Self { gpus, models }
     }
@@ -124,15 +124,16 @@ pub struct Request {
     pub arrival: i64,
     /// Index into [`Trace::filters`].
     pub filter: u32,
+    /// As written in the trace: what the client asks for and the policy sees.
     pub duration_hours: f64,
-    pub duration_seconds: i64,
+    pub duration: BookingDuration,
     pub max_price: Money,
 }
 
 impl Request {
     /// What the client would have paid at most: `max_price` × duration.
     pub fn value(&self) -> Money {
-        self.max_price.pro_rata(self.duration_seconds, 3_600)
+        self.max_price.pro_rata(self.duration.seconds(), 3_600)
     }
 }
 
@@ -143,13 +144,13 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Resolves filters against the fleet; `rows` are `(arrival µs, filter, hours, seconds, max price)`.
-    pub fn build(fleet: &Fleet, rows: Vec<(i64, String, f64, i64, Money)>) -> Self {
+    /// Resolves filters against the fleet; `rows` are `(arrival µs, filter, hours, duration, max price)`.
+    pub fn build(fleet: &Fleet, rows: Vec<(i64, String, f64, BookingDuration, Money)>) -> Self {
         let mut index: HashMap<String, u32> = HashMap::new();
         let mut filters = Vec::new();
         let requests = rows
             .into_iter()
-            .map(|(arrival, text, hours, seconds, max_price)| {
+            .map(|(arrival, text, hours, duration, max_price)| {
                 let filter = *index.entry(text.clone()).or_insert_with(|| {
                     let by_id = fleet.matching(&text);
                     let mut by_asking = by_id.clone();
@@ -165,7 +166,7 @@ impl Trace {
                     arrival,
                     filter,
                     duration_hours: hours,
-                    duration_seconds: seconds,
+                    duration,
                     max_price,
                 }
             })
@@ -279,7 +280,9 @@ pub fn parse_demand(path: &Path, text: &str, fleet: &Fleet) -> Result<Trace, Sim
         let model = row.cell("model", |s| non_empty(s).map(str::to_owned));
         let duration = row.cell("duration_hours", |s| {
             let hours = number(s)?;
-            booking_seconds(hours).map(|seconds| (hours, seconds))
+            BookingDuration::from_hours(hours)
+                .map(|duration| (hours, duration))
+                .map_err(|e| e.to_string())
         });
         let max_price = row.cell("max_price", |s| {
             number(s).and_then(|v| {
@@ -288,10 +291,10 @@ pub fn parse_demand(path: &Path, text: &str, fleet: &Fleet) -> Result<Trace, Sim
                     .ok_or_else(|| format!("{s:?} is not a price (AITBC per hour, 0 or more)"))
             })
         });
-        if let (Some(arrival), Some(model), Some((hours, seconds)), Some(max_price)) =
+        if let (Some(arrival), Some(model), Some((hours, duration)), Some(max_price)) =
             (arrival, model, duration, max_price)
         {
-            rows.push((arrival, model, hours, seconds, max_price));
+            rows.push((arrival, model, hours, duration, max_price));
         }
         let errors = row.errors;
         table.errors.extend(errors);

@@ -2,7 +2,7 @@
 //! through the same WebAssembly runtime, policy inputs and market rules as the live service.
 //!
 //! - [`inputs`]: the fleet and demand CSVs; [`generate`]: synthetic traces and bootstrap resamples.
-//! - [`engine`]: one run on a simulated clock; [`rules`]: the market's pure rules it calls.
+//! - [`engine`]: one run on a simulated clock, through the market's pure rules (`market::rules`).
 //! - [`strategy`]: native strategies; [`wasm`]: WebAssembly ones (one policy tenant per run).
 //! - [`lab`]: every policy × sweep point × seed in parallel; [`oracle`]: the best constant multiplier.
 //! - [`metrics`], [`stats`]: the figures and their intervals; [`report`], `charts`: the outputs.
@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod oracle;
 mod progress;
 pub mod report;
-pub mod rules;
 pub mod setup;
 pub mod stats;
 pub mod strategy;

@@ -15,7 +15,7 @@ use super::lab::{Row, Study};
 use super::report::{DemandSummary, FleetSummary, Inputs, ModelSummary, SweepAxis};
 use super::strategy::{Builtin, TimeoutFactory};
 use super::wasm;
-use crate::market::time::rfc3339;
+use crate::domain::Timestamp;
 
 /// Most rows (policies × sweep points) one study runs.
 const MAX_ROWS: usize = 1_000;
@@ -306,7 +306,9 @@ pub fn study(args: &RunArgs, config_flag: Option<&Path>) -> Result<(Study, Input
         demand,
         seeds: traces.len(),
         seed: args.seed,
-        start: rfc3339(start * 1_000_000),
+        start: Timestamp::from_unix_seconds(start)
+            .to_datetime()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         horizon_hours,
         config: config.map(|c| c.display().to_string()),
         sweep: axes,

@@ -7,7 +7,7 @@
 use crate::policy::{BuiltinPolicies, DecisionSource, PriceQuote, PricingRequest};
 use crate::policy::{TimeoutDecision, TimeoutRequest};
 
-use super::rules::Money;
+use crate::domain::Money;
 
 /// One pricing answer and what it cost the sandbox (0 for native code).
 #[derive(Debug, Clone, PartialEq)]

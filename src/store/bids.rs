@@ -1,43 +1,43 @@
 //! Bids from the older coordinator's marketplace API.
 
-use sqlx::FromRow;
+use super::{Store, StoreResult};
+use crate::domain::{BidId, Money, PrincipalId, Timestamp};
 
-use super::Store;
-
-#[derive(Debug, Clone, FromRow)]
-pub struct BidRow {
-    pub id: String,
-    pub client_id: String,
+/// A new bid; bids are placed `pending`.
+#[derive(Debug, Clone)]
+pub struct NewBid {
+    pub id: BidId,
+    pub client_id: PrincipalId,
     pub provider: Option<String>,
     pub gpu_model: Option<String>,
     pub capacity: i64,
-    pub price_micro: i64,
+    pub price: Money,
     pub notes: Option<String>,
-    pub status: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
-pub async fn insert(store: &Store, bid: &BidRow) -> Result<(), sqlx::Error> {
+pub async fn insert(store: &Store, bid: &NewBid) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO bids (id, client_id, provider, gpu_model, capacity, price_micro, notes, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
     )
     .bind(&bid.id)
     .bind(&bid.client_id)
     .bind(&bid.provider)
     .bind(&bid.gpu_model)
     .bind(bid.capacity)
-    .bind(bid.price_micro)
+    .bind(bid.price)
     .bind(&bid.notes)
-    .bind(&bid.status)
     .bind(bid.created_at)
     .execute(store.writer())
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(())
 }
 
-pub async fn count_pending(store: &Store) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM bids WHERE status = 'pending'")
-        .fetch_one(store.reader())
-        .await
+pub async fn count_pending(store: &Store) -> StoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM bids WHERE status = 'pending'")
+            .fetch_one(store.reader())
+            .await?,
+    )
 }

@@ -1,65 +1,127 @@
 //! The GPU registry table.
 
-use sqlx::FromRow;
+use super::sql::{Sql, escape_like, qualified};
+use super::{Store, StoreResult};
+use crate::domain::model_name::PatternPart;
+use crate::domain::{
+    Gpu, GpuId, GpuStatus, ModelFilter, Money, PrincipalId, StatusCounts, Timestamp,
+};
 
-use super::{Sql, Store};
-
-pub const GPU_COLUMNS: &str = "id, miner_id, model, model_key, memory_gb, cuda_version, cuda_cores, \
+const GPU_COLUMNS: &str = "id, miner_id, model, model_key, memory_gb, cuda_version, cuda_cores, \
     compute_capability, region, description, capabilities, price_micro, current_price_micro, status, \
     total_bookings, rating_sum, rating_count, last_heartbeat, created_at";
 
-#[derive(Debug, Clone, FromRow)]
-pub struct GpuRow {
-    pub id: String,
-    pub miner_id: String,
-    pub model: String,
-    pub model_key: String,
-    pub memory_gb: f64,
-    pub cuda_version: Option<String>,
-    pub cuda_cores: Option<i64>,
-    pub compute_capability: Option<String>,
-    pub region: Option<String>,
-    pub description: Option<String>,
-    /// JSON array of strings.
-    pub capabilities: String,
-    pub price_micro: i64,
-    pub current_price_micro: i64,
-    pub status: String,
-    pub total_bookings: i64,
-    pub rating_sum: i64,
-    pub rating_count: i64,
-    pub last_heartbeat: Option<i64>,
-    pub created_at: i64,
+/// Which GPUs to match by what they are.
+#[derive(Debug, Clone, Default)]
+pub enum Matching {
+    #[default]
+    Any,
+    Model(ModelFilter),
+    /// Has this capability (a whole element, case-insensitive).
+    Capability(String),
+    Both(ModelFilter, String),
+    /// The pricing endpoint's rule: the model matches, or the GPU has the capability.
+    ModelOrCapability(ModelFilter, String),
 }
 
-/// Filters of the catalogue listing, already normalised by the market layer.
-#[derive(Debug, Default, Clone)]
-pub struct GpuQuery {
-    /// A `LIKE` pattern (escape character `\`) over `model_key`.
-    pub model_like: Option<String>,
-    /// A `LIKE` pattern over the lower-cased capabilities JSON; combined with `model_like` by OR when
-    /// `model_or_capability` is set (the pricing endpoint's matching rule).
-    pub capability_like: Option<String>,
-    pub model_or_capability: bool,
-    pub statuses: Vec<&'static str>,
-    pub exclude_status: Option<&'static str>,
+/// Filters of a catalogue read.
+#[derive(Debug, Clone, Default)]
+pub struct GpuFilter {
+    pub matching: Matching,
+    /// Any of these (empty: any status).
+    pub statuses: Vec<GpuStatus>,
+    pub exclude_status: Option<GpuStatus>,
     pub memory_min: Option<f64>,
-    pub price_max_micro: Option<i64>,
+    pub current_price_max: Option<Money>,
+    /// Case-insensitive.
     pub region: Option<String>,
-    pub miner_id: Option<String>,
-    /// `ORDER BY` clause, chosen from a fixed set by the market layer (never user text).
-    pub order_by: &'static str,
+    pub miner_id: Option<PrincipalId>,
+}
+
+/// Orders of a catalogue read; ties always break on id so pages are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuOrder {
+    #[default]
+    Id,
+    CurrentPriceAsc,
+    CurrentPriceDesc,
+    MemoryAsc,
+    MemoryDesc,
+    RatingAsc,
+    RatingDesc,
+    CreatedAsc,
+    CreatedDesc,
+}
+
+impl GpuOrder {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Id => "id ASC",
+            Self::CurrentPriceAsc => "current_price_micro ASC, id ASC",
+            Self::CurrentPriceDesc => "current_price_micro DESC, id ASC",
+            Self::MemoryAsc => "memory_gb ASC, id ASC",
+            Self::MemoryDesc => "memory_gb DESC, id ASC",
+            Self::RatingAsc => {
+                "CASE WHEN rating_count = 0 THEN 0 ELSE rating_sum * 1.0 / rating_count END ASC, rating_count ASC, id ASC"
+            }
+            Self::RatingDesc => {
+                "CASE WHEN rating_count = 0 THEN 0 ELSE rating_sum * 1.0 / rating_count END DESC, rating_count DESC, id ASC"
+            }
+            Self::CreatedAsc => "created_at ASC, id ASC",
+            Self::CreatedDesc => "created_at DESC, id DESC",
+        }
+    }
+}
+
+/// A window of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
     pub limit: i64,
     pub offset: i64,
 }
 
-pub async fn insert(store: &Store, gpu: &GpuRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO gpus (id, miner_id, model, model_key, memory_gb, cuda_version, cuda_cores, \
-         compute_capability, region, description, capabilities, price_micro, current_price_micro, status, \
-         total_bookings, rating_sum, rating_count, last_heartbeat, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, 0, 0, $15, $16)",
-    )
+impl Page {
+    pub const fn first(limit: i64) -> Self {
+        Self { limit, offset: 0 }
+    }
+}
+
+/// A model filter as a `LIKE` pattern (escape `\`) over `model_key`.
+fn like_pattern(filter: &ModelFilter) -> String {
+    let mut pattern = String::new();
+    for part in filter.pattern() {
+        match part {
+            PatternPart::AnyRun => pattern.push('%'),
+            PatternPart::AnyOne => pattern.push('_'),
+            PatternPart::Literal(c) => pattern.push_str(&escape_like(&c.to_string())),
+        }
+    }
+    pattern
+}
+
+/// A `LIKE` pattern over the lower-cased JSON text of a capability list that matches one whole element.
+fn capability_pattern(capability: &str) -> String {
+    let quoted = serde_json::to_string(&capability.to_lowercase()).unwrap_or_default();
+    format!("%{}%", escape_like(&quoted))
+}
+
+fn push_model(sql: &mut Sql, filter: &ModelFilter) {
+    sql.push("model_key LIKE ")
+        .bind(like_pattern(filter))
+        .push(" ESCAPE '\\'");
+}
+
+fn push_capability(sql: &mut Sql, capability: &str) {
+    sql.push("LOWER(capabilities) LIKE ")
+        .bind(capability_pattern(capability))
+        .push(" ESCAPE '\\'");
+}
+
+pub async fn insert(store: &Store, gpu: &Gpu) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO gpus ({GPU_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, 0, 0, $15, $16)"
+    ))
     .bind(&gpu.id)
     .bind(&gpu.miner_id)
     .bind(&gpu.model)
@@ -70,95 +132,91 @@ pub async fn insert(store: &Store, gpu: &GpuRow) -> Result<(), sqlx::Error> {
     .bind(&gpu.compute_capability)
     .bind(&gpu.region)
     .bind(&gpu.description)
-    .bind(&gpu.capabilities)
-    .bind(gpu.price_micro)
-    .bind(gpu.current_price_micro)
-    .bind(&gpu.status)
+    .bind(gpu.capabilities.to_json())
+    .bind(gpu.asking_price)
+    .bind(gpu.current_price)
+    .bind(gpu.status.as_str())
     .bind(gpu.last_heartbeat)
     .bind(gpu.created_at)
     .execute(store.writer())
     .await?;
-    store.catalogue_changed();
     Ok(())
 }
 
-pub async fn get(store: &Store, id: &str) -> Result<Option<GpuRow>, sqlx::Error> {
+pub async fn get(store: &Store, id: &GpuId) -> StoreResult<Option<Gpu>> {
     let sql = format!("SELECT {GPU_COLUMNS} FROM gpus WHERE id = $1 AND deleted_at IS NULL");
-    sqlx::query_as(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(store.reader())
-        .await
+        .await?)
 }
 
-pub async fn list(store: &Store, query: &GpuQuery) -> Result<Vec<GpuRow>, sqlx::Error> {
+pub async fn list(
+    store: &Store,
+    filter: &GpuFilter,
+    order: GpuOrder,
+    page: Page,
+) -> StoreResult<Vec<Gpu>> {
     let mut sql = Sql::new(format!(
         "SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"
     ));
-    match (
-        &query.model_like,
-        &query.capability_like,
-        query.model_or_capability,
-    ) {
-        (Some(model), Some(capability), true) => {
-            sql.push(" AND (model_key LIKE ")
-                .bind(model.clone())
-                .push(" ESCAPE '\\'");
-            sql.push(" OR LOWER(capabilities) LIKE ")
-                .bind(capability.clone())
-                .push(" ESCAPE '\\')");
+    match &filter.matching {
+        Matching::Any => {}
+        Matching::Model(model) => {
+            sql.push(" AND ");
+            push_model(&mut sql, model);
         }
-        (model, capability, _) => {
-            if let Some(model) = model {
-                sql.push(" AND model_key LIKE ")
-                    .bind(model.clone())
-                    .push(" ESCAPE '\\'");
-            }
-            if let Some(capability) = capability {
-                sql.push(" AND LOWER(capabilities) LIKE ")
-                    .bind(capability.clone())
-                    .push(" ESCAPE '\\'");
-            }
+        Matching::Capability(capability) => {
+            sql.push(" AND ");
+            push_capability(&mut sql, capability);
+        }
+        Matching::Both(model, capability) => {
+            sql.push(" AND ");
+            push_model(&mut sql, model);
+            sql.push(" AND ");
+            push_capability(&mut sql, capability);
+        }
+        Matching::ModelOrCapability(model, capability) => {
+            sql.push(" AND (");
+            push_model(&mut sql, model);
+            sql.push(" OR ");
+            push_capability(&mut sql, capability);
+            sql.push(")");
         }
     }
-    if !query.statuses.is_empty() {
-        sql.push(" AND status IN (");
-        for (i, status) in query.statuses.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(status.to_string());
-        }
-        sql.push(")");
+    if !filter.statuses.is_empty() {
+        sql.push(" AND status IN ")
+            .bind_list(filter.statuses.iter().map(|s| s.as_str().to_owned()));
     }
-    if let Some(status) = query.exclude_status {
-        sql.push(" AND status <> ").bind(status.to_owned());
+    if let Some(status) = filter.exclude_status {
+        sql.push(" AND status <> ").bind(status.as_str().to_owned());
     }
-    if let Some(memory_min) = query.memory_min {
+    if let Some(memory_min) = filter.memory_min {
         sql.push(" AND memory_gb >= ").bind(memory_min);
     }
-    if let Some(price_max) = query.price_max_micro {
+    if let Some(price_max) = filter.current_price_max {
         sql.push(" AND current_price_micro <= ").bind(price_max);
     }
-    if let Some(region) = &query.region {
+    if let Some(region) = &filter.region {
         sql.push(" AND LOWER(region) = ")
             .bind(region.to_lowercase());
     }
-    if let Some(miner_id) = &query.miner_id {
+    if let Some(miner_id) = &filter.miner_id {
         sql.push(" AND miner_id = ").bind(miner_id.clone());
     }
-    sql.push(" ORDER BY ").push(query.order_by);
+    sql.push(" ORDER BY ").push(order.sql());
     sql.push(" LIMIT ")
-        .bind(query.limit)
+        .bind(page.limit)
         .push(" OFFSET ")
-        .bind(query.offset);
+        .bind(page.offset);
     let (text, args) = sql.into_parts();
-    sqlx::query_as_with(&text, args)
+    Ok(sqlx::query_as_with(&text, args)
         .fetch_all(store.reader())
-        .await
+        .await?)
 }
 
 /// Removes a GPU from the catalogue unless it is booked. Rows stay for the order history.
-pub async fn soft_delete(store: &Store, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn soft_delete(store: &Store, id: &GpuId, now: Timestamp) -> StoreResult<bool> {
     let result = sqlx::query(
         "UPDATE gpus SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL AND status <> 'booked'",
     )
@@ -166,12 +224,16 @@ pub async fn soft_delete(store: &Store, id: &str, now: i64) -> Result<bool, sqlx
     .bind(id)
     .execute(store.writer())
     .await?;
-    store.catalogue_changed();
     Ok(result.rows_affected() == 1)
 }
 
 /// Records liveness; an offline GPU (which never holds an active booking) becomes available again.
-pub async fn heartbeat(store: &Store, id: &str, now: i64) -> Result<Option<String>, sqlx::Error> {
+/// The GPU's status afterwards, or None for an unknown GPU.
+pub async fn heartbeat(
+    store: &Store,
+    id: &GpuId,
+    now: Timestamp,
+) -> StoreResult<Option<GpuStatus>> {
     let updated = sqlx::query(
         "UPDATE gpus SET last_heartbeat = $1, \
          status = CASE WHEN status = 'offline' THEN 'available' ELSE status END \
@@ -184,15 +246,23 @@ pub async fn heartbeat(store: &Store, id: &str, now: i64) -> Result<Option<Strin
     if updated.rows_affected() == 0 {
         return Ok(None);
     }
-    store.catalogue_changed();
-    sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1")
-        .bind(id)
-        .fetch_optional(store.writer())
-        .await
+    status_of(store, id).await
+}
+
+/// A GPU's status as the writer sees it now (after a lost race, say).
+pub async fn status_of(store: &Store, id: &GpuId) -> StoreResult<Option<GpuStatus>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .fetch_optional(store.writer())
+            .await?;
+    status
+        .map(|s| s.parse().map_err(super::StoreError::from))
+        .transpose()
 }
 
 /// Available GPUs whose heartbeat went silent turn offline. Booked ones are left to the timeout policy.
-pub async fn mark_silent_offline(store: &Store, cutoff: i64) -> Result<u64, sqlx::Error> {
+pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResult<u64> {
     let result = sqlx::query(
         "UPDATE gpus SET status = 'offline' WHERE status = 'available' AND deleted_at IS NULL \
          AND last_heartbeat IS NOT NULL AND last_heartbeat < $1",
@@ -200,62 +270,49 @@ pub async fn mark_silent_offline(store: &Store, cutoff: i64) -> Result<u64, sqlx
     .bind(cutoff)
     .execute(store.writer())
     .await?;
-    if result.rows_affected() > 0 {
-        store.catalogue_changed();
-    }
     Ok(result.rows_affected())
-}
-
-/// Current prices computed by the pricing policy, written only where they changed.
-pub async fn update_current_prices(
-    store: &Store,
-    prices: &[(String, i64)],
-) -> Result<(), sqlx::Error> {
-    if prices.is_empty() {
-        return Ok(());
-    }
-    // One statement per chunk instead of one per GPU: the writer is shared with bookings.
-    for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
-        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
-        for (id, micros) in chunk {
-            sql.push(" WHEN ")
-                .bind(id.clone())
-                .push(" THEN ")
-                .bind(*micros);
-        }
-        sql.push(" ELSE current_price_micro END WHERE id IN (");
-        for (i, (id, _)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(id.clone());
-        }
-        sql.push(")");
-        let (text, args) = sql.into_parts();
-        sqlx::query_with(&text, args)
-            .execute(store.writer())
-            .await?;
-    }
-    store.catalogue_changed();
-    Ok(())
 }
 
 /// GPUs per price-update statement (two parameters each, plus the id list).
 const PRICE_UPDATE_CHUNK: usize = 200;
 
-/// The distinct model keys in the catalogue.
-pub async fn model_keys(store: &Store) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT model_key FROM gpus WHERE deleted_at IS NULL")
-        .fetch_all(store.reader())
-        .await
+/// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU,
+/// since the writer is shared with bookings.
+pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> StoreResult<()> {
+    for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
+        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
+        for (id, price) in chunk {
+            sql.push(" WHEN ")
+                .bind(id.clone())
+                .push(" THEN ")
+                .bind(*price);
+        }
+        sql.push(" ELSE current_price_micro END WHERE id IN ")
+            .bind_list(chunk.iter().map(|(id, _)| id.clone()));
+        let (text, args) = sql.into_parts();
+        sqlx::query_with(&text, args)
+            .execute(store.writer())
+            .await?;
+    }
+    Ok(())
 }
 
-#[derive(Debug, Clone, Copy, Default, FromRow)]
-pub struct StatusCounts {
-    pub total: i64,
-    pub available: i64,
-    pub booked: i64,
-    pub offline: i64,
+/// The distinct model keys in the catalogue.
+pub async fn model_keys(store: &Store) -> StoreResult<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT model_key FROM gpus WHERE deleted_at IS NULL")
+            .fetch_all(store.reader())
+            .await?,
+    )
+}
+
+/// (model key, model, asking price) of every GPU in the catalogue: the input of a history sample.
+pub async fn asking_prices(store: &Store) -> StoreResult<Vec<(String, String, Money)>> {
+    Ok(
+        sqlx::query_as("SELECT model_key, model, price_micro FROM gpus WHERE deleted_at IS NULL")
+            .fetch_all(store.reader())
+            .await?,
+    )
 }
 
 // SUM over integers is NUMERIC on PostgreSQL, which the Any driver cannot decode, hence the casts.
@@ -265,34 +322,33 @@ const STATUS_COUNTS: &str = "SELECT COUNT(*) AS total, \
     CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT) AS offline \
     FROM gpus WHERE deleted_at IS NULL";
 
-pub async fn status_counts(
-    store: &Store,
-    model_key: Option<&str>,
-) -> Result<StatusCounts, sqlx::Error> {
-    match model_key {
+/// Status counts of one model's GPUs, or of the whole catalogue.
+pub async fn status_counts(store: &Store, model_key: Option<&str>) -> StoreResult<StatusCounts> {
+    let counts = match model_key {
         Some(key) => {
             sqlx::query_as(&format!("{STATUS_COUNTS} AND model_key = $1"))
                 .bind(key)
                 .fetch_one(store.reader())
-                .await
+                .await?
         }
         None => {
             sqlx::query_as(STATUS_COUNTS)
                 .fetch_one(store.reader())
-                .await
+                .await?
         }
-    }
+    };
+    Ok(counts)
 }
 
 /// A GPU with its model's status counts in one round trip: the booking path needs both.
 pub async fn get_with_model_counts(
     store: &Store,
-    id: &str,
-) -> Result<Option<(GpuRow, StatusCounts)>, sqlx::Error> {
-    #[derive(FromRow)]
+    id: &GpuId,
+) -> StoreResult<Option<(Gpu, StatusCounts)>> {
+    #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
-        gpu: GpuRow,
+        gpu: Gpu,
         model_total: i64,
         model_available: i64,
         model_booked: i64,
@@ -300,17 +356,13 @@ pub async fn get_with_model_counts(
     }
     let peers =
         "SELECT COUNT(*) FROM gpus m WHERE m.model_key = g.model_key AND m.deleted_at IS NULL";
-    let columns: Vec<String> = GPU_COLUMNS
-        .split(", ")
-        .map(|c| format!("g.{}", c.trim()))
-        .collect();
     let sql = format!(
         "SELECT {}, ({peers}) AS model_total, \
          ({peers} AND m.status = 'available') AS model_available, \
          ({peers} AND m.status = 'booked') AS model_booked, \
          ({peers} AND m.status = 'offline') AS model_offline \
          FROM gpus g WHERE g.id = $1 AND g.deleted_at IS NULL",
-        columns.join(", ")
+        qualified("g", GPU_COLUMNS)
     );
     let row: Option<Row> = sqlx::query_as(&sql)
         .bind(id)
@@ -325,4 +377,23 @@ pub async fn get_with_model_counts(
         };
         (r.gpu, counts)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_filters_become_escaped_like_patterns() {
+        assert_eq!(like_pattern(&ModelFilter::parse("RTX 40")), "%rtx40%");
+        assert_eq!(like_pattern(&ModelFilter::parse("RTX*")), "rtx%");
+        assert_eq!(like_pattern(&ModelFilter::parse("A?00")), "a_00");
+        assert_eq!(like_pattern(&ModelFilter::parse("50%")), "%50\\%%");
+        assert_eq!(like_pattern(&ModelFilter::exact("a_1")), "a\\_1");
+    }
+
+    #[test]
+    fn capability_matches_a_whole_quoted_element() {
+        assert_eq!(capability_pattern("FP16"), "%\"fp16\"%");
+    }
 }

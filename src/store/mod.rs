@@ -10,17 +10,15 @@ pub mod prices;
 pub mod reviews;
 mod sql;
 
+pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
+
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 use crate::config::{DatabaseConfig, redact_url};
-
-pub use sql::Sql;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -39,7 +37,20 @@ pub enum StoreError {
         url: String,
         source: sqlx::migrate::MigrateError,
     },
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A row holds a value its type does not allow (written by hand, or by a newer version).
+    #[error("database holds an invalid value: {0}")]
+    InvalidValue(String),
 }
+
+impl From<crate::domain::UnknownStatus> for StoreError {
+    fn from(err: crate::domain::UnknownStatus) -> Self {
+        Self::InvalidValue(format!("{err}, found {:?}", err.found))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -53,8 +64,6 @@ pub struct Store {
     writer: AnyPool,
     backend: Backend,
     url: String,
-    /// Bumped after every committed write that changes what the catalogue shows; read caches compare it.
-    catalogue: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -82,7 +91,6 @@ impl Store {
                     writer: pool,
                     backend,
                     url: redacted,
-                    catalogue: Arc::default(),
                 }
             }
             Backend::Sqlite => {
@@ -110,7 +118,6 @@ impl Store {
                     writer,
                     backend,
                     url: redacted,
-                    catalogue: Arc::default(),
                 }
             }
         };
@@ -154,16 +161,6 @@ impl Store {
             .execute(&self.reader)
             .await
             .map(|_| ())
-    }
-
-    /// Changes whenever this replica committed a write visible in the catalogue (GPUs, bookings,
-    /// ratings, prices). Writes by other replicas are not seen here; caches bound that with a TTL.
-    pub fn catalogue_generation(&self) -> u64 {
-        self.catalogue.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn catalogue_changed(&self) {
-        self.catalogue.fetch_add(1, Ordering::AcqRel);
     }
 
     pub async fn close(&self) {

@@ -1,58 +1,68 @@
-//! Per-model price history samples.
+//! Per-model price history samples. The samples are computed by `market::rules::history`; this
+//! module only stores and reads them.
 
-use sqlx::FromRow;
+use super::sql::Sql;
+use super::{Store, StoreResult};
+use crate::domain::{ModelSample, Money, Timestamp};
 
-use super::Store;
-
-#[derive(Debug, Clone, FromRow)]
-pub struct PriceSample {
-    pub bucket: i64,
-    pub average_price_micro: i64,
+/// Records the samples of one bucket; a later sample of the same model and bucket (from this or another
+/// replica) replaces the earlier one.
+pub async fn record(store: &Store, samples: &[ModelSample], now: Timestamp) -> StoreResult<u64> {
+    let mut recorded = 0;
+    for sample in samples {
+        let result = sqlx::query(
+            "INSERT INTO price_samples (model_key, bucket, model, average_price_micro, gpu_count, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (model_key, bucket) DO UPDATE SET model = excluded.model, \
+             average_price_micro = excluded.average_price_micro, gpu_count = excluded.gpu_count, \
+             recorded_at = excluded.recorded_at",
+        )
+        .bind(&sample.model_key)
+        .bind(sample.bucket)
+        .bind(&sample.model)
+        .bind(sample.average_price)
+        .bind(sample.gpu_count)
+        .bind(now)
+        .execute(store.writer())
+        .await?;
+        recorded += result.rows_affected();
+    }
+    Ok(recorded)
 }
 
-/// Records the average asking price of every model for the time bucket `bucket` (unix seconds); a later
-/// sample in the same bucket (from this or another replica) replaces the earlier one.
-pub async fn record_bucket(store: &Store, bucket: i64, now: i64) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
-        "INSERT INTO price_samples (model_key, bucket, model, average_price_micro, gpu_count, recorded_at) \
-         SELECT model_key, $1, MIN(model), CAST(ROUND(AVG(price_micro)) AS BIGINT), COUNT(*), $2 \
-         FROM gpus WHERE deleted_at IS NULL GROUP BY model_key \
-         ON CONFLICT (model_key, bucket) DO UPDATE SET model = excluded.model, \
-         average_price_micro = excluded.average_price_micro, gpu_count = excluded.gpu_count, \
-         recorded_at = excluded.recorded_at",
-    )
-    .bind(bucket)
-    .bind(now)
-    .execute(store.writer())
-    .await?;
-    Ok(result.rows_affected())
-}
-
-/// The latest `points` samples of the models matching `model_like`, averaged per bucket, oldest first.
-pub async fn history(
+/// The samples of `model_keys` in their latest `points` buckets.
+pub async fn latest(
     store: &Store,
     model_keys: &[String],
-    points: i64,
-) -> Result<Vec<PriceSample>, sqlx::Error> {
-    if model_keys.is_empty() {
+    points: usize,
+) -> StoreResult<Vec<ModelSample>> {
+    if model_keys.is_empty() || points == 0 {
         return Ok(Vec::new());
     }
-    let mut sql = super::Sql::new(
-        "SELECT bucket, CAST(ROUND(SUM(average_price_micro * gpu_count) * 1.0 / SUM(gpu_count)) AS BIGINT) \
-         AS average_price_micro FROM price_samples WHERE model_key IN (",
+    let mut sql = Sql::new(
+        "SELECT model_key, bucket, model, average_price_micro, gpu_count FROM price_samples \
+         WHERE model_key IN ",
     );
-    for (i, key) in model_keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind(key.clone());
-    }
-    sql.push(") GROUP BY bucket ORDER BY bucket DESC LIMIT ")
-        .bind(points);
+    sql.bind_list(model_keys.iter().cloned())
+        .push(" AND bucket >= (SELECT MIN(bucket) FROM (SELECT DISTINCT bucket FROM price_samples WHERE model_key IN ")
+        .bind_list(model_keys.iter().cloned())
+        .push(" ORDER BY bucket DESC LIMIT ")
+        .bind(points as i64)
+        .push(") newest)");
     let (text, args) = sql.into_parts();
-    let mut samples: Vec<PriceSample> = sqlx::query_as_with(&text, args)
+    let rows: Vec<(String, i64, String, Money, i64)> = sqlx::query_as_with(&text, args)
         .fetch_all(store.reader())
         .await?;
-    samples.reverse();
-    Ok(samples)
+    Ok(rows
+        .into_iter()
+        .map(
+            |(model_key, bucket, model, average_price, gpu_count)| ModelSample {
+                model_key,
+                bucket,
+                model,
+                average_price,
+                gpu_count,
+            },
+        )
+        .collect())
 }

@@ -1,28 +1,14 @@
 //! Reviews and the per-GPU rating aggregates they feed.
 
-use sqlx::FromRow;
-
-use super::Store;
+use super::gpus::Page;
+use super::{Store, StoreResult};
+use crate::domain::{GpuId, PrincipalId, Review, ReviewId, ReviewStatus, Timestamp};
 
 const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at";
 
-#[derive(Debug, Clone, FromRow)]
-pub struct ReviewRow {
-    pub id: String,
-    pub gpu_id: String,
-    pub reviewer_id: String,
-    pub rating: i64,
-    pub comment: Option<String>,
-    pub status: String,
-    pub moderation_reason: String,
-    pub policy: String,
-    pub created_at: i64,
-    pub decided_at: Option<i64>,
-}
-
 /// Stores a review; an accepted one is added to its GPU's aggregate in the same transaction, with an
 /// in-place increment so concurrent reviews never lose an update.
-pub async fn insert(store: &Store, review: &ReviewRow) -> Result<(), sqlx::Error> {
+pub async fn insert(store: &Store, review: &Review) -> StoreResult<()> {
     let mut tx = store.writer().begin().await?;
     sqlx::query(&format!(
         "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -30,94 +16,90 @@ pub async fn insert(store: &Store, review: &ReviewRow) -> Result<(), sqlx::Error
     .bind(&review.id)
     .bind(&review.gpu_id)
     .bind(&review.reviewer_id)
-    .bind(review.rating)
+    .bind(i64::from(review.rating.get()))
     .bind(&review.comment)
-    .bind(&review.status)
+    .bind(review.status.as_str())
     .bind(&review.moderation_reason)
     .bind(&review.policy)
     .bind(review.created_at)
     .bind(review.decided_at)
     .execute(&mut *tx)
     .await?;
-    if review.status == "accepted" {
-        add_to_aggregate(&mut tx, &review.gpu_id, review.rating).await?;
+    if review.status == ReviewStatus::Accepted {
+        add_to_aggregate(&mut tx, &review.gpu_id, i64::from(review.rating.get())).await?;
     }
     tx.commit().await?;
-    store.catalogue_changed();
     Ok(())
 }
 
 async fn add_to_aggregate(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    gpu_id: &str,
+    gpu_id: &GpuId,
     rating: i64,
-) -> Result<(), sqlx::Error> {
+) -> StoreResult<()> {
     sqlx::query("UPDATE gpus SET rating_sum = rating_sum + $1, rating_count = rating_count + 1 WHERE id = $2")
         .bind(rating)
         .bind(gpu_id)
         .execute(&mut **tx)
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(())
 }
 
 /// Accepted reviews of a GPU, newest first.
 pub async fn accepted_for_gpu(
     store: &Store,
-    gpu_id: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<ReviewRow>, sqlx::Error> {
+    gpu_id: &GpuId,
+    page: Page,
+) -> StoreResult<Vec<Review>> {
     let sql = format!(
         "SELECT {REVIEW_COLUMNS} FROM reviews WHERE gpu_id = $1 AND status = 'accepted' \
          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    sqlx::query_as(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(gpu_id)
-        .bind(limit)
-        .bind(offset)
+        .bind(page.limit)
+        .bind(page.offset)
         .fetch_all(store.reader())
-        .await
+        .await?)
 }
 
 pub async fn by_status(
     store: &Store,
-    status: &str,
-    limit: i64,
-    offset: i64,
-) -> Result<Vec<ReviewRow>, sqlx::Error> {
+    status: ReviewStatus,
+    page: Page,
+) -> StoreResult<Vec<Review>> {
     let sql = format!(
         "SELECT {REVIEW_COLUMNS} FROM reviews WHERE status = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    sqlx::query_as(&sql)
-        .bind(status)
-        .bind(limit)
-        .bind(offset)
+    Ok(sqlx::query_as(&sql)
+        .bind(status.as_str())
+        .bind(page.limit)
+        .bind(page.offset)
         .fetch_all(store.reader())
-        .await
+        .await?)
 }
 
-pub async fn get(store: &Store, id: &str) -> Result<Option<ReviewRow>, sqlx::Error> {
+pub async fn get(store: &Store, id: &ReviewId) -> StoreResult<Option<Review>> {
     let sql = format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE id = $1");
-    sqlx::query_as(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(id)
-        .fetch_optional(store.reader())
-        .await
+        .fetch_optional(store.writer())
+        .await?)
 }
 
 /// An admin's decision on a flagged review; approval counts it in the aggregate. Returns false when the
 /// review was not (or no longer) flagged.
 pub async fn decide_flagged(
     store: &Store,
-    id: &str,
-    approve: bool,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
+    id: &ReviewId,
+    decision: ReviewStatus,
+    now: Timestamp,
+) -> StoreResult<bool> {
     let mut tx = store.writer().begin().await?;
-    let status = if approve { "accepted" } else { "rejected" };
     let changed = sqlx::query(
         "UPDATE reviews SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'flagged'",
     )
-    .bind(status)
+    .bind(decision.as_str())
     .bind(now)
     .bind(id)
     .execute(&mut *tx)
@@ -126,8 +108,8 @@ pub async fn decide_flagged(
         tx.rollback().await?;
         return Ok(false);
     }
-    if approve {
-        let (gpu_id, rating): (String, i64) =
+    if decision == ReviewStatus::Accepted {
+        let (gpu_id, rating): (GpuId, i64) =
             sqlx::query_as("SELECT gpu_id, rating FROM reviews WHERE id = $1")
                 .bind(id)
                 .fetch_one(&mut *tx)
@@ -135,19 +117,20 @@ pub async fn decide_flagged(
         add_to_aggregate(&mut tx, &gpu_id, rating).await?;
     }
     tx.commit().await?;
-    store.catalogue_changed();
     Ok(true)
 }
 
 /// Reviews written by `reviewer_id` since `since`, any status.
 pub async fn written_since(
     store: &Store,
-    reviewer_id: &str,
-    since: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM reviews WHERE reviewer_id = $1 AND created_at >= $2")
-        .bind(reviewer_id)
-        .bind(since)
-        .fetch_one(store.reader())
-        .await
+    reviewer_id: &PrincipalId,
+    since: Timestamp,
+) -> StoreResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM reviews WHERE reviewer_id = $1 AND created_at >= $2",
+    )
+    .bind(reviewer_id)
+    .bind(since)
+    .fetch_one(store.reader())
+    .await?)
 }

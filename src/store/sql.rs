@@ -38,7 +38,45 @@ impl Sql {
         self
     }
 
+    /// Appends `(p1, p2, ...)` bound to `values`. The `Any` driver cannot bind arrays (see
+    /// docs/decisions/0001-storage.md), so this is the one place an `IN` list is built.
+    pub fn bind_list<T, I>(&mut self, values: I) -> &mut Self
+    where
+        I: IntoIterator<Item = T>,
+        T: 'static + Send + for<'q> Encode<'q, Any> + Type<Any>,
+    {
+        self.push("(");
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self.push(")")
+    }
+
     pub fn into_parts(self) -> (String, AnyArguments<'static>) {
         (self.text, self.args)
     }
+}
+
+/// `columns` (a comma-separated list) with every name qualified by `table.`.
+pub fn qualified(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Escapes `\`, `%` and `_` so that text matches itself literally in `LIKE ... ESCAPE '\'`.
+pub fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }

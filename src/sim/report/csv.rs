@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::super::lab::{Outcome, Study};
-use crate::market::time::rfc3339;
+use crate::domain::Timestamp;
 
 pub fn render(study: &Study, outcome: &Outcome) -> String {
     let mut out = String::from(
@@ -13,11 +13,14 @@ pub fn render(study: &Study, outcome: &Outcome) -> String {
         let name = quote(&row.name);
         for (seed, run) in runs.runs.iter().enumerate() {
             for (hour, point) in run.hours.iter().enumerate() {
-                let start = (study.settings.start_unix + hour as i64 * 3_600) * 1_000_000;
+                let start =
+                    Timestamp::from_unix_seconds(study.settings.start_unix + hour as i64 * 3_600);
                 let _ = writeln!(
                     out,
                     "{name},{seed},{hour},{},{:.6},{:.6},{:.6},{},{},{}",
-                    rfc3339(start),
+                    start
+                        .to_datetime()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     point.price,
                     point.multiplier,
                     point.utilization,

@@ -6,7 +6,8 @@ use serde::{Serialize, Serializer};
 
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, sqlx::Type)]
+#[sqlx(transparent)]
 pub struct Money(i64);
 
 impl Money {
@@ -49,6 +50,27 @@ impl Money {
     pub fn saturating_sub(self, other: Money) -> Self {
         Self(self.0.saturating_sub(other.0))
     }
+
+    pub fn saturating_add(self, other: Money) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+
+    /// The mean of `amounts`, rounded half away from zero to the micro-unit; zero for none.
+    pub fn average(amounts: impl IntoIterator<Item = Money>) -> Money {
+        let (sum, count) = amounts
+            .into_iter()
+            .fold((0i128, 0i128), |(s, c), m| (s + m.0 as i128, c + 1));
+        if count == 0 {
+            return Money::ZERO;
+        }
+        let half = count / 2;
+        let rounded = if sum >= 0 {
+            (sum + half) / count
+        } else {
+            (sum - half) / count
+        };
+        Money(rounded as i64)
+    }
 }
 
 impl fmt::Display for Money {
@@ -70,6 +92,21 @@ impl Serialize for Money {
         serializer.serialize_f64(self.as_units())
     }
 }
+
+/// The OpenAPI schema, declared once: a number of AITBC with at most six decimals.
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Double,
+            )))
+            .description(Some("AITBC, at most six decimals"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,164 @@
+//! Keeping the catalogue's current prices and the price history up to date. The policy is asked for a
+//! whole model in one batch off the request path; `list` only reads the stored result.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Market;
+use super::rules::history::{bucket_of, samples_for_bucket};
+use super::rules::pricing::{accept_quote, gpu_facts, pricing_request};
+use crate::domain::{ModelFilter, StatusCounts, Timestamp};
+use crate::error::Result;
+use crate::store::{GpuFilter, GpuOrder, Matching, Page, gpus, prices};
+
+/// Upper bound of GPUs one refresh looks at.
+const MAX_MODEL_GPUS: i64 = 100_000;
+/// Market events arriving within this window are folded into one refresh: under a booking storm the
+/// catalogue is repriced at most a few times a second instead of after every booking.
+const REFRESH_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Recomputes the current price of every GPU of one model with one batch call.
+pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> Result<usize> {
+    let filter = GpuFilter {
+        matching: Matching::Model(ModelFilter::exact(model_key)),
+        ..GpuFilter::default()
+    };
+    let rows = gpus::list(
+        &market.store,
+        &filter,
+        GpuOrder::Id,
+        Page::first(MAX_MODEL_GPUS),
+    )
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let keys = [model_key.to_owned()];
+    let counts = StatusCounts::of(rows.iter().map(|g| g.status));
+    let facts = market
+        .facts
+        .market_facts(&market.store, counts, &keys, now)
+        .await?;
+    let requests = rows
+        .iter()
+        .map(|gpu| pricing_request(gpu_facts(gpu), facts.clone(), 1.0, now))
+        .collect();
+    let quotes = market.policies.quote_batch(requests).await;
+    let changed: Vec<_> = rows
+        .iter()
+        .zip(quotes)
+        .map(|(gpu, quote)| (gpu, accept_quote(gpu.asking_price, quote).price))
+        .filter(|(gpu, price)| *price != gpu.current_price)
+        .map(|(gpu, price)| (gpu.id.clone(), price))
+        .collect();
+    if !changed.is_empty() {
+        gpus::update_current_prices(&market.store, &changed).await?;
+        market.catalogue_changed();
+    }
+    Ok(changed.len())
+}
+
+pub async fn refresh_all(market: &Market) -> Result<()> {
+    let now = Timestamp::now();
+    for key in gpus::model_keys(&market.store).await? {
+        refresh_model(market, &key, now).await?;
+    }
+    Ok(())
+}
+
+/// Models whose prices need recomputing after a market event (register, book, release, expiry).
+#[derive(Clone, Default)]
+pub struct PriceRefresher {
+    dirty: Arc<Mutex<HashSet<String>>>,
+    wake: Arc<Notify>,
+    /// The history bucket this replica last recorded; events record the first sample of a new one.
+    last_bucket: Arc<AtomicI64>,
+}
+
+impl PriceRefresher {
+    pub fn mark_dirty(&self, model_key: &str) {
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert(model_key.to_owned());
+        }
+        self.wake.notify_one();
+    }
+
+    fn take_dirty(&self) -> Vec<String> {
+        self.dirty
+            .lock()
+            .map(|mut dirty| dirty.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Background task: refreshes dirty models shortly after market events, everything on a timer, and
+/// records the price history.
+pub async fn run_refresher(market: Market, shutdown: CancellationToken) {
+    let mut full = tokio::time::interval(Duration::from_millis(
+        market.config.pricing.refresh_interval_ms,
+    ));
+    let mut history = tokio::time::interval(Duration::from_secs(
+        market.config.pricing.history_interval_seconds,
+    ));
+    let wake = market.prices.wake.clone();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = full.tick() => {
+                if let Err(err) = refresh_all(&market).await {
+                    tracing::warn!(error = %err, "price refresh failed");
+                }
+            }
+            _ = history.tick() => {
+                if let Err(err) = record_history(&market).await {
+                    tracing::warn!(error = %err, "recording price history failed");
+                }
+            }
+            () = wake.notified() => {
+                tokio::time::sleep(REFRESH_DEBOUNCE).await;
+                let now = Timestamp::now();
+                for key in market.prices.take_dirty() {
+                    if let Err(err) = refresh_model(&market, &key, now).await {
+                        tracing::warn!(model = %key, error = %err, "price refresh failed");
+                    }
+                }
+                if let Err(err) = record_history_if_new_bucket(&market).await {
+                    tracing::warn!(error = %err, "recording price history failed");
+                }
+            }
+        }
+    }
+}
+
+fn history_interval(market: &Market) -> i64 {
+    i64::try_from(market.config.pricing.history_interval_seconds).unwrap_or(i64::MAX)
+}
+
+/// Records the current bucket's sample of every model.
+pub async fn record_history(market: &Market) -> Result<u64> {
+    let now = Timestamp::now();
+    let bucket = bucket_of(now, history_interval(market));
+    market.prices.last_bucket.store(bucket, Ordering::Release);
+    let asking = gpus::asking_prices(&market.store).await?;
+    let samples = samples_for_bucket(
+        asking
+            .iter()
+            .map(|(key, model, price)| (key.as_str(), model.as_str(), *price)),
+        bucket,
+    );
+    Ok(prices::record(&market.store, &samples, now).await?)
+}
+
+/// Records history after market events only when they open a new bucket; the timer does the rest.
+async fn record_history_if_new_bucket(market: &Market) -> Result<()> {
+    let bucket = bucket_of(Timestamp::now(), history_interval(market));
+    if market.prices.last_bucket.load(Ordering::Acquire) != bucket {
+        record_history(market).await?;
+    }
+    Ok(())
+}
