@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -41,7 +41,7 @@ pub struct GenerateArgs {
 
 /// `gpu-market simulate --fleet F (--demand T | --hours H --rate R) --policy P [--policy P2 ...]`;
 /// `--config FILE` names the policies.toml to use (default: policies/policies.toml when it exists).
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Fleet CSV: model,memory_gb,region,base_price,count.
     #[arg(long)]
@@ -83,4 +83,22 @@ pub struct RunArgs {
     /// No progress bar and no table: only errors and the report files.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `simulate` on its own, for tests and embedding: `Args::try_parse_from(["simulate", "--fleet", ...])`.
+#[derive(Parser)]
+#[command(name = "simulate")]
+struct Standalone {
+    #[command(flatten)]
+    args: Args,
+}
+
+impl Args {
+    pub fn try_parse_from<I, T>(words: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Standalone::try_parse_from(words).map(|s| s.args)
+    }
 }
