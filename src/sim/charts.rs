@@ -133,8 +133,8 @@ fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
         let _ = root.fill(&WHITE);
         let chart = ChartBuilder::on(&root)
             .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
+            .x_label_area_size(44)
+            .y_label_area_size(72)
             .build_cartesian_2d(x0..x1, y0..y1);
         let Ok(mut chart) = chart else {
             return svg_fallback();
@@ -143,6 +143,8 @@ fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
+            .axis_desc_style(("sans-serif", 15))
+            .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw();
         for (i, (name, points)) in series.iter().enumerate() {
@@ -159,6 +161,7 @@ fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
         }
         let _ = chart
             .configure_series_labels()
+            .label_font(("sans-serif", 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .position(SeriesLabelPosition::UpperRight)

@@ -345,10 +345,8 @@ fn compare(
         .collect()
 }
 
-/// "B earns 7.2 % ± 1.9 % more than A over 30 seeds and fills 1.3 ± 0.4 points fewer requests."
+/// "B earns 7.2 % ± 1.9 % more than A over 30 seeds; its fill rate is 1.3 ± 0.4 points lower."
 fn words(name: &str, base: &str, revenue: Interval, fill: Interval, seeds: usize) -> String {
-    let direction =
-        |v: f64, more: &'static str, less: &'static str| if v >= 0.0 { more } else { less };
     let over = if seeds > 1 {
         format!("over {seeds} seeds")
     } else {
@@ -362,16 +360,18 @@ fn words(name: &str, base: &str, revenue: Interval, fill: Interval, seeds: usize
         }
     };
     let mut text = format!(
-        "{name} earns {} {} than {base} {over} and fills {} {} requests",
+        "{name} earns {} {} than {base} {over}",
         pm(revenue, " %"),
-        direction(revenue.mean, "more", "less"),
-        pm(fill, " points"),
-        direction(fill.mean, "more", "fewer"),
+        if revenue.mean >= 0.0 { "more" } else { "less" },
     );
     if seeds > 1 && revenue.low <= 0.0 && revenue.high >= 0.0 {
-        text.push_str(" (the revenue interval includes 0: no clear difference)");
+        text.push_str(" (the interval includes 0: no clear difference)");
     }
-    text.push('.');
+    text.push_str(&format!(
+        "; its fill rate is {} {}.",
+        pm(fill, " points"),
+        if fill.mean >= 0.0 { "higher" } else { "lower" },
+    ));
     text
 }
 
