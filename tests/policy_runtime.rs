@@ -782,6 +782,16 @@ fn default_modules_pass_the_stateless_check() {
     PricingStrategy::Builtin.check_stateless().unwrap();
 }
 
+#[test]
+fn the_stateless_check_flags_a_module_that_remembers_earlier_calls() {
+    let mut tenant = PricingTenant::load(&fixture("stateful.wasm"), None).unwrap();
+    let error = tenant.check_stateless().unwrap_err();
+    assert!(
+        error.contains("stateful.wasm@") && error.contains("depend on state"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_timeout_tenant_decides_like_the_sweeper_would() {
     let dir = policies_copy();

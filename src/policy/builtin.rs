@@ -2,44 +2,29 @@
 
 use async_trait::async_trait;
 
+use super::wasm::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
 use super::{
-    DecisionSource, ModerationDecision, ModerationRequest, ModerationVerdict, Policies, PriceQuote,
-    PricingRequest, TimeoutAction, TimeoutDecision, TimeoutRequest,
+    ModerationDecision, ModerationRequest, Policies, PriceQuote, PricingRequest, TimeoutDecision,
+    TimeoutRequest,
 };
 
-/// Pricing = the miner's asking price, timeout = expire at the booked end, moderation = accept.
+/// Pricing = the miner's asking price, timeout = expire at the booked end, moderation = accept. Each
+/// rule is written once, in its slot kind ([`SlotKind::builtin`]); the WebAssembly runtime answers
+/// with the same rules for a slot that has no module.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinPolicies;
 
 impl BuiltinPolicies {
     pub fn quote_now(request: &PricingRequest) -> PriceQuote {
-        PriceQuote {
-            price_per_hour: request.gpu.base_price,
-            multiplier: 1.0,
-            explanation: "asking price (built-in policy)".to_owned(),
-            source: DecisionSource::builtin(),
-        }
-    }
-
-    pub fn moderate_now() -> ModerationDecision {
-        ModerationDecision {
-            verdict: ModerationVerdict::Accept,
-            reason: String::new(),
-            source: DecisionSource::builtin(),
-        }
+        PricingSlot::builtin(request)
     }
 
     pub fn timeout_now(request: &TimeoutRequest) -> TimeoutDecision {
-        let (action, reason) = if request.now_unix >= request.end_unix {
-            (TimeoutAction::Expire, "booked time is over")
-        } else {
-            (TimeoutAction::Keep, "booked time remains")
-        };
-        TimeoutDecision {
-            action,
-            reason: reason.to_owned(),
-            source: DecisionSource::builtin(),
-        }
+        TimeoutSlot::builtin(request)
+    }
+
+    pub fn moderate_now(request: &ModerationRequest) -> ModerationDecision {
+        ModerationSlot::builtin(request)
     }
 }
 
@@ -57,15 +42,15 @@ impl Policies for BuiltinPolicies {
         Self::timeout_now(&request)
     }
 
-    async fn moderate(&self, _request: ModerationRequest) -> ModerationDecision {
-        Self::moderate_now()
+    async fn moderate(&self, request: ModerationRequest) -> ModerationDecision {
+        Self::moderate_now(&request)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{GpuFacts, MarketFacts, RequestFacts, TimeFacts};
+    use crate::policy::{GpuFacts, MarketFacts, RequestFacts, TimeFacts, TimeoutAction};
 
     fn pricing_request(base_price: f64) -> PricingRequest {
         PricingRequest {

@@ -94,6 +94,16 @@ pub struct CallReport<T> {
     pub cost: CallCost,
 }
 
+impl<T> CallReport<T> {
+    /// A call that never reached the guest.
+    pub fn failed(failure: Failure) -> Self {
+        Self {
+            result: Err(failure),
+            cost: CallCost::default(),
+        }
+    }
+}
+
 /// A store for one module instance: the memory cap of `limits`, nothing linked. A live call uses one
 /// per decision; a simulation tenant keeps one across decisions (see [`arm`]).
 pub fn new_store(limits: &Limits) -> Result<Store<CallState>, Failure> {
@@ -143,12 +153,7 @@ pub fn run<T>(
         Ok(store)
     }) {
         Ok(store) => store,
-        Err(failure) => {
-            return CallReport {
-                result: Err(failure),
-                cost: CallCost::default(),
-            };
-        }
+        Err(failure) => return CallReport::failed(failure),
     };
     let result = call(&mut store).map_err(|e| classify(&e, limits));
     let cost = CallCost {

@@ -19,8 +19,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::PolicyError;
 use super::guardrails::Guardrails;
-use super::{Limits, PolicyError, Slot};
+use super::limits::Limits;
+use super::slot::Slot;
 
 pub const CONFIG_FILE: &str = "policies.toml";
 
@@ -49,6 +51,30 @@ impl SlotSettings {
             guardrails: Guardrails::default(),
             samples: Vec::new(),
         }
+    }
+
+    /// The settings `policies_dir/policies.toml` gives `slot` (limits, config, guardrails, samples),
+    /// or the published defaults, for the module file at `path` (CLI helpers, simulation tenants).
+    pub fn for_module(
+        path: &Path,
+        slot: Slot,
+        policies_dir: Option<&Path>,
+    ) -> Result<Self, PolicyError> {
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("module.wasm");
+        let configured = match policies_dir {
+            Some(dir) => PoliciesConfig::load(dir)?.slots.remove(&slot),
+            None => None,
+        };
+        Ok(match configured {
+            Some(settings) => Self {
+                file: file.to_owned(),
+                ..settings
+            },
+            None => Self::standalone(file),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::PolicyError;
+use super::error::PolicyError;
 
 /// One epoch tick. Deadlines are rounded up to whole ticks (see [`deadline_ticks`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);

@@ -3,8 +3,9 @@
 //! Decisions never fail (they fall back); only loading, validating and administering modules do.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
-use super::Slot;
+use super::slot::Slot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -84,5 +85,17 @@ impl PolicyError {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The admin API and the CLI name slots by string; an unknown name is a 404.
+impl FromStr for Slot {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Slot::ALL
+            .into_iter()
+            .find(|slot| slot.as_str() == s)
+            .ok_or_else(|| PolicyError::UnknownSlot(s.to_owned()))
     }
 }

@@ -1,40 +1,34 @@
-//! A loaded module version, and the checks every candidate goes through before it may serve: it
-//! compiles, imports nothing outside the allow-list, exports the slot's interface at a compatible
-//! contract version with the right types, and answers each sample input validly within its limits.
-//!
-//! Hot reload, upload, rollback and the `policy check` CLI all run these same checks.
+//! [`PolicyModule`]: one checked version of a slot's module, with its typed `Pre`, and the ways to call
+//! it on a fresh instance (the live runtime's path, and the JSON runs of samples and `policy test`).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
 
-use super::call::CallCost;
+use super::call::{self, CallCost, CallReport, Failure, FailureKind};
 use super::config::SlotSettings;
-use super::engine::engine;
-use super::limits::CallState;
-use super::slots::{self, SlotPre};
-use super::{CONTRACT_PACKAGE, CONTRACT_VERSION, Slot};
+use super::error::PolicyError;
+use super::kinds::{SlotKind, batch_answers, validated};
 
-/// Imports a module may have. Empty: the host grants no capability at all (no WASI, no clock, no
-/// randomness); every fact arrives in the call's input.
-pub const ALLOWED_IMPORTS: &[&str] = &[];
-
-/// A compiled, checked module version. Immutable; replaced as a whole on reload.
-pub struct PolicyModule {
+/// A compiled, checked module version of slot `K`. Immutable; replaced as a whole on reload. Only the
+/// candidate checks (`checks.rs`) make one.
+pub struct PolicyModule<K: SlotKind> {
     pub file: String,
     pub sha256: String,
     pub loaded_at: DateTime<Utc>,
     /// Kept so that a rollback can write the version back into the policies directory.
     pub bytes: Arc<[u8]>,
-    pub pre: SlotPre,
+    pub pre: K::Pre,
 }
 
-impl PolicyModule {
+/// Why a JSON input could not be run.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl<K: SlotKind> PolicyModule<K> {
     /// The first 12 hex digits of the module's sha256: the `version` metric label.
     pub fn version(&self) -> &str {
         &self.sha256[..12]
@@ -44,30 +38,72 @@ impl PolicyModule {
     pub fn label(&self) -> String {
         format!("{}@{}", self.file, self.version())
     }
+
+    /// One decision on a fresh instance in a fresh store under the slot's limits. Blocking.
+    pub fn call(
+        &self,
+        settings: &SlotSettings,
+        input: &K::WitInput,
+    ) -> CallReport<Result<K::WitAnswer, String>> {
+        let limits = &settings.limits;
+        call::run(limits, limits.fuel, |store| {
+            let bindings = K::instantiate(&self.pre, &mut *store)?;
+            K::call(&bindings, store, &settings.config, input)
+        })
+    }
+
+    /// Many decisions in one guest call on a fresh instance, with a decision's fuel per input.
+    /// Blocking.
+    pub fn call_batch(
+        &self,
+        settings: &SlotSettings,
+        inputs: &[K::WitInput],
+    ) -> CallReport<Vec<Result<K::WitAnswer, String>>> {
+        let limits = &settings.limits;
+        let fuel = limits.fuel.saturating_mul(inputs.len().max(1) as u64);
+        let report = call::run(limits, fuel, |store| {
+            let bindings = K::instantiate(&self.pre, &mut *store)?;
+            K::call_batch(&bindings, store, &settings.config, inputs)
+        });
+        CallReport {
+            result: report
+                .result
+                .and_then(|answers| batch_answers(answers, inputs.len())),
+            cost: report.cost,
+        }
+    }
+
+    /// Runs one decision from a JSON input shaped like the slot's WIT request record (snake_case
+    /// field names) and returns the checked answer as JSON. Used by sample checks and `policy test`;
+    /// guardrails are not applied.
+    pub fn run_json(
+        &self,
+        settings: &SlotSettings,
+        input: &serde_json::Value,
+    ) -> Result<(Result<serde_json::Value, Failure>, CallCost), BadInput> {
+        let input: K::WitInput =
+            serde_json::from_value(input.clone()).map_err(|e| BadInput(e.to_string()))?;
+        let limits = &settings.limits;
+        if let Some(failure) = call::input_too_large(K::input_size(&input), limits) {
+            return Ok((Err(failure), CallCost::default()));
+        }
+        let report = self.call(settings, &input);
+        let output = report
+            .result
+            .and_then(|raw| validated::<K>(raw, limits))
+            .and_then(|answer| {
+                serde_json::to_value(answer)
+                    .map_err(|e| Failure::new(FailureKind::Host, e.to_string()))
+            });
+        Ok((output, report.cost))
+    }
 }
 
-/// One line of a check report.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckStep {
-    pub check: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
-/// What a sample input cost and answered.
-#[derive(Debug, Clone, Serialize)]
-pub struct SampleRun {
-    pub name: String,
-    #[serde(flatten)]
-    pub cost: CallCost,
-    pub output: Result<serde_json::Value, String>,
-}
-
-/// The outcome of checking a candidate: the steps taken and, when all passed, the module.
-pub struct Checked {
-    pub steps: Vec<CheckStep>,
-    pub samples: Vec<SampleRun>,
-    pub module: Result<Arc<PolicyModule>, String>,
+/// Reads a module file.
+pub fn read_module(path: &Path) -> Result<Arc<[u8]>, PolicyError> {
+    std::fs::read(path)
+        .map(Into::into)
+        .map_err(|e| PolicyError::io("reading", path, e))
 }
 
 /// The version id used in decision sources and metric labels: the first 12 hex digits of the sha256.
@@ -82,260 +118,4 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
-}
-
-/// Compiles and checks `bytes` as a module for `slot` under `settings`. Blocking (compilation takes
-/// tens of milliseconds for a Rust module, seconds for an interpreter-based one).
-pub fn check(slot: Slot, bytes: Arc<[u8]>, settings: &SlotSettings) -> Checked {
-    checked(slot, bytes, settings, true)
-}
-
-/// Like [`check`] but without running the sample inputs (for `policy test`, which runs its own).
-pub fn load_unchecked_samples(slot: Slot, bytes: Arc<[u8]>, settings: &SlotSettings) -> Checked {
-    checked(slot, bytes, settings, false)
-}
-
-fn checked(slot: Slot, bytes: Arc<[u8]>, settings: &SlotSettings, run_samples: bool) -> Checked {
-    let mut steps = Vec::new();
-    let mut samples = Vec::new();
-    let module = check_steps(slot, bytes, settings, run_samples, &mut steps, &mut samples);
-    Checked {
-        steps,
-        samples,
-        module,
-    }
-}
-
-fn record(
-    steps: &mut Vec<CheckStep>,
-    check: &str,
-    result: Result<String, String>,
-) -> Result<(), String> {
-    let (passed, detail) = match &result {
-        Ok(d) => (true, d.clone()),
-        Err(e) => (false, e.clone()),
-    };
-    steps.push(CheckStep {
-        check: check.to_owned(),
-        passed,
-        detail,
-    });
-    result.map(drop)
-}
-
-fn check_steps(
-    slot: Slot,
-    bytes: Arc<[u8]>,
-    settings: &SlotSettings,
-    run_samples: bool,
-    steps: &mut Vec<CheckStep>,
-    samples: &mut Vec<SampleRun>,
-) -> Result<Arc<PolicyModule>, String> {
-    let engine = engine().map_err(|e| e.to_string())?;
-    let sha256 = sha256_hex(&bytes);
-
-    let started = Instant::now();
-    let component = Component::new(engine, &bytes)
-        .map_err(|e| format!("not a valid WebAssembly component: {e:#}"));
-    let detail = format!(
-        "{} bytes in {} ms",
-        bytes.len(),
-        started.elapsed().as_millis()
-    );
-    record(
-        steps,
-        "compiles",
-        component.as_ref().map(|_| detail).map_err(Clone::clone),
-    )?;
-    let component = component?;
-    let component_type = component.component_type();
-
-    let forbidden: Vec<&str> = component_type
-        .imports(engine)
-        .map(|(name, _)| name)
-        .filter(|name| !ALLOWED_IMPORTS.contains(name))
-        .collect();
-    record(
-        steps,
-        "imports nothing the host does not grant",
-        if forbidden.is_empty() {
-            Ok("no imports".into())
-        } else {
-            Err(format!(
-                "imports {}; the host grants no capabilities to policies",
-                forbidden.join(", ")
-            ))
-        },
-    )?;
-
-    let exports: Vec<&str> = component_type
-        .exports(engine)
-        .map(|(name, _)| name)
-        .collect();
-    let export_name = contract_export(slot, &exports);
-    record(
-        steps,
-        "exports the slot's interface at a compatible contract version",
-        export_name.clone(),
-    )?;
-    let export_name = export_name?;
-
-    let pre = Linker::<CallState>::new(engine)
-        .instantiate_pre(&component)
-        .map_err(|e| format!("cannot be instantiated without imports: {e:#}"))
-        .and_then(|instance_pre| {
-            SlotPre::new(slot, instance_pre)
-                .map_err(|e| format!("{export_name} does not match the contract's types: {e:#}"))
-        });
-    record(
-        steps,
-        "matches the contract's types",
-        pre.as_ref()
-            .map(|_| export_name.clone())
-            .map_err(Clone::clone),
-    )?;
-    let pre = pre?;
-
-    if run_samples {
-        check_samples(slot, &pre, settings, steps, samples)?;
-    }
-
-    Ok(Arc::new(PolicyModule {
-        file: settings.file.clone(),
-        sha256,
-        loaded_at: Utc::now(),
-        bytes,
-        pre,
-    }))
-}
-
-/// Runs the slot's sample inputs from `settings` (or the built-in sample) on `pre`: each must answer
-/// validly within the limits. The last step of [`check`]; also run alone when only the settings of an
-/// already checked module change (a simulation sweeping a config key).
-pub fn check_samples(
-    slot: Slot,
-    pre: &SlotPre,
-    settings: &SlotSettings,
-    steps: &mut Vec<CheckStep>,
-    samples: &mut Vec<SampleRun>,
-) -> Result<(), String> {
-    let mut sample_list: Vec<(String, serde_json::Value)> = settings
-        .samples
-        .iter()
-        .map(|s| (s.name.clone(), s.input.clone()))
-        .collect();
-    if sample_list.is_empty() {
-        sample_list.push(("built-in sample".into(), slots::default_sample(slot)));
-    }
-    for (name, input) in sample_list {
-        let check_name = format!("sample {name:?} answers validly within limits");
-        match pre.run_json(settings, &input) {
-            Err(bad) => {
-                record(
-                    steps,
-                    &check_name,
-                    Err(format!(
-                        "the sample does not match the {slot} contract: {}",
-                        bad.0
-                    )),
-                )?;
-            }
-            Ok((output, cost)) => {
-                let output = output.map_err(|f| f.to_string());
-                samples.push(SampleRun {
-                    name: name.clone(),
-                    cost,
-                    output: output.clone(),
-                });
-                let detail = format!(
-                    "fuel {}, {} µs, memory {} KiB",
-                    cost.fuel_used,
-                    cost.elapsed.as_micros(),
-                    cost.peak_memory_bytes / 1024
-                );
-                record(
-                    steps,
-                    &check_name,
-                    output
-                        .map(|_| detail)
-                        .map_err(|e| format!("sample {name:?}: {e}")),
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Finds the slot's interface among the exports and checks its contract version.
-fn contract_export(slot: Slot, exports: &[&str]) -> Result<String, String> {
-    let prefix = format!("{CONTRACT_PACKAGE}/{}", slot.interface());
-    let expected = format!("{prefix}@{CONTRACT_VERSION}");
-    let Some(found) = exports
-        .iter()
-        .find(|e| e.split('@').next() == Some(prefix.as_str()))
-    else {
-        return Err(format!(
-            "does not export {expected} (exports: {})",
-            list_or_none(exports)
-        ));
-    };
-    let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
-    if !compatible(version, CONTRACT_VERSION) {
-        return Err(format!(
-            "built for contract {CONTRACT_PACKAGE}@{} but this host speaks @{CONTRACT_VERSION}; \
-             rebuild the module against plugins/wit of this version",
-            if version.is_empty() {
-                "(unversioned)"
-            } else {
-                version
-            }
-        ));
-    }
-    Ok(found.to_string())
-}
-
-fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
-}
-
-/// Semver compatibility: same major version, and for 0.x the same minor version.
-fn compatible(found: &str, ours: &str) -> bool {
-    let parts = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split(['.', '-', '+']);
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parts(found), parts(ours)) {
-        (Some((0, a)), Some((0, b))) => a == b,
-        (Some((a, _)), Some((b, _))) => a == b,
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn contract_versions_follow_semver() {
-        assert!(compatible("0.1.0", "0.1.0"));
-        assert!(compatible("0.1.3", "0.1.0"));
-        assert!(!compatible("0.2.0", "0.1.0"));
-        assert!(!compatible("1.0.0", "0.1.0"));
-        assert!(!compatible("", "0.1.0"));
-    }
-
-    #[test]
-    fn another_major_version_is_named_in_the_error() {
-        let err = contract_export(Slot::Pricing, &["gpu-market:policy/pricing@1.0.0"]).unwrap_err();
-        assert!(err.contains("@1.0.0") && err.contains("@0.1.0"), "{err}");
-        let err = contract_export(Slot::Pricing, &["other:thing/x"]).unwrap_err();
-        assert!(
-            err.contains("does not export gpu-market:policy/pricing@0.1.0"),
-            "{err}"
-        );
-    }
 }

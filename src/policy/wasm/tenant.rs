@@ -20,14 +20,12 @@ use wasmtime::Store;
 use crate::policy::{DecisionSource, PriceQuote, PricingRequest, TimeoutDecision};
 
 use super::call::{self, Failure, FailureKind};
-use super::check;
+use super::checks;
 use super::config::{PoliciesConfig, SlotSettings};
-use super::kind::{SlotKind, validated};
+use super::error::PolicyError;
+use super::kinds::{PricingSlot, SlotKind, TimeoutSlot, batch_answers, validated};
 use super::limits::{CallState, Limits};
-use super::module::{self, PolicyModule};
-use super::slots::pricing::PricingSlot;
-use super::slots::timeout::TimeoutSlot;
-use super::{PolicyError, Slot};
+use super::module::{PolicyModule, read_module};
 
 /// One decision of a tenant or strategy.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +46,7 @@ pub type TimeoutAnswer = TenantAnswer<TimeoutDecision>;
 /// quotes that feed `previous_multiplier` and the change guardrail). `Send`, not `Sync`: each thread
 /// of a parallel simulation owns its tenants.
 pub struct Tenant<K: SlotKind> {
-    module: Arc<PolicyModule>,
-    pre: K::Pre,
+    module: Arc<PolicyModule<K>>,
     settings: Arc<SlotSettings>,
     policy: String,
     state: K::HostState,
@@ -129,8 +126,8 @@ impl<K: SlotKind> Tenant<K> {
     /// the published defaults without one. A module failing a check is an
     /// [`InvalidModule`](PolicyError::InvalidModule) error naming the reason.
     pub fn load(module_path: &Path, policies_dir: Option<&Path>) -> Result<Self, PolicyError> {
-        let settings = check::settings_for(module_path, K::SLOT, policies_dir)?;
-        let bytes = check::read(module_path)?;
+        let settings = SlotSettings::for_module(module_path, K::SLOT, policies_dir)?;
+        let bytes = read_module(module_path)?;
         Self::checked(bytes, settings)
     }
 
@@ -139,32 +136,28 @@ impl<K: SlotKind> Tenant<K> {
         let Some(settings) = PoliciesConfig::load(policies_dir)?.slots.remove(&K::SLOT) else {
             return Ok(None);
         };
-        let bytes = check::read(&policies_dir.join(&settings.file))?;
+        let bytes = read_module(&policies_dir.join(&settings.file))?;
         Self::checked(bytes, settings).map(Some)
     }
 
     fn checked(bytes: Arc<[u8]>, settings: SlotSettings) -> Result<Self, PolicyError> {
-        let module = module::check(K::SLOT, bytes, &settings)
+        let module = checks::check::<K>(bytes, &settings)
             .module
             .map_err(|reason| PolicyError::InvalidModule {
                 slot: K::SLOT,
                 reason,
             })?;
-        Self::new(module, Arc::new(settings))
+        Ok(Self::new(module, Arc::new(settings)))
     }
 
-    fn new(module: Arc<PolicyModule>, settings: Arc<SlotSettings>) -> Result<Self, PolicyError> {
-        let pre = K::typed_pre(&module.pre)
-            .cloned()
-            .ok_or_else(|| PolicyError::Internal(format!("module not loaded as {}", K::SLOT)))?;
-        Ok(Self {
+    fn new(module: Arc<PolicyModule<K>>, settings: Arc<SlotSettings>) -> Self {
+        Self {
             policy: module.label(),
             module,
-            pre,
             settings,
             state: K::HostState::default(),
             live: None,
-        })
+        }
     }
 
     /// The same module with some `config` keys set (added when absent), checked again as a reload of
@@ -178,32 +171,19 @@ impl<K: SlotKind> Tenant<K> {
                 None => settings.config.push((key.clone(), value.clone())),
             }
         }
-        let mut steps = Vec::new();
-        module::check_samples(
-            K::SLOT,
-            &self.module.pre,
-            &settings,
-            &mut steps,
-            &mut Vec::new(),
-        )
-        .map_err(|reason| PolicyError::InvalidModule {
-            slot: K::SLOT,
-            reason: format!("with config {overrides:?}: {reason}"),
-        })?;
-        Self::new(self.module.clone(), Arc::new(settings))
+        checks::check_samples(&self.module, &settings, &mut Vec::new(), &mut Vec::new()).map_err(
+            |reason| PolicyError::InvalidModule {
+                slot: K::SLOT,
+                reason: format!("with config {overrides:?}: {reason}"),
+            },
+        )?;
+        Ok(Self::new(self.module.clone(), Arc::new(settings)))
     }
 
     /// A tenant of the same checked module and settings, with no instance and an empty host state: for
     /// another thread or another simulation run.
     pub fn fork(&self) -> Self {
-        Self {
-            module: self.module.clone(),
-            pre: self.pre.clone(),
-            settings: self.settings.clone(),
-            policy: self.policy.clone(),
-            state: K::HostState::default(),
-            live: None,
-        }
+        Self::new(self.module.clone(), self.settings.clone())
     }
 
     /// `<file>@<sha256 prefix>`, as in each decision's source.
@@ -265,7 +245,7 @@ impl<K: SlotKind> Tenant<K> {
     /// One decision, as the server would answer it; never fails (the slot's fallback answers).
     pub fn decide(&mut self, input: &K::Input) -> TenantAnswer<K::Output> {
         let wit = K::to_wit(input, &self.state);
-        let (answer, fuel) = answer_one(&mut self.live, &self.pre, &self.settings, &wit);
+        let (answer, fuel) = answer_one(&mut self.live, &self.module.pre, &self.settings, &wit);
         self.conclude(input, answer, fuel)
     }
 
@@ -290,23 +270,14 @@ impl<K: SlotKind> Tenant<K> {
             let wits: Vec<K::WitInput> = chunk.iter().map(|(_, w)| w.clone()).collect();
             let fuel = limits.fuel.saturating_mul(wits.len() as u64);
             let config = &self.settings.config;
-            let (raw, used) = on_instance(&mut self.live, &self.pre, &limits, fuel, |b, store| {
-                K::call_batch(b, store, config, &wits)
-            });
-            let raw = raw.and_then(|answers| {
-                if answers.len() == wits.len() {
-                    Ok(answers)
-                } else {
-                    Err(Failure::new(
-                        FailureKind::InvalidOutput,
-                        format!(
-                            "the batch call answered {} times for {} inputs",
-                            answers.len(),
-                            wits.len()
-                        ),
-                    ))
-                }
-            });
+            let (raw, used) = on_instance(
+                &mut self.live,
+                &self.module.pre,
+                &limits,
+                fuel,
+                |b, store| K::call_batch(b, store, config, &wits),
+            );
+            let raw = raw.and_then(|answers| batch_answers(answers, wits.len()));
             let share = used / wits.len().max(1) as u64;
             match raw {
                 Ok(answers) => {
@@ -340,7 +311,7 @@ impl<K: SlotKind> Tenant<K> {
         let inputs = self.probe_inputs()?;
         let settings = self.settings.clone();
         let outcome = |live: &mut Option<Live<K>>, input: &K::WitInput| {
-            let (answer, _) = answer_one(live, &self.pre, &settings, input);
+            let (answer, _) = answer_one(live, &self.module.pre, &settings, input);
             match answer {
                 Ok(answer) => Ok(to_json(&answer)),
                 Err(failure) => Err(failure.kind),
@@ -414,100 +385,3 @@ impl Tenant<PricingSlot> {
         self.decide_batch(requests)
     }
 }
-
-/// A policy under test: the slot's built-in rules or a module. A simulation holds a list of these.
-pub enum Strategy<K: SlotKind> {
-    /// The built-in rules (pricing: the asking price, multiplier 1), the same code the server runs
-    /// for a slot with no module.
-    Builtin,
-    Wasm(Tenant<K>),
-}
-
-pub type PricingStrategy = Strategy<PricingSlot>;
-pub type TimeoutStrategy = Strategy<TimeoutSlot>;
-
-impl<K: SlotKind> Strategy<K> {
-    /// `builtin`, or the path of a module checked as [`Tenant::load`] does.
-    pub fn load(spec: &str, policies_dir: Option<&Path>) -> Result<Self, PolicyError> {
-        if spec == "builtin" {
-            return Ok(Self::Builtin);
-        }
-        Tenant::load(Path::new(spec), policies_dir).map(Self::Wasm)
-    }
-
-    /// What the server would run for the slot with `policies_dir`: its configured module, or the
-    /// built-in rules when `policies.toml` configures none.
-    pub fn configured(policies_dir: &Path) -> Result<Self, PolicyError> {
-        Ok(match Tenant::configured(policies_dir)? {
-            Some(tenant) => Self::Wasm(tenant),
-            None => Self::Builtin,
-        })
-    }
-
-    /// `builtin` or `<file>@<sha256 prefix>`.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Builtin => "builtin",
-            Self::Wasm(tenant) => tenant.policy(),
-        }
-    }
-
-    pub fn slot(&self) -> Slot {
-        K::SLOT
-    }
-
-    pub fn decide(&mut self, input: &K::Input) -> TenantAnswer<K::Output> {
-        match self {
-            Self::Builtin => builtin_answer::<K>(input),
-            Self::Wasm(tenant) => tenant.decide(input),
-        }
-    }
-
-    pub fn decide_batch(&mut self, inputs: &[K::Input]) -> Vec<TenantAnswer<K::Output>> {
-        match self {
-            Self::Builtin => inputs.iter().map(builtin_answer::<K>).collect(),
-            Self::Wasm(tenant) => tenant.decide_batch(inputs),
-        }
-    }
-
-    /// See [`Tenant::check_stateless`]; the built-in rules keep no state.
-    pub fn check_stateless(&mut self) -> Result<(), String> {
-        match self {
-            Self::Builtin => Ok(()),
-            Self::Wasm(tenant) => tenant.check_stateless(),
-        }
-    }
-
-    /// See [`Tenant::fork`].
-    pub fn fork(&self) -> Self {
-        match self {
-            Self::Builtin => Self::Builtin,
-            Self::Wasm(tenant) => Self::Wasm(tenant.fork()),
-        }
-    }
-}
-
-impl Strategy<PricingSlot> {
-    pub fn quote(&mut self, request: &PricingRequest) -> TenantQuote {
-        self.decide(request)
-    }
-
-    pub fn quote_batch(&mut self, requests: &[PricingRequest]) -> Vec<TenantQuote> {
-        self.decide_batch(requests)
-    }
-}
-
-fn builtin_answer<K: SlotKind>(input: &K::Input) -> TenantAnswer<K::Output> {
-    TenantAnswer {
-        output: K::builtin(input),
-        fuel: 0,
-        failure: None,
-    }
-}
-
-/// A simulation moves strategies into worker threads.
-const _: fn() = || {
-    fn send<T: Send>() {}
-    send::<PricingStrategy>();
-    send::<TimeoutStrategy>();
-};

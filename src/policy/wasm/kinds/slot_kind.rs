@@ -1,7 +1,7 @@
 //! [`SlotKind`]: everything that makes one policy slot different from another, as types and functions.
 //!
 //! The mechanism (load, check, call under limits, fall back, metrics, reload, simulation tenants) is
-//! written once over this trait; each slot is one small implementation in `slots/`. A decision goes:
+//! written once over this trait; each slot is one small implementation in a file beside this one. A decision goes:
 //! domain input → [`to_wit`](SlotKind::to_wit) → guest call → [`validate`](SlotKind::validate) (the
 //! contract check) → [`finish`](SlotKind::finish) (host post-processing, e.g. pricing guardrails), or
 //! [`fallback`](SlotKind::fallback) when anything on the way fails.
@@ -13,11 +13,10 @@ use wasmtime::component::InstancePre;
 
 use crate::policy::DecisionSource;
 
-use super::Slot;
-use super::call::{self, Failure, FailureKind};
-use super::config::SlotSettings;
-use super::limits::{CallState, Limits};
-use super::slots::SlotPre;
+use super::super::call::{self, Failure, FailureKind};
+use super::super::config::SlotSettings;
+use super::super::limits::{CallState, Limits};
+use super::super::slot::Slot;
 
 pub trait SlotKind: Sized + Send + Sync + 'static {
     const SLOT: Slot;
@@ -94,7 +93,8 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
     /// The slot's answer when its module cannot give one; `source.fallback` is true.
     fn fallback(input: &Self::Input, source: DecisionSource, failure: &Failure) -> Self::Output;
 
-    /// The built-in rule: the answer when no module is configured for the slot.
+    /// The built-in rule: the answer when no module is configured for the slot (and, for pricing and
+    /// booking timeout, the fallback's answer too).
     fn builtin(input: &Self::Input) -> Self::Output;
 
     /// The input used to exercise a module when `policies.toml` lists no samples for its slot.
@@ -105,10 +105,6 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
         let _ = input;
         Vec::new()
     }
-
-    #[doc(hidden)]
-    /// The typed `Pre` inside a loaded module of this slot.
-    fn typed_pre(pre: &SlotPre) -> Option<&Self::Pre>;
 }
 
 /// The contract check of a guest's raw answer: its own `err(...)` is a failure too.
@@ -118,4 +114,18 @@ pub fn validated<K: SlotKind>(
 ) -> Result<K::Answer, Failure> {
     let answer = raw.map_err(|e| Failure::new(FailureKind::GuestError, call::truncate(&e, 300)))?;
     K::validate(answer, limits)
+}
+
+/// A batch call must answer once per input, in order.
+pub fn batch_answers<T>(answers: Vec<T>, inputs: usize) -> Result<Vec<T>, Failure> {
+    if answers.len() == inputs {
+        return Ok(answers);
+    }
+    Err(Failure::new(
+        FailureKind::InvalidOutput,
+        format!(
+            "the batch call answered {} times for {inputs} inputs",
+            answers.len()
+        ),
+    ))
 }

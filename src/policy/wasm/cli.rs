@@ -1,15 +1,19 @@
-//! The CLI helpers behind `gpu-market policy check` and `gpu-market policy test`. Both are blocking
+//! The CLI helpers behind `gpu-market policy check` and `gpu-market policy test`: the slot is chosen
+//! at run time, so they go through the [`SlotAdmin`](super::admin::SlotAdmin) view. Both are blocking
 //! (they compile a module); from async code call them inside `spawn_blocking`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::config::{PoliciesConfig, SlotSettings};
-use super::module::{self, CheckStep, SampleRun};
-use super::{Limits, PolicyError, Slot};
+use super::admin::Cells;
+use super::checks::{CheckStep, SampleRun};
+use super::config::SlotSettings;
+use super::error::PolicyError;
+use super::limits::Limits;
+use super::module::{read_module, sha256_hex};
+use super::slot::Slot;
 
 /// What `policy check` found: each check in order (stopping at the first failure), and the fuel, time
 /// and memory each sample input used.
@@ -61,34 +65,6 @@ impl fmt::Display for CheckReport {
     }
 }
 
-pub(super) fn settings_for(
-    path: &Path,
-    slot: Slot,
-    policies_dir: Option<&Path>,
-) -> Result<SlotSettings, PolicyError> {
-    let file = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("module.wasm");
-    let configured = match policies_dir {
-        Some(dir) => PoliciesConfig::load(dir)?.slots.remove(&slot),
-        None => None,
-    };
-    Ok(match configured {
-        Some(settings) => SlotSettings {
-            file: file.to_owned(),
-            ..settings
-        },
-        None => SlotSettings::standalone(file),
-    })
-}
-
-pub(super) fn read(path: &Path) -> Result<Arc<[u8]>, PolicyError> {
-    std::fs::read(path)
-        .map(Into::into)
-        .map_err(|e| PolicyError::io("reading", path, e))
-}
-
 /// Checks `path` as the `slot` module exactly as a hot reload would, with the limits, configuration
 /// and sample inputs `policies_dir/policies.toml` gives the slot (the published defaults and a
 /// built-in sample when it gives none). Module problems are in the report (`passed == false`); an
@@ -98,16 +74,16 @@ pub fn check_module(
     slot: Slot,
     policies_dir: &Path,
 ) -> Result<CheckReport, PolicyError> {
-    let settings = settings_for(path, slot, Some(policies_dir))?;
-    let bytes = read(path)?;
-    let sha256 = module::sha256_hex(&bytes);
-    let checked = module::check(slot, bytes, &settings);
+    let settings = SlotSettings::for_module(path, slot, Some(policies_dir))?;
+    let bytes = read_module(path)?;
+    let sha256 = sha256_hex(&bytes);
+    let checked = Cells::default().admin(slot).check(bytes, &settings);
     Ok(CheckReport {
         slot,
         path: path.to_owned(),
         sha256,
         limits: settings.limits,
-        passed: checked.module.is_ok(),
+        passed: checked.passed,
         steps: checked.steps,
         samples: checked.samples,
     })
@@ -125,35 +101,13 @@ pub fn test_module(
     input_json: &str,
     policies_dir: Option<&Path>,
 ) -> Result<serde_json::Value, PolicyError> {
-    let settings = settings_for(path, slot, policies_dir)?;
+    let settings = SlotSettings::for_module(path, slot, policies_dir)?;
     let input: serde_json::Value =
         serde_json::from_str(input_json).map_err(|e| PolicyError::InvalidInput {
             slot,
             reason: format!("not JSON: {e}"),
         })?;
-    let loaded = module::load_unchecked_samples(slot, read(path)?, &settings);
-    let module = loaded
-        .module
-        .map_err(|reason| PolicyError::InvalidModule { slot, reason })?;
-    let (result, cost) =
-        module
-            .pre
-            .run_json(&settings, &input)
-            .map_err(|bad| PolicyError::InvalidInput {
-                slot,
-                reason: bad.0,
-            })?;
-    let mut out = serde_json::json!({
-        "policy": module.label(),
-        "fuel_used": cost.fuel_used,
-        "elapsed_us": cost.elapsed.as_micros() as u64,
-        "peak_memory_bytes": cost.peak_memory_bytes,
-    });
-    match result {
-        Ok(output) => out["output"] = output,
-        Err(failure) => {
-            out["failure"] = serde_json::json!({ "kind": failure.kind, "message": failure.message })
-        }
-    }
-    Ok(out)
+    Cells::default()
+        .admin(slot)
+        .test_json(read_module(path)?, &settings, &input)
 }

@@ -1,0 +1,170 @@
+//! [`SlotCell`]: the serving state of one slot: the active version (swapped atomically with its
+//! settings), the previous good versions for rollback, the last rejection, the counters shown by the
+//! admin API and the host state the slot's decisions share (pricing: each GPU's last quote).
+//!
+//! Deciding is in `decide.rs`, the admin operations in `admin.rs`; both are written once for every
+//! slot kind.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::config::SlotSettings;
+use super::kinds::SlotKind;
+use super::limits::Limits;
+use super::module::PolicyModule;
+use super::slot::Slot;
+
+/// How many earlier good versions a slot keeps for rollback.
+const HISTORY: usize = 5;
+
+/// What serves a slot. Calls take a snapshot, so a swap never affects a call already started.
+pub struct Active<K: SlotKind> {
+    /// None: no module configured, the built-in rules answer.
+    pub settings: Option<Arc<SlotSettings>>,
+    /// None with settings: configured, but no version passed its checks yet; the fallback answers.
+    pub module: Option<Arc<PolicyModule<K>>>,
+}
+
+impl<K: SlotKind> Default for Active<K> {
+    fn default() -> Self {
+        Self {
+            settings: None,
+            module: None,
+        }
+    }
+}
+
+impl<K: SlotKind> Active<K> {
+    /// The decision source for this snapshot: `<file>@<sha prefix>`, or the file alone when no version
+    /// is loaded.
+    pub fn policy_label(&self) -> String {
+        match (&self.module, &self.settings) {
+            (Some(module), _) => module.label(),
+            (None, Some(settings)) => format!("{}@none", settings.file),
+            (None, None) => "builtin".to_owned(),
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        self.module.as_ref().map_or("none", |m| m.version())
+    }
+}
+
+pub struct SlotCell<K: SlotKind> {
+    pub active: ArcSwap<Active<K>>,
+    history: Mutex<Vec<Arc<PolicyModule<K>>>>,
+    last_error: Mutex<Option<String>>,
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub fallbacks: AtomicU64,
+    /// Shared by every decision of the slot, across versions (a new pricing module still sees the
+    /// GPUs' last quotes).
+    pub state: K::HostState,
+}
+
+/// One row of `GET /v1/admin/policies`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    pub slot: Slot,
+    /// `builtin`, or `<file>@<sha256 prefix>`.
+    pub policy: String,
+    pub file: Option<String>,
+    pub sha256: Option<String>,
+    pub loaded_at: Option<DateTime<Utc>>,
+    /// Decisions asked of this slot's modules since start (all versions).
+    pub calls: u64,
+    /// Calls that failed (trap, fuel, deadline, memory, invalid output, ...).
+    pub failures: u64,
+    /// Decisions answered by the fallback (failures plus calls to a slot with no loaded version).
+    pub fallbacks: u64,
+    /// The latest rejected candidate (module or `policies.toml`), cleared when a new version is accepted.
+    pub last_error: Option<String>,
+    pub limits: Option<Limits>,
+    /// Earlier good versions available to roll back to.
+    pub previous_versions: usize,
+}
+
+impl<K: SlotKind> Default for SlotCell<K> {
+    fn default() -> Self {
+        Self {
+            active: ArcSwap::from_pointee(Active::default()),
+            history: Mutex::default(),
+            last_error: Mutex::default(),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            state: K::HostState::default(),
+        }
+    }
+}
+
+impl<K: SlotKind> SlotCell<K> {
+    /// Puts `next` in service. The version it replaces goes to the rollback history unless
+    /// `keep_history` is false (a rollback must not push the version it undoes).
+    pub fn swap(&self, next: Active<K>, keep_history: bool) {
+        let previous = self.active.swap(Arc::new(next));
+        let current_sha = self.active.load().module.as_ref().map(|m| m.sha256.clone());
+        if keep_history
+            && let Some(old) = previous.module.clone()
+            && Some(&old.sha256) != current_sha.as_ref()
+        {
+            let mut history = lock(&self.history);
+            history.retain(|m| m.sha256 != old.sha256);
+            history.push(old);
+            if history.len() > HISTORY {
+                history.remove(0);
+            }
+        }
+        *lock(&self.last_error) = None;
+    }
+
+    /// Takes the most recent earlier version that differs from the one serving.
+    pub fn pop_previous(&self) -> Option<Arc<PolicyModule<K>>> {
+        let current = self.active.load().module.as_ref().map(|m| m.sha256.clone());
+        let mut history = lock(&self.history);
+        while let Some(module) = history.pop() {
+            if Some(&module.sha256) != current.as_ref() {
+                return Some(module);
+            }
+        }
+        None
+    }
+
+    /// Puts a version back on the history (a rollback that failed after popping it).
+    pub fn push_back(&self, module: Arc<PolicyModule<K>>) {
+        lock(&self.history).push(module);
+    }
+
+    pub fn reject(&self, error: String) {
+        *lock(&self.last_error) = Some(error);
+    }
+
+    pub fn status(&self, config_error: Option<&str>) -> SlotStatus {
+        let active = self.active.load();
+        let module = active.module.as_ref();
+        let last_error = lock(&self.last_error)
+            .clone()
+            .or_else(|| config_error.map(|e| format!("policies.toml: {e}")));
+        SlotStatus {
+            slot: K::SLOT,
+            policy: active.policy_label(),
+            file: active.settings.as_ref().map(|s| s.file.clone()),
+            sha256: module.map(|m| m.sha256.clone()),
+            loaded_at: module.map(|m| m.loaded_at),
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            last_error,
+            limits: active.settings.as_ref().map(|s| s.limits),
+            previous_versions: lock(&self.history).len(),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
