@@ -98,8 +98,7 @@ impl PricingStrategy for NativeDemand {
         }
         let multiplier = (x * 10_000.0).round() / 10_000.0;
         let price = (request.gpu.base_price * multiplier * 10_000.0).round() / 10_000.0;
-        self.previous
-            .insert(request.gpu.gpu_id.clone(), multiplier);
+        self.previous.insert(request.gpu.gpu_id.clone(), multiplier);
         Priced {
             quote: PriceQuote {
                 price_per_hour: price,
@@ -119,8 +118,11 @@ impl PricingFactory for NativeDemand {
 }
 
 fn tenant() -> PricingTenant {
-    PricingTenant::load(&repo("policies/pricing-demand.wasm"), Some(&repo("policies")))
-        .expect("the default pricing policy loads")
+    PricingTenant::load(
+        &repo("policies/pricing-demand.wasm"),
+        Some(&repo("policies")),
+    )
+    .expect("the default pricing policy loads")
 }
 
 fn decisions(c: &mut Criterion) {
@@ -264,7 +266,12 @@ fn backtests() {
         .iter()
         .map(|r| {
             let calls: u64 = r.runs.iter().map(|o| o.pricing_calls).sum();
-            calls as f64 / r.wall.iter().map(Duration::as_secs_f64).sum::<f64>().max(1e-9)
+            calls as f64
+                / r.wall
+                    .iter()
+                    .map(Duration::as_secs_f64)
+                    .sum::<f64>()
+                    .max(1e-9)
         })
         .collect();
     println!(

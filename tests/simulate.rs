@@ -136,6 +136,17 @@ fn a_policy_that_traps_mid_run_is_counted_and_the_run_goes_on() {
     assert!(m.fallbacks >= 2.0, "{m:?}");
 }
 
+#[test]
+fn a_module_that_keeps_state_is_flagged_and_run_as_the_server_runs_it() {
+    // The fixture's multiplier creeps up with every call on one instance; on a fresh instance per
+    // decision (the server's way) it always answers the asking price.
+    let module = PricingModule::load(&repo("tests/fixtures/stateful.wasm"), None).unwrap();
+    assert!(module.stateful().is_some());
+    let (_, m) = run(module.with_settings(&[]).unwrap().as_ref());
+    assert!(close(m.revenue, 4.5), "{m:?}");
+    assert!(close(m.mean_price, 4.0 / 3.0));
+}
+
 fn study(extra: &[&str], out: &Path) -> Result<(), SimError> {
     let mut words = vec![
         "simulate".to_owned(),

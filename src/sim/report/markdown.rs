@@ -78,7 +78,8 @@ pub(super) fn inputs(out: &mut String, report: &Report) {
     );
 }
 
-fn summarize_counts(counts: &[usize]) -> String {
+/// `n`, or `lo-hi` when seeds differ.
+pub(super) fn summarize_counts(counts: &[usize]) -> String {
     match (counts.iter().min(), counts.iter().max()) {
         (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
         (Some(lo), Some(hi)) => format!("{lo}-{hi}"),

@@ -352,24 +352,25 @@ fn words(name: &str, base: &str, revenue: Interval, fill: Interval, seeds: usize
     } else {
         "on one run".to_owned()
     };
-    let pm = |i: Interval, unit: &str| {
-        if seeds > 1 {
-            format!("{:.1}{unit} ± {:.1}{unit}", i.mean.abs(), i.half_width)
-        } else {
-            format!("{:.1}{unit}", i.mean.abs())
-        }
+    let percent = if seeds > 1 {
+        format!("{:.1} % ± {:.1} %", revenue.mean.abs(), revenue.half_width)
+    } else {
+        format!("{:.1} %", revenue.mean.abs())
+    };
+    let points = if seeds > 1 {
+        format!("{:.1} ± {:.1} points", fill.mean.abs(), fill.half_width)
+    } else {
+        format!("{:.1} points", fill.mean.abs())
     };
     let mut text = format!(
-        "{name} earns {} {} than {base} {over}",
-        pm(revenue, " %"),
+        "{name} earns {percent} {} than {base} {over}",
         if revenue.mean >= 0.0 { "more" } else { "less" },
     );
     if seeds > 1 && revenue.low <= 0.0 && revenue.high >= 0.0 {
         text.push_str(" (the interval includes 0: no clear difference)");
     }
     text.push_str(&format!(
-        "; its fill rate is {} {}.",
-        pm(fill, " points"),
+        "; its fill rate is {points} {}.",
         if fill.mean >= 0.0 { "higher" } else { "lower" },
     ));
     text

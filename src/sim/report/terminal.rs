@@ -37,21 +37,10 @@ fn render_table(t: &table::Table) -> String {
 
 pub fn print_summary(report: &Report, timing: &Timing) {
     let i = &report.inputs;
+    let requests = super::markdown::summarize_counts(&i.demand.requests_per_seed);
     println!(
-        "{} GPUs, {} seed(s), {} h from {}, requests per seed: {}",
-        i.fleet.gpus,
-        i.seeds,
-        i.horizon_hours,
-        i.start,
-        i.demand
-            .requests_per_seed
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(60)
-            .collect::<String>()
+        "{} GPUs, {} seed(s), {} h from {}, {requests} requests per seed",
+        i.fleet.gpus, i.seeds, i.horizon_hours, i.start,
     );
     println!();
     print!("{}", render_table(&table::build(report, Some(timing))));
