@@ -57,12 +57,18 @@ pub fn draw(report: &Report, study: &Study, outcome: &Outcome) -> Vec<Chart> {
         Chart {
             file: "price.svg",
             title: "Average current price over the fleet (AITBC/h), seed 0",
-            svg: lines(&per_hour(|p| p.price), "hour", "AITBC/h", false),
+            svg: lines(&per_hour(|p| p.price), "hour", "AITBC/h", false, false),
         },
         Chart {
             file: "utilization.svg",
             title: "Utilization per hour, seed 0",
-            svg: lines(&per_hour(|p| p.utilization), "hour", "utilization", false),
+            svg: lines(
+                &per_hour(|p| p.utilization),
+                "hour",
+                "utilization",
+                false,
+                true,
+            ),
         },
     ];
     let mut per_seed: Series = report
@@ -89,7 +95,7 @@ pub fn draw(report: &Report, study: &Study, outcome: &Outcome) -> Vec<Chart> {
     charts.push(Chart {
         file: "revenue_per_seed.svg",
         title: "Revenue per seed (AITBC)",
-        svg: lines(&per_seed, "seed", "AITBC", true),
+        svg: lines(&per_seed, "seed", "AITBC", true, false),
     });
     if let Some(oracle) = &report.oracle {
         let curve = vec![(
@@ -103,14 +109,14 @@ pub fn draw(report: &Report, study: &Study, outcome: &Outcome) -> Vec<Chart> {
         charts.push(Chart {
             file: "oracle.svg",
             title: "Mean revenue of each constant multiplier (the oracle is the highest)",
-            svg: lines(&curve, "multiplier", "AITBC", true),
+            svg: lines(&curve, "multiplier", "AITBC", true, false),
         });
     }
     charts
 }
 
-/// A line chart; `marks` adds a dot at every point (for few points).
-fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
+/// A line chart; `marks` adds a dot at every point (for few points); `from_zero` starts the y axis at 0.
+fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool, from_zero: bool) -> String {
     let mut svg = String::new();
     let all = series.iter().flat_map(|(_, points)| points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -127,7 +133,11 @@ fn lines(series: &Series, x_label: &str, y_label: &str, marks: bool) -> String {
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.08).max(y1.abs() * 0.02).max(1e-6);
-    let (y0, y1) = ((y0 - pad).min(if y0 >= 0.0 { 0.0 } else { y0 }), y1 + pad);
+    let (y0, y1) = if from_zero {
+        (y0.min(0.0), y1 + pad)
+    } else {
+        (y0 - pad, y1 + pad)
+    };
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         let _ = root.fill(&WHITE);

@@ -292,8 +292,15 @@ impl Run<'_> {
     fn record_history(&mut self, now: Timestamp) {
         let interval = self.settings.history_interval_secs;
         let current = bucket_of(now, interval);
+        // Asking prices do not change during a run, so every bucket's samples are alike: once
+        // RECENT_PRICE_POINTS of them are recorded, the recent prices stay as they are.
+        let full = self.history.iter().all(|h| h.len() >= RECENT_PRICE_POINTS);
         let first = match self.history_bucket {
             Some(last) if last >= current => return,
+            Some(_) if full => {
+                self.history_bucket = Some(current);
+                return;
+            }
             // Only the newest points are ever seen: skip buckets that would fall out anyway.
             Some(last) => (last + interval).max(current - interval * RECENT_PRICE_POINTS as i64),
             None => bucket_of(

@@ -22,7 +22,7 @@ fn inline_svg(svg: &str) -> &str {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}\
-table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}\
+table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}\
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:1.5em 0}\
 figcaption{font-weight:600;margin-bottom:.3em}.note{color:#666;font-size:13px}";
 
