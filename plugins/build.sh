@@ -18,7 +18,7 @@ CARGO_TARGET_DIR="$target_dir" cargo build --manifest-path "$here/Cargo.toml" --
     --target wasm32-unknown-unknown --locked
 
 mkdir -p "$out"
-for name in pricing-demand booking-timeout-grace review-moderation-basic; do
+for name in pricing-demand pricing-scarcity booking-timeout-grace review-moderation-basic; do
     core="$target_dir/wasm32-unknown-unknown/release/${name//-/_}.wasm"
     tmp="$out/.${name}.wasm.tmp"
     wasm-tools component new "$core" -o "$tmp"

@@ -11,4 +11,5 @@ pub mod market;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod sim;
 pub mod store;

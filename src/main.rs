@@ -38,6 +38,8 @@ enum Command {
     /// Check or try out a WebAssembly policy module without a server.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Backtest pricing policies on a fleet and a demand trace (`--config` names a policies.toml).
+    Simulate(gpu_market::sim::cli::Args),
 }
 
 #[derive(Subcommand)]
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Policy(command) => return run_policy_command(command),
+        Command::Simulate(args) => return gpu_market::sim::main(args, cli.config.as_deref()),
         command => command,
     };
     let overrides = overrides_for(&command, cli.database_url.as_deref());
@@ -156,7 +159,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve { .. } => gpu_market::server::run(config).await,
             // Answered above, before any runtime or database.
-            Command::Policy(_) => Ok(()),
+            Command::Policy(_) | Command::Simulate(_) => Ok(()),
             Command::Migrate => {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;
