@@ -11,7 +11,7 @@
 #   cycle    POST /v1/marketplace/gpu/{id}/book then POST .../release, per GPU, over the 100 GPUs
 # and prints requests/s and p99 latency per scenario (cycles/s for book+release).
 #
-# Knobs: BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
+# Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,10 +37,15 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-say "building the release binary"
-(cd "$ROOT" && cargo build --release --quiet --bin gpu-market)
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/gpu-market"
+if [[ -n "${BENCH_BIN:-}" ]]; then
+    # Another build (an earlier commit, say) measured by the same script on the same machine.
+    BIN="$BENCH_BIN"
+else
+    say "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet --bin gpu-market)
+    TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+    BIN="$TARGET_DIR/release/gpu-market"
+fi
 [[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
 
 WORK="$(mktemp -d -t gpu-market-bench.XXXXXX)"

@@ -3,7 +3,7 @@
 use super::{GpuId, GpuStatus, Money, PrincipalId, Timestamp};
 
 /// A registered GPU. Decoded straight from its row; `model_key` is the normalised model name the
-/// model filter matches against (`crate::market::model_match`).
+/// model filter matches against ([`crate::domain::ModelFilter`]).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Gpu {
     pub id: GpuId,
