@@ -88,6 +88,10 @@ fn copy_policies() -> tempfile::TempDir {
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        // The group was filtered out on the command line.
+        return Duration::ZERO;
+    }
     samples.sort();
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -242,6 +246,18 @@ fn tenant_throughput(c: &mut Criterion) {
         let start = (i * 16) % requests.len();
         std::hint::black_box(tenant.quote_batch(&requests[start..start + 16]));
     });
+    // The same path with a trivial guest: what the host, the canonical ABI (config and request
+    // lowered on every call) and fuel metering cost without the formula.
+    let mut flat = PricingTenant::load(
+        &repo().join("tests/fixtures/pricing-flat.wasm"),
+        Some(&policies),
+    )
+    .unwrap();
+    let floor = decisions_per_second(budget, 1, |i| {
+        std::hint::black_box(flat.quote(&requests[i % requests.len()]));
+    });
+    let fuel = tenant.quote(&requests[0]).fuel;
+    let floor_fuel = flat.quote(&requests[0]).fuel;
     let native = decisions_per_second(budget, 1, |i| {
         std::hint::black_box(native_quote(
             std::hint::black_box(&requests[i % requests.len()]),
@@ -249,8 +265,9 @@ fn tenant_throughput(c: &mut Criterion) {
         ));
     });
     println!(
-        "tenant decisions/s on one core: wasm {single:.0} (batches of 16: {batched:.0}) | native \
-         formula {native:.0} | native/wasm {:.1}x (batched {:.1}x)",
+        "tenant decisions/s on one core: wasm {single:.0} (batches of 16: {batched:.0}; {fuel} fuel \
+         per quote) | trivial guest {floor:.0} ({floor_fuel} fuel) | native formula {native:.0} | native/wasm {:.1}x \
+         (batched {:.1}x)",
         native / single,
         native / batched
     );

@@ -1,11 +1,18 @@
-//! One typed configuration, read once at start: TOML file, then `GPU_MARKET_*` environment overrides,
-//! then command-line flags. Everything is validated here so the rest of the service can trust it.
+//! One typed configuration, read once at start. Layers, each over the one before (figment merges them):
+//! the defaults, the TOML file, `GPU_MARKET_*` environment variables, then command-line flags. Every
+//! key can come from any layer; unknown keys are refused wherever they come from, naming the key.
+//! Everything is validated here so the rest of the service can trust it.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+pub use load::{ENV_PREFIX, Overrides};
+
+mod load;
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "gpu-market.toml";
@@ -17,10 +24,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
+    /// A key unknown or of the wrong type, with where it came from (file or environment variable).
+    #[error("{0}")]
+    Load(String),
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -72,8 +78,9 @@ impl Default for Config {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user@host/db`.
-    pub url: String,
+    /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user:password@host/db`. A secret:
+    /// it may hold the password.
+    pub url: Secret,
     pub max_connections: u32,
     pub min_connections: u32,
     /// How long a request waits for a pooled connection before failing.
@@ -107,7 +114,7 @@ impl SqliteSynchronous {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: "sqlite://data/gpu-market.db?mode=rwc".to_owned(),
+            url: Secret::new("sqlite://data/gpu-market.db?mode=rwc"),
             max_connections: 16,
             min_connections: 1,
             acquire_timeout_ms: 5_000,
@@ -121,7 +128,7 @@ impl Default for DatabaseConfig {
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_url(self.url.expose()))
             .field("max_connections", &self.max_connections)
             .field("min_connections", &self.min_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
@@ -220,18 +227,19 @@ impl fmt::Debug for ApiKeyConfig {
     }
 }
 
-/// A value that must never reach a log line.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// A value that must never reach a log line (API keys, the database URL): secrecy's `SecretString`,
+/// redacted when printed and wiped from memory when dropped; [`Secret::expose`] is the one way out.
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
 
@@ -249,79 +257,7 @@ pub enum Role {
     Admin,
 }
 
-/// Values given on the command line; they win over the file and the environment.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub bind: Option<SocketAddr>,
-    pub database_url: Option<String>,
-    pub policies_dir: Option<PathBuf>,
-}
-
 impl Config {
-    /// Reads `path` (or `gpu-market.toml` when present), applies the environment and `overrides`,
-    /// and validates the result.
-    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => Self::from_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                Self::from_file(Path::new(DEFAULT_CONFIG_FILE))?
-            }
-            None => Self::default(),
-        };
-        config.apply_env(|name| std::env::var(name).ok())?;
-        if let Some(bind) = overrides.bind {
-            config.bind = bind;
-        }
-        if let Some(url) = &overrides.database_url {
-            config.database.url = url.clone();
-        }
-        if let Some(dir) = &overrides.policies_dir {
-            config.policies_dir = dir.clone();
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|err| err.to_string())
-    }
-
-    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(value) = var("GPU_MARKET_BIND") {
-            self.bind = value.parse().map_err(|err| ConfigError::Env {
-                name: "GPU_MARKET_BIND",
-                message: format!("`{value}` is not a socket address: {err}"),
-            })?;
-        }
-        if let Some(value) = var("GPU_MARKET_DATABASE_URL") {
-            self.database.url = value;
-        }
-        if let Some(value) = var("GPU_MARKET_POLICIES_DIR") {
-            self.policies_dir = PathBuf::from(value);
-        }
-        if let Some(value) = var("GPU_MARKET_MAX_BODY_BYTES") {
-            self.max_body_bytes = value.parse().map_err(|err| ConfigError::Env {
-                name: "GPU_MARKET_MAX_BODY_BYTES",
-                message: format!("`{value}` is not a byte count: {err}"),
-            })?;
-        }
-        if let Some(value) = var("GPU_MARKET_LOG") {
-            self.log = value;
-        }
-        Ok(())
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
             Err(ConfigError::Invalid {
@@ -329,7 +265,7 @@ impl Config {
                 message: message.to_owned(),
             })
         };
-        let url = &self.database.url;
+        let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
@@ -419,37 +355,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_keys_are_rejected_with_their_name() {
-        let err = Config::from_toml("bnid = \"127.0.0.1:1\"").unwrap_err();
-        assert!(err.contains("bnid"), "{err}");
-        let err = Config::from_toml("[database]\nurll = \"x\"").unwrap_err();
-        assert!(err.contains("urll"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        let err = Config::from_toml("[database]\nmax_connections = \"many\"").unwrap_err();
-        assert!(err.contains("max_connections"), "{err}");
-        let config = Config::from_toml("[database]\nurl = \"mysql://x\"").unwrap();
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("database.url"), "{err}");
-    }
-
-    #[test]
-    fn environment_overrides_the_file() {
-        let mut config = Config::from_toml("bind = \"127.0.0.1:1\"").unwrap();
-        config
-            .apply_env(|name| match name {
-                "GPU_MARKET_BIND" => Some("127.0.0.1:2".to_owned()),
-                "GPU_MARKET_DATABASE_URL" => Some("postgres://u@h/db".to_owned()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(config.bind.port(), 2);
-        assert_eq!(config.database.url, "postgres://u@h/db");
-    }
-
-    #[test]
     fn open_bind_without_keys_needs_an_explicit_opt_in() {
         let mut config = Config::from_toml("bind = \"0.0.0.0:18000\"").unwrap();
         assert!(config.validate().is_err());
@@ -474,6 +379,11 @@ mod tests {
             roles: vec![Role::Admin],
         };
         assert!(!format!("{key:?}").contains("s3cret"));
+        let config =
+            Config::from_toml("[database]\nurl = \"postgres://bob:hunter2@db/x\"").unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://bob:***@db/x"), "{printed}");
     }
 }
 
@@ -486,6 +396,6 @@ mod example_file {
         config.validate().expect("example validates");
         let defaults = super::Config::default();
         assert_eq!(config.bind, defaults.bind);
-        assert_eq!(config.database.url, defaults.database.url);
+        assert_eq!(config.database.url.expose(), defaults.database.url.expose());
     }
 }

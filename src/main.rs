@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gpu_market::config::{Config, Overrides};
+use gpu_market::config::{Config, Overrides, Secret};
 use gpu_market::store::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -113,15 +113,16 @@ fn run_policy_command(command: PolicyCommand) -> ExitCode {
     }
 }
 
-fn overrides_for(command: &Command, database_url: &Option<String>) -> Overrides {
+fn overrides_for(command: &Command, database_url: Option<&str>) -> Overrides {
+    let database_url = database_url.map(Secret::new);
     match command {
         Command::Serve { bind, policies } => Overrides {
             bind: *bind,
-            database_url: database_url.clone(),
+            database_url,
             policies_dir: policies.clone(),
         },
         _ => Overrides {
-            database_url: database_url.clone(),
+            database_url,
             ..Overrides::default()
         },
     }
@@ -134,7 +135,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => return gpu_market::sim::main(args, cli.config.as_deref()),
         command => command,
     };
-    let overrides = overrides_for(&command, &cli.database_url);
+    let overrides = overrides_for(&command, cli.database_url.as_deref());
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(err) => {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::cache::ResponseCache;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
+use crate::market::policy_admin::PolicyAdmin;
 use crate::market::{Market, price_refresh, sweeper};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -89,7 +90,7 @@ impl App {
                 market,
                 auth,
                 registry: Arc::new(registry),
-                policies: runtime,
+                policy_admin: PolicyAdmin::new(runtime),
             },
             policy_watch,
         })

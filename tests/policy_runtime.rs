@@ -779,6 +779,9 @@ fn default_modules_pass_the_stateless_check() {
     let mut timeout = TimeoutStrategy::configured(&policies).unwrap();
     assert!(timeout.name().starts_with("booking-timeout-grace.wasm@"));
     timeout.check_stateless().unwrap();
+    // The configuration file may be named instead of its directory.
+    let by_file = TimeoutStrategy::configured(&policies.join("policies.toml")).unwrap();
+    assert_eq!(by_file.name(), timeout.name());
     PricingStrategy::Builtin.check_stateless().unwrap();
 }
 

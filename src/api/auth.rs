@@ -79,6 +79,23 @@ impl FromRequestParts<ApiContext> for Caller {
     }
 }
 
+/// A caller with the admin role: the one role check of the admin endpoints (401 without a valid key,
+/// 403 without the role), made before anything else of the request is read.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<ApiContext> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiContext,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(caller) = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Admin(caller))
+    }
+}
+
 /// The `X-Miner-ID` header, which an admin may use to register a GPU for a miner.
 pub fn miner_id_header(parts: &axum::http::HeaderMap) -> Option<String> {
     parts

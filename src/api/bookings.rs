@@ -1,11 +1,12 @@
 //! `/v1/marketplace/gpu/{id}/book` and `/release`.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Caller;
@@ -15,10 +16,10 @@ use crate::domain::GpuId;
 use crate::error::{Error, Result};
 use crate::market::booking::{self, BookRequest, BookingReceipt, Released};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/marketplace/gpu/{id}/book", post(book))
-        .route("/v1/marketplace/gpu/{id}/release", post(release))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(book))
+        .routes(routes!(release))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,92 +1,82 @@
-//! A small cache of serialized catalogue responses (list and details), the hottest reads.
+//! A cache of serialized catalogue responses (list and details), the hottest reads.
 //!
-//! An entry is valid while the store's catalogue generation is unchanged (every write this replica
-//! commits bumps it, so its own writes are visible at once) and for at most `cache_ttl_ms`, which
-//! bounds how long a write made by another replica can go unseen. Bookings themselves never rely on
-//! it: they are decided in the database.
+//! An entry is valid while the catalogue generation is unchanged (every write this replica commits
+//! changes it, so its own writes are visible at once) and for at most `cache_ttl_ms`, which bounds how
+//! long a write made by another replica can go unseen. Bookings themselves never rely on it: they are
+//! decided in the database. Size is bounded in bytes; moka evicts the least useful entries.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use moka::sync::Cache;
+use serde::Serialize;
 
-/// Entries beyond this are dropped wholesale; the catalogue's distinct queries are few in practice.
-const MAX_ENTRIES: usize = 4_096;
+use super::ApiContext;
+use crate::error::{Error, Result};
+use crate::market::system::catalogue_generation;
 
+/// Bodies and keys held at most; a full list of 500 GPUs is about half a megabyte.
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Clone)]
 struct Entry {
     generation: u64,
-    stored: Instant,
     body: Bytes,
 }
 
 pub struct ResponseCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<String, Entry>>,
+    /// None when the TTL is zero: caching is off.
+    entries: Option<Cache<String, Entry>>,
 }
 
 impl ResponseCache {
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: RwLock::default(),
-        }
+        let entries = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(MAX_BYTES)
+                .weigher(|key: &String, entry: &Entry| {
+                    u32::try_from(key.len() + entry.body.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { entries }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.ttl.is_zero()
+        self.entries.is_some()
     }
 
     pub fn get(&self, key: &str, generation: u64) -> Option<Bytes> {
-        let entries = self.entries.read().ok()?;
-        let entry = entries.get(key)?;
-        (entry.generation == generation && entry.stored.elapsed() < self.ttl)
-            .then(|| entry.body.clone())
+        let entry = self.entries.as_ref()?.get(key)?;
+        (entry.generation == generation).then_some(entry.body)
     }
 
     /// Stores a body computed from data read at `generation` (read before the data, so a write that
     /// lands meanwhile makes the entry stale rather than wrongly fresh).
     pub fn put(&self, key: String, generation: u64, body: Bytes) {
-        if !self.enabled() {
-            return;
-        }
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(
-                key,
-                Entry {
-                    generation,
-                    stored: Instant::now(),
-                    body,
-                },
-            );
+        if let Some(entries) = &self.entries {
+            entries.insert(key, Entry { generation, body });
         }
     }
 }
 
 /// Answers from the cache, or computes, serializes and stores the body.
-pub async fn cached_json<T, F>(
-    context: &super::ApiContext,
-    key: String,
-    compute: F,
-) -> crate::error::Result<axum::response::Response>
+pub async fn cached_json<T, F>(context: &ApiContext, key: String, compute: F) -> Result<Response>
 where
-    T: serde::Serialize,
-    F: std::future::Future<Output = crate::error::Result<T>>,
+    T: Serialize,
+    F: Future<Output = Result<T>>,
 {
-    use axum::http::header::CONTENT_TYPE;
-    use axum::response::IntoResponse;
-
-    let generation = context.market.catalogue_generation();
+    let generation = catalogue_generation(&context.market);
     let body = match context.cache.get(&key, generation) {
         Some(body) => body,
         None => {
             let value = compute.await?;
             let body = Bytes::from(
-                serde_json::to_vec(&value)
-                    .map_err(|err| crate::error::Error::Internal(err.to_string()))?,
+                serde_json::to_vec(&value).map_err(|err| Error::Internal(err.to_string()))?,
             );
             context.cache.put(key, generation, body.clone());
             body
@@ -118,7 +108,16 @@ mod tests {
     #[test]
     fn a_zero_ttl_disables_it() {
         let cache = ResponseCache::new(Duration::ZERO);
+        assert!(!cache.enabled());
         cache.put("k".into(), 1, Bytes::from_static(b"[]"));
         assert!(cache.get("k", 1).is_none());
+    }
+
+    #[test]
+    fn a_newer_body_replaces_a_stale_one() {
+        let cache = ResponseCache::new(Duration::from_secs(60));
+        cache.put("k".into(), 1, Bytes::from_static(b"[1]"));
+        cache.put("k".into(), 2, Bytes::from_static(b"[2]"));
+        assert_eq!(cache.get("k", 2).as_deref(), Some(&b"[2]"[..]));
     }
 }

@@ -1,12 +1,13 @@
 //! `/v1/marketplace/gpu/...`: register, list, details, delete, heartbeat.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::{Caller, miner_id_header};
@@ -18,12 +19,12 @@ use crate::error::{Error, Result};
 use crate::market::catalogue::{self, CatalogueQuery, GpuView};
 use crate::market::registry::{self, HeartbeatAck, Registered, Registration, Removed};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/marketplace/gpu/register", post(register))
-        .route("/v1/marketplace/gpu/list", get(list))
-        .route("/v1/marketplace/gpu/{id}", get(details).delete(remove))
-        .route("/v1/marketplace/gpu/{id}/heartbeat", post(heartbeat))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(list))
+        .routes(routes!(details, remove))
+        .routes(routes!(heartbeat))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,17 +1,18 @@
-//! HTTP: one file per resource, each exposing `router()`. Handlers parse, call `market`, and return;
-//! errors become responses in `error.rs`.
+//! HTTP: one file per resource, each exposing `router()`, an `OpenApiRouter` whose routes and OpenAPI
+//! operations come from the same `#[utoipa::path]` annotations. Handlers parse, call `market`, and
+//! return; errors become responses in `error.rs`. Only `market` is reached from here.
 
-pub mod admin;
+pub mod admin_policies;
+pub mod admin_reviews;
 pub mod auth;
 pub mod bookings;
 pub mod cache;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod gpus;
 pub mod offers;
-pub mod openapi;
 pub mod orders;
-pub mod policies;
 pub mod pricing;
 pub mod reviews;
 pub mod system;
@@ -27,10 +28,12 @@ use axum::response::Response;
 use prometheus_client::registry::Registry;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::market::Market;
-use crate::policy::wasm::PolicyRuntime;
+use crate::market::policy_admin::PolicyAdmin;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -39,8 +42,8 @@ pub struct ApiContext {
     pub auth: Arc<auth::Auth>,
     pub registry: Arc<Registry>,
     pub cache: Arc<cache::ResponseCache>,
-    /// The WebAssembly policy runtime, for the admin API; None when the app runs fixed policies.
-    pub policies: Option<Arc<PolicyRuntime>>,
+    /// The policy runtime's admin operations; empty when the app runs fixed policies.
+    pub policy_admin: PolicyAdmin,
 }
 
 impl ApiContext {
@@ -53,16 +56,18 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(context: ApiContext) -> Router {
     let max_body = context.config().max_body_bytes;
-    Router::new()
+    let (api, document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(gpus::router())
         .merge(bookings::router())
         .merge(reviews::router())
         .merge(orders::router())
         .merge(pricing::router())
         .merge(offers::router())
-        .merge(admin::router())
-        .merge(policies::router())
+        .merge(admin_reviews::router())
+        .merge(admin_policies::router())
         .merge(system::router())
+        .split_for_parts();
+    api.merge(docs::router(document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

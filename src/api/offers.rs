@@ -1,11 +1,12 @@
 //! The older coordinator's views: offers, stats, bids, sync-offers, miner-offers.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Caller;
@@ -15,13 +16,13 @@ use crate::error::Result;
 use crate::market::catalogue::page;
 use crate::market::offers::{self, BidAccepted, BidRequest, MarketStats, OfferView, SyncReport};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/marketplace/offers", get(list_offers))
-        .route("/v1/marketplace/miner-offers", get(miner_offers))
-        .route("/v1/marketplace/stats", get(stats))
-        .route("/v1/marketplace/bids", post(place_bid))
-        .route("/v1/marketplace/sync-offers", post(sync_offers))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_offers))
+        .routes(routes!(miner_offers))
+        .routes(routes!(stats))
+        .routes(routes!(place_bid))
+        .routes(routes!(sync_offers))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

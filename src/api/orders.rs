@@ -1,10 +1,11 @@
 //! `/v1/marketplace/orders`.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Caller;
@@ -14,8 +15,8 @@ use crate::error::Result;
 use crate::market::catalogue::page;
 use crate::market::orders::{self, OrderView};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/v1/marketplace/orders", get(list))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

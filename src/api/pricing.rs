@@ -1,16 +1,17 @@
 //! `/v1/marketplace/pricing/{model}`.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::ErrorBody;
 use crate::error::Result;
 use crate::market::model_pricing::{self as pricing, ModelPricing};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/v1/marketplace/pricing/{model}", get(model_pricing))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(model_pricing))
 }
 
 /// Price statistics, history and a live quote for a GPU model.

@@ -1,11 +1,12 @@
 //! `/v1/marketplace/gpu/{id}/reviews`.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Caller;
@@ -16,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::market::catalogue::page;
 use crate::market::reviews::{self, GpuReviews, ReviewAdded};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/v1/marketplace/gpu/{id}/reviews", get(list).post(add))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(list, add))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

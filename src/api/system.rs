@@ -1,25 +1,25 @@
-//! `/health`, `/metrics`, `/openapi.json` and the human docs page.
+//! `/health` (and `/v1/health`) and `/metrics`.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
-use super::openapi::ApiDoc;
+use crate::market::system;
 use crate::metrics::StatusLabel;
-use crate::store::{bookings, gpus};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/v1/health", get(health))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(health_v1))
+        // Not an API operation: scraped by Prometheus, kept out of the OpenAPI document on purpose.
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/docs", get(docs))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -31,7 +31,7 @@ pub struct Health {
 /// `{"status": "ok"}` while the database answers; 503 otherwise.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Health>) {
-    match ctx.market.store.ping().await {
+    match system::ping(&ctx.market).await {
         Ok(()) => (
             StatusCode::OK,
             Json(Health {
@@ -52,17 +52,19 @@ pub async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Health>)
     }
 }
 
+/// The same as `/health`, beside the marketplace paths.
+#[utoipa::path(get, path = "/v1/health", tag = "system", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health_v1(state: State<ApiContext>) -> (StatusCode, Json<Health>) {
+    health(state).await
+}
+
 /// Prometheus text format.
 pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
     let metrics = &ctx.market.metrics;
     // Catalogue gauges come from the shared database so every replica reports the same numbers.
-    match gpus::status_counts(&ctx.market.store, None).await {
+    match system::gpu_counts(&ctx.market).await {
         Ok(counts) => {
-            for (status, value) in [
-                ("available", counts.available),
-                ("booked", counts.booked),
-                ("offline", counts.offline),
-            ] {
+            for (status, value) in counts.by_status() {
                 metrics
                     .gpus
                     .get_or_create(&StatusLabel {
@@ -73,7 +75,7 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         }
         Err(err) => tracing::warn!(error = %err, "metrics: cannot count GPUs"),
     }
-    match bookings::count_active(&ctx.market.store).await {
+    match system::active_bookings(&ctx.market).await {
         Ok(active) => {
             metrics.active_bookings.set(active);
         }
@@ -92,54 +94,4 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         body,
     )
         .into_response()
-}
-
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
-}
-
-/// A readable index of the API generated from the same OpenAPI document (no external assets, so it
-/// works offline).
-pub async fn docs() -> Html<String> {
-    let doc = ApiDoc::openapi();
-    let mut rows = String::new();
-    for (path, item) in &doc.paths.paths {
-        let operations = [
-            ("GET", &item.get),
-            ("POST", &item.post),
-            ("PUT", &item.put),
-            ("DELETE", &item.delete),
-        ];
-        for (method, operation) in operations {
-            if let Some(op) = operation {
-                let summary = op
-                    .summary
-                    .clone()
-                    .or_else(|| op.description.clone())
-                    .unwrap_or_default();
-                let codes: Vec<&str> = op.responses.responses.keys().map(String::as_str).collect();
-                rows.push_str(&format!(
-                    "<tr><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
-                    escape(path),
-                    escape(&summary),
-                    codes.join(", ")
-                ));
-            }
-        }
-    }
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} API</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.3em .8em;border-bottom:1px solid #ddd}}</style>\
-         </head><body><h1>{title} {version}</h1><p>Errors are JSON <code>{{\"detail\": ...}}</code>. \
-         The machine-readable description is at <a href=\"/openapi.json\">/openapi.json</a>.</p>\
-         <table><tr><th>method</th><th>path</th><th>what</th><th>statuses</th></tr>{rows}</table></body></html>",
-        title = escape(&doc.info.title),
-        version = escape(&doc.info.version),
-    ))
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -8,12 +8,14 @@ pub mod facts;
 pub mod model_pricing;
 pub mod offers;
 pub mod orders;
+pub mod policy_admin;
 pub mod price_refresh;
 pub mod quote;
 pub mod registry;
 pub mod reviews;
 pub mod rules;
 pub mod sweeper;
+pub mod system;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -69,7 +69,7 @@ pub struct Store {
 impl Store {
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
         install_default_drivers();
-        let url = config.url.clone();
+        let url = config.url.expose().to_owned();
         let redacted = redact_url(&url);
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite

@@ -302,7 +302,7 @@ pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
         policies_dir,
         ..Config::default()
     };
-    config.database.url = database_url.to_owned();
+    config.database.url = Secret::new(database_url);
     config.booking.sweep_interval_ms = 100;
     config.heartbeat.timeout_seconds = 1;
     config.heartbeat.check_interval_ms = 100;

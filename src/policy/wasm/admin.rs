@@ -47,8 +47,6 @@ pub struct CheckOutcome {
 /// serializes the async ones (one admin operation at a time).
 #[async_trait]
 pub trait SlotAdmin: Send + Sync {
-    fn slot(&self) -> Slot;
-
     /// `config_error`: why `policies.toml` was last rejected, shown when the slot has no error of its
     /// own.
     fn status(&self, config_error: Option<&str>) -> SlotStatus;
@@ -168,10 +166,6 @@ async fn write_module(host: &Host, file: &str, bytes: Arc<[u8]>) -> Result<(), P
 
 #[async_trait]
 impl<K: SlotKind> SlotAdmin for SlotCell<K> {
-    fn slot(&self) -> Slot {
-        K::SLOT
-    }
-
     fn status(&self, config_error: Option<&str>) -> SlotStatus {
         SlotCell::status(self, config_error)
     }

@@ -15,7 +15,7 @@
 //! A slot without a table (or a missing file) runs the built-in rules.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +53,9 @@ impl SlotSettings {
         }
     }
 
-    /// The settings `policies_dir/policies.toml` gives `slot` (limits, config, guardrails, samples),
-    /// or the published defaults, for the module file at `path` (CLI helpers, simulation tenants).
+    /// The settings `policies_dir/policies.toml` (or `policies_dir` itself, when it is a file) gives
+    /// `slot` (limits, config, guardrails, samples), or the published defaults, for the module file
+    /// at `path` (CLI helpers, simulation tenants).
     pub fn for_module(
         path: &Path,
         slot: Slot,
@@ -65,7 +66,7 @@ impl SlotSettings {
             .and_then(|n| n.to_str())
             .unwrap_or("module.wasm");
         let configured = match policies_dir {
-            Some(dir) => PoliciesConfig::load(dir)?.slots.remove(&slot),
+            Some(dir) => PoliciesConfig::load_from(dir)?.slots.remove(&slot),
             None => None,
         };
         Ok(match configured {
@@ -124,7 +125,20 @@ struct RawSample {
 impl PoliciesConfig {
     /// Reads `policies.toml` from `dir`; a missing file means every slot is built in.
     pub fn load(dir: &Path) -> Result<Self, PolicyError> {
-        let path = dir.join(CONFIG_FILE);
+        Self::read(dir.join(CONFIG_FILE))
+    }
+
+    /// Like [`load`](Self::load), but `policies` may also name the configuration file itself (a
+    /// simulation's `--config my-policies.toml`). Module files are relative to its directory.
+    pub fn load_from(policies: &Path) -> Result<Self, PolicyError> {
+        if policies.is_file() {
+            Self::read(policies.to_owned())
+        } else {
+            Self::load(policies)
+        }
+    }
+
+    fn read(path: PathBuf) -> Result<Self, PolicyError> {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text).map_err(|reason| PolicyError::Config { path, reason }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),

@@ -44,7 +44,6 @@ mod strategy;
 mod tenant;
 mod watch;
 
-pub use admin::SlotAdmin;
 pub use call::{CallCost, Failure, FailureKind};
 pub use cell::SlotStatus;
 pub use checks::{CONTRACT_PACKAGE, CONTRACT_VERSION, CheckStep, SampleRun};

@@ -45,6 +45,18 @@ pub type TimeoutAnswer = TenantAnswer<TimeoutDecision>;
 /// A checked module of slot `K` with its own instance and host state (for pricing, the GPUs' last
 /// quotes that feed `previous_multiplier` and the change guardrail). `Send`, not `Sync`: each thread
 /// of a parallel simulation owns its tenants.
+///
+/// A tenant takes only its own slot's input: asking a pricing tenant for a timeout decision does not
+/// compile.
+///
+/// ```compile_fail
+/// use gpu_market::policy::TimeoutRequest;
+/// use gpu_market::policy::wasm::PricingTenant;
+///
+/// fn ask(tenant: &mut PricingTenant, request: &TimeoutRequest) {
+///     tenant.decide(request);
+/// }
+/// ```
 pub struct Tenant<K: SlotKind> {
     module: Arc<PolicyModule<K>>,
     settings: Arc<SlotSettings>,
@@ -122,8 +134,8 @@ fn answer_one<K: SlotKind>(
 
 impl<K: SlotKind> Tenant<K> {
     /// Reads the module at `module_path` and checks it exactly as a hot reload of the slot would, under
-    /// the slot's settings (limits, config, guardrails, samples) from `policies_dir/policies.toml`, or
-    /// the published defaults without one. A module failing a check is an
+    /// the slot's settings (limits, config, guardrails, samples) from `policies_dir/policies.toml`
+    /// (`policies_dir` may also be that file itself), or the published defaults without one. A module failing a check is an
     /// [`InvalidModule`](PolicyError::InvalidModule) error naming the reason.
     pub fn load(module_path: &Path, policies_dir: Option<&Path>) -> Result<Self, PolicyError> {
         let settings = SlotSettings::for_module(module_path, K::SLOT, policies_dir)?;
@@ -131,12 +143,21 @@ impl<K: SlotKind> Tenant<K> {
         Self::checked(bytes, settings)
     }
 
-    /// The module `policies_dir/policies.toml` configures for the slot, if any.
+    /// The module `policies_dir/policies.toml` (or `policies_dir` itself, when it is a file)
+    /// configures for the slot, if any.
     pub fn configured(policies_dir: &Path) -> Result<Option<Self>, PolicyError> {
-        let Some(settings) = PoliciesConfig::load(policies_dir)?.slots.remove(&K::SLOT) else {
+        let Some(settings) = PoliciesConfig::load_from(policies_dir)?
+            .slots
+            .remove(&K::SLOT)
+        else {
             return Ok(None);
         };
-        let bytes = read_module(&policies_dir.join(&settings.file))?;
+        let dir = if policies_dir.is_file() {
+            policies_dir.parent().unwrap_or(Path::new("."))
+        } else {
+            policies_dir
+        };
+        let bytes = read_module(&dir.join(&settings.file))?;
         Self::checked(bytes, settings).map(Some)
     }
 

@@ -1,13 +1,14 @@
-//! `/v1/admin/...`: review moderation queue.
+//! `/v1/admin/reviews`: the review moderation queue (admin).
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
-use super::auth::Caller;
+use super::auth::Admin;
 use super::error::ErrorBody;
 use super::extract::ApiQuery;
 use crate::domain::ReviewId;
@@ -15,11 +16,11 @@ use crate::error::Result;
 use crate::market::catalogue::page;
 use crate::market::reviews::{self, AdminReviewView};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/v1/admin/reviews", get(list_reviews))
-        .route("/v1/admin/reviews/{id}/approve", post(approve_review))
-        .route("/v1/admin/reviews/{id}/reject", post(reject_review))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_reviews))
+        .routes(routes!(approve_review))
+        .routes(routes!(reject_review))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -35,10 +36,9 @@ pub struct ReviewQueueParams {
     responses((status = 200, body = [AdminReviewView]), (status = 403, body = ErrorBody)))]
 pub async fn list_reviews(
     State(ctx): State<ApiContext>,
-    Caller(caller): Caller,
+    _: Admin,
     ApiQuery(params): ApiQuery<ReviewQueueParams>,
 ) -> Result<Json<Vec<AdminReviewView>>> {
-    caller.require_admin()?;
     let status = params
         .status
         .as_deref()
@@ -59,10 +59,9 @@ pub async fn list_reviews(
     responses((status = 200, body = AdminReviewView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve_review(
     State(ctx): State<ApiContext>,
-    Caller(caller): Caller,
+    _: Admin,
     Path(id): Path<ReviewId>,
 ) -> Result<Json<AdminReviewView>> {
-    caller.require_admin()?;
     Ok(Json(reviews::decide(&ctx.market, &id, true).await?))
 }
 
@@ -71,9 +70,8 @@ pub async fn approve_review(
     responses((status = 200, body = AdminReviewView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject_review(
     State(ctx): State<ApiContext>,
-    Caller(caller): Caller,
+    _: Admin,
     Path(id): Path<ReviewId>,
 ) -> Result<Json<AdminReviewView>> {
-    caller.require_admin()?;
     Ok(Json(reviews::decide(&ctx.market, &id, false).await?))
 }
