@@ -281,19 +281,26 @@ fn backtests() {
         per_second[1] / per_second[0].max(1e-9)
     );
 
-    // --seeds 8 over --seeds 1: a week each, three policies and the oracle.
-    let time = |seeds: u64| {
-        let s = study(&fleet, 168.0, seeds, three_policies(), true);
+    // --seeds 8 over --seeds 1: a week each, three policies and the oracle; and --seeds 8 on one
+    // thread against all cores (the runs of a study are independent, so this is the parallel gain).
+    let time = |seeds: u64, threads: Option<usize>| {
+        let s = Study {
+            threads,
+            ..study(&fleet, 168.0, seeds, three_policies(), true)
+        };
         let started = Instant::now();
         s.run(&quiet).expect("runs");
         started.elapsed().as_secs_f64()
     };
-    let one = time(1);
-    let eight = time(8);
+    let cores = rayon::current_num_threads();
+    let one = time(1, None);
+    let eight = time(8, None);
+    let eight_serial = time(8, Some(1));
     println!(
-        "--seeds 1: {one:.2} s, --seeds 8: {eight:.2} s on {} cores: {:.2}x the work per second",
-        rayon::current_num_threads(),
-        8.0 * one / eight
+        "--seeds 1: {one:.2} s, --seeds 8: {eight:.2} s on {cores} threads ({:.2}x one seed's time for 8x the runs: {:.2}x the runs per second); --seeds 8 on 1 thread: {eight_serial:.2} s, so {cores} threads run it {:.2}x faster",
+        eight / one,
+        8.0 * one / eight,
+        eight_serial / eight
     );
 }
 

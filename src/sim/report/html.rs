@@ -24,7 +24,7 @@ fn inline_svg(svg: &str) -> &str {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}\
 table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}\
 td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}figure{margin:1.5em 0}\
-figcaption{font-weight:600;margin-bottom:.3em}.note{color:#666;font-size:13px}";
+figcaption{font-weight:600;margin-bottom:.3em}.note{color:#666;font-size:13px}.wide{overflow-x:auto}";
 
 pub fn render(report: &Report, timing: &Timing, charts: &[Chart]) -> String {
     let mut out = String::new();
@@ -38,7 +38,7 @@ pub fn render(report: &Report, timing: &Timing, charts: &[Chart]) -> String {
     for line in inputs.lines().filter(|l| l.starts_with("- ")) {
         let _ = write!(out, "<li>{}</li>", escape(&line[2..]).replace('`', ""));
     }
-    out.push_str("</ul>\n<h2>Policies</h2>\n<table><tr>");
+    out.push_str("</ul>\n<h2>Policies</h2>\n<div class=\"wide\"><table><tr>");
     let t = table::build(report, Some(timing));
     for h in &t.headers {
         let _ = write!(out, "<th>{}</th>", escape(h));
@@ -51,7 +51,7 @@ pub fn render(report: &Report, timing: &Timing, charts: &[Chart]) -> String {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n");
+    out.push_str("</table></div>\n");
     if report.inputs.seeds > 1 {
         let _ = writeln!(
             out,
