@@ -53,8 +53,8 @@ pub struct ResponseCache {
 
 impl ResponseCache {
     pub fn new(ttl: Duration) -> Self {
-        let entries = (!ttl.is_zero())
-            .then(|| Cache::with_weighter(ESTIMATED_ENTRIES, MAX_BYTES, ByBytes));
+        let entries =
+            (!ttl.is_zero()).then(|| Cache::with_weighter(ESTIMATED_ENTRIES, MAX_BYTES, ByBytes));
         Self { ttl, entries }
     }
 
