@@ -98,6 +98,7 @@ impl Store {
                     url: redacted.clone(),
                     source,
                 })?;
+                let url = sqlite_url_creating(&url);
                 let busy_timeout = config.busy_timeout_ms;
                 let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 let writer = sqlite_pool(config, 1, busy_timeout)
@@ -199,6 +200,20 @@ fn sqlite_pool(
     })
 }
 
+/// A SQLite URL that creates its database file when it is missing, as the default URL does: without a
+/// `mode=` parameter sqlx opens an existing file read-write but never creates one, which surprised
+/// every new user who passed `sqlite:///path/market.db`. An explicit `mode=` is left as given.
+fn sqlite_url_creating(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p.starts_with("mode=")));
+    if has_mode || url.contains(":memory:") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
 /// Creates the parent directory of a SQLite database file (the default lives under `data/`).
 fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
     let path = url
@@ -211,5 +226,46 @@ fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
     match Path::new(path).parent() {
         Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn sqlite_urls_create_their_file_unless_told_otherwise() {
+        assert_eq!(
+            sqlite_url_creating("sqlite:///tmp/m.db"),
+            "sqlite:///tmp/m.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating("sqlite://m.db?cache=shared"),
+            "sqlite://m.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url_creating("sqlite://m.db?mode=ro"),
+            "sqlite://m.db?mode=ro"
+        );
+        assert_eq!(sqlite_url_creating("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[tokio::test]
+    async fn a_new_database_file_is_created_from_a_plain_url() {
+        let dir = std::env::temp_dir().join(format!("gpu-market-store-{}", uuid::Uuid::new_v4()));
+        let file = dir.join("nested").join("market.db");
+        let config = DatabaseConfig {
+            url: Secret::new(format!("sqlite://{}", file.display())),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::connect(&config).await;
+        assert!(store.is_ok(), "connect failed: {:?}", store.err());
+        if let Ok(store) = store {
+            assert!(store.migrate().await.is_ok());
+            store.close().await;
+        }
+        assert!(file.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
