@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{LogsOnFailure, ServerProcess as Replica};
 use common::{BookingRow, POSTGRES_ENV, TestDatabase, micros};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -30,91 +29,6 @@ const SHORT_HOURS: f64 = 0.0003;
 /// Clock slack between one replica ending a booking and another starting the next one on the same GPU:
 /// each takes its timestamp before its transaction commits.
 const TIMESTAMP_SLACK_MICROS: i64 = 500_000;
-
-struct Replica {
-    child: tokio::process::Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn start(name: &str, dir: &Path, database_url: &str, config: &Path, policies: &Path) -> Self {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().unwrap().port()
-        };
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gpu-market"))
-            .current_dir(dir)
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--database-url")
-            .arg(database_url)
-            .arg("--policies")
-            .arg(policies)
-            .env_remove("GPU_MARKET_DATABASE_URL")
-            .env_remove("GPU_MARKET_BIND")
-            .env_remove("GPU_MARKET_POLICIES_DIR")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the gpu-market binary starts");
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    async fn wait_healthy(&mut self, client: &reqwest::Client) {
-        let start = Instant::now();
-        loop {
-            if let Ok(response) = client.get(format!("{}/health", self.base)).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "replica exited with {status}: {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                panic!(
-                    "replica not healthy after 60 s: {}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Prints the replicas' logs when the test fails.
-struct LogsOnFailure(Vec<PathBuf>);
-
-impl Drop for LogsOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for log in &self.0 {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                eprintln!("---- {} (last lines) ----", log.display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
 
 #[derive(Default)]
 struct Outcomes {

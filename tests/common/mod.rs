@@ -6,6 +6,8 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
