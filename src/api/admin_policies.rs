@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 /// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits (admin).
-#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin",
+#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "one entry per slot"), (status = 403, body = ErrorBody)))]
 pub async fn list(State(ctx): State<ApiContext>, _: Admin) -> Result<Json<Vec<SlotStatus>>> {
     Ok(Json(ctx.policy_admin.statuses()?))
@@ -31,7 +31,7 @@ pub async fn list(State(ctx): State<ApiContext>, _: Admin) -> Result<Json<Vec<Sl
 
 /// Upload a module (the raw `.wasm` bytes) for a slot; it is checked exactly like a file change, then
 /// written into the policies directory and served (admin).
-#[utoipa::path(put, path = "/v1/admin/policies/{slot}", tag = "admin", request_body(content = Vec<u8>, content_type = "application/wasm"),
+#[utoipa::path(put, path = "/v1/admin/policies/{slot}", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation")), request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 200, description = "the slot's new status"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn upload(
@@ -46,7 +46,7 @@ pub async fn upload(
 }
 
 /// Return a slot to its previous good version (admin).
-#[utoipa::path(post, path = "/v1/admin/policies/{slot}/rollback", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/policies/{slot}/rollback", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation")),
     responses((status = 200, description = "the slot's new status"), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rollback(

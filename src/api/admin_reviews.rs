@@ -24,15 +24,19 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQueueParams {
     /// flagged (default), accepted or rejected.
+    #[param(schema_with = crate::domain::ReviewStatus::filter_schema)]
     pub status: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
 /// Reviews by moderation status, newest first (admin).
-#[utoipa::path(get, path = "/v1/admin/reviews", tag = "admin", params(ReviewQueueParams),
+#[utoipa::path(get, path = "/v1/admin/reviews", tag = "admin", security(("api_key" = [])), params(ReviewQueueParams),
     responses((status = 200, body = [AdminReviewView]), (status = 403, body = ErrorBody)))]
 pub async fn list_reviews(
     State(ctx): State<ApiContext>,
@@ -55,7 +59,7 @@ pub async fn list_reviews(
 }
 
 /// Approve a flagged review: it is shown and counted from now on (admin).
-#[utoipa::path(post, path = "/v1/admin/reviews/{id}/approve", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/reviews/{id}/approve", tag = "admin", security(("api_key" = [])), params(("id" = String, Path, description = "the review's id")),
     responses((status = 200, body = AdminReviewView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve_review(
     State(ctx): State<ApiContext>,
@@ -66,7 +70,7 @@ pub async fn approve_review(
 }
 
 /// Reject a flagged review (admin).
-#[utoipa::path(post, path = "/v1/admin/reviews/{id}/reject", tag = "admin",
+#[utoipa::path(post, path = "/v1/admin/reviews/{id}/reject", tag = "admin", security(("api_key" = [])), params(("id" = String, Path, description = "the review's id")),
     responses((status = 200, body = AdminReviewView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject_review(
     State(ctx): State<ApiContext>,

@@ -26,12 +26,15 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 pub struct BookBody {
     /// Optional; must name the GPU in the path when given.
     pub gpu_id: Option<String>,
+    /// Hours: at least 0.0003 (about one second), at most 8760 (a year).
+    #[schema(minimum = 0.0003, maximum = 8760.0)]
     pub duration_hours: f64,
+    #[schema(max_length = 256)]
     pub job_id: Option<String>,
 }
 
 /// Book a GPU now for `duration_hours` at the pricing policy's price, locked for the booking.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/book", tag = "booking", request_body = BookBody,
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/book", tag = "booking", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")), request_body = BookBody,
     responses((status = 201, body = BookingReceipt), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn book(
@@ -58,7 +61,7 @@ pub async fn book(
 }
 
 /// End the GPU's booking early; the unused share is refunded pro rata to the second.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/release", tag = "booking",
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/release", tag = "booking", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")),
     responses((status = 200, body = Released), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn release(

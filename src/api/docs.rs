@@ -35,9 +35,94 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "offers", description = "The older coordinator's marketplace views"),
         (name = "admin", description = "Operators"),
         (name = "system", description = "Health"),
-    )
+    ),
+    modifiers(&ApiKeySecurity)
 )]
 pub struct ApiDoc;
+
+/// The `X-Api-Key` header, which operations that need a caller name in their `security`.
+struct ApiKeySecurity;
+
+impl utoipa::Modify for ApiKeySecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        openapi.components.get_or_insert_default().add_security_scheme(
+            API_KEY_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Api-Key",
+                "A key from the server's configuration; its roles decide what it may do. Without keys \
+                 configured (local mode) every local caller has every role.",
+            ))),
+        );
+    }
+}
+
+/// The name operations use in `security(...)`.
+pub const API_KEY_SCHEME: &str = "api_key";
+
+/// Adds to every operation the error answers that come from layers shared by all of them rather than
+/// from its handler, so that the document lists every status the server can send:
+/// 400 and 422 for a bad parameter or body, 413 for a body over the limit, 404 for an unknown path
+/// parameter, 401 and 403 where a key is needed, and 429 and 503 from the request limits.
+pub fn document_shared_errors(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let has_input = operation.request_body.is_some()
+                || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let needs_key = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let shared = [
+                (has_input, "400", "malformed request"),
+                (
+                    has_input,
+                    "422",
+                    "a parameter or field of the wrong type or out of range",
+                ),
+                (
+                    operation.request_body.is_some(),
+                    "413",
+                    "body over the size limit",
+                ),
+                (path.contains('{'), "404", "no such resource"),
+                (needs_key, "401", "missing or unknown API key"),
+                (needs_key, "403", "the key lacks the role"),
+                (true, "429", "rate limit reached; see Retry-After"),
+                (
+                    true,
+                    "503",
+                    "the server is at its concurrency limit or shutting down",
+                ),
+            ];
+            for (applies, status, description) in shared {
+                if applies {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
 
 /// `/openapi.json`, `/docs` and the UI's assets under `/docs/`.
 pub fn router<S: Clone + Send + Sync + 'static>(document: utoipa::openapi::OpenApi) -> Router<S> {

@@ -54,3 +54,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map_err(|rejection| Error::unprocessable(rejection.body_text()))
     }
 }
+
+/// A whole number given as `5` or `5.0`: JSON Schema counts both as integers, serde only the first.
+pub fn whole_number(value: &serde_json::Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let float = value.as_f64()?;
+        // i64::MAX is not exact in f64; stay strictly inside the range it can round-trip.
+        (float.fract() == 0.0 && float.abs() < 9.0e18).then_some(float as i64)
+    })
+}
+
+/// `deserialize_with` for an integer field that also takes `5.0`.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+    whole_number(&value)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {value}")))
+}
+
+/// `deserialize_with` for an optional integer field that also takes `5.0` (use with `#[serde(default)]`).
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    match <serde_json::Value as serde::Deserialize>::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        value => whole_number(&value)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {value}"))),
+    }
+}

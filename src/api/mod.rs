@@ -56,7 +56,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(context: ApiContext) -> Router {
     let max_body = context.config().max_body_bytes;
-    let (api, document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+    let (api, mut document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(gpus::router())
         .merge(bookings::router())
         .merge(reviews::router())
@@ -67,6 +67,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(admin_policies::router())
         .merge(system::router())
         .split_for_parts();
+    docs::document_shared_errors(&mut document);
     api.merge(docs::router(document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

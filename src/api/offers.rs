@@ -26,9 +26,13 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OfferParams {
     pub miner_id: Option<String>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -69,13 +73,18 @@ pub async fn stats(State(ctx): State<ApiContext>) -> Result<Json<MarketStats>> {
 pub struct BidBody {
     pub provider: Option<String>,
     pub gpu_model: Option<String>,
+    #[serde(deserialize_with = "super::extract::integer")]
+    #[schema(minimum = 1, maximum = 10000)]
     pub capacity: i64,
+    /// AITBC per hour.
+    #[schema(minimum = 0.000001, maximum = 10000.0)]
     pub price: f64,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
 }
 
 /// Place a bid for capacity.
-#[utoipa::path(post, path = "/v1/marketplace/bids", tag = "offers", request_body = BidBody,
+#[utoipa::path(post, path = "/v1/marketplace/bids", tag = "offers", security(("api_key" = [])), request_body = BidBody,
     responses((status = 202, body = BidAccepted), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn place_bid(
     State(ctx): State<ApiContext>,
@@ -96,7 +105,7 @@ pub async fn place_bid(
 }
 
 /// Recompute every offer's price from the registry now (admin).
-#[utoipa::path(post, path = "/v1/marketplace/sync-offers", tag = "offers",
+#[utoipa::path(post, path = "/v1/marketplace/sync-offers", tag = "offers", security(("api_key" = [])),
     responses((status = 200, body = SyncReport), (status = 403, body = ErrorBody)))]
 pub async fn sync_offers(
     State(ctx): State<ApiContext>,

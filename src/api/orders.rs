@@ -20,15 +20,20 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrderParams {
     /// active, completed, cancelled or expired.
+    #[param(schema_with = crate::domain::BookingStatus::filter_schema)]
     pub status: Option<String>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
 /// Order history, newest first: a client's own, a miner's GPUs', or all for an admin.
-#[utoipa::path(get, path = "/v1/marketplace/orders", tag = "orders", params(OrderParams),
+#[utoipa::path(get, path = "/v1/marketplace/orders", tag = "orders", security(("api_key" = [])), params(OrderParams),
     responses((status = 200, body = [OrderView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(ctx): State<ApiContext>,

@@ -15,7 +15,7 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 /// Price statistics, history and a live quote for a GPU model.
-#[utoipa::path(get, path = "/v1/marketplace/pricing/{model}", tag = "pricing",
+#[utoipa::path(get, path = "/v1/marketplace/pricing/{model}", tag = "pricing", params(("model" = String, Path, description = "a GPU model or capability, matched as the list's model filter")),
     responses((status = 200, body = ModelPricing), (status = 404, body = ErrorBody)))]
 pub async fn model_pricing(
     State(ctx): State<ApiContext>,

@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiQuery, whole_number};
 use crate::domain::{GpuId, Rating};
 use crate::error::{Error, Result};
 use crate::market::catalogue::page;
@@ -22,13 +22,17 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// Default 10.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
 /// Accepted reviews, newest first, with the GPU's aggregate.
-#[utoipa::path(get, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", params(Paging),
+#[utoipa::path(get, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", params(("id" = String, Path, description = "the GPU's id"), Paging),
     responses((status = 200, body = GpuReviews), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(ctx): State<ApiContext>,
@@ -48,12 +52,14 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ReviewBody {
     /// An integer from 1 to 5.
+    #[schema(value_type = i64, minimum = 1, maximum = 5)]
     pub rating: serde_json::Value,
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
 /// Review a GPU; the moderation policy accepts, flags (held for an admin) or rejects it.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", request_body = ReviewBody,
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")), request_body = ReviewBody,
     responses((status = 201, body = ReviewAdded), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn add(
@@ -63,9 +69,7 @@ pub async fn add(
     ApiJson(body): ApiJson<ReviewBody>,
 ) -> Result<(StatusCode, Json<ReviewAdded>)> {
     // The contract makes any rating other than an integer 1-5 a 422, including 0, 6 and 4.5.
-    let rating = body
-        .rating
-        .as_i64()
+    let rating = whole_number(&body.rating)
         .and_then(Rating::new)
         .ok_or_else(|| Error::unprocessable("rating must be an integer from 1 to 5"))?;
     let added = reviews::add(&ctx.market, &caller, &id, rating, body.comment).await?;

@@ -4,6 +4,9 @@ use std::fmt;
 
 /// The longest booking, in hours.
 pub const MAX_BOOKING_HOURS: f64 = 8_760.0;
+/// The shortest, in hours: a little over one second. A plain bound (rather than "rounds to at least one
+/// second") so that the API document can state it exactly.
+pub const MIN_BOOKING_HOURS: f64 = 0.0003;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DurationError {
@@ -23,11 +26,10 @@ impl BookingDuration {
         if !hours.is_finite() || hours <= 0.0 || hours > MAX_BOOKING_HOURS {
             return Err(DurationError::OutOfRange);
         }
-        let seconds = (hours * 3600.0).round() as i64;
-        if seconds < 1 {
+        if hours < MIN_BOOKING_HOURS {
             return Err(DurationError::UnderOneSecond);
         }
-        Ok(Self(seconds))
+        Ok(Self((hours * 3600.0).round() as i64))
     }
 
     /// A duration read back from storage, where it was validated on the way in.
@@ -77,6 +79,14 @@ mod tests {
         assert_eq!(
             BookingDuration::from_hours(1e-5),
             Err(DurationError::UnderOneSecond)
+        );
+        assert_eq!(
+            BookingDuration::from_hours(0.00029),
+            Err(DurationError::UnderOneSecond)
+        );
+        assert_eq!(
+            BookingDuration::from_hours(MIN_BOOKING_HOURS).map(|d| d.seconds()),
+            Ok(1)
         );
         assert_eq!(
             BookingDuration::from_hours(8760.0).map(|d| d.seconds()),

@@ -31,6 +31,14 @@ macro_rules! status_enum {
                     $($name::$variant => $word),+
                 }
             }
+
+            /// The API document's schema of a `status` query filter: a status, or empty for any.
+            pub fn filter_schema() -> utoipa::openapi::schema::Object {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($word),+, ""]))
+                    .build()
+            }
         }
 
         impl fmt::Display for $name {

@@ -128,25 +128,31 @@ fn order_of(sort: SortKey, order: Option<SortOrder>) -> GpuOrder {
 /// A catalogue search, as the query string gives it. Validated and turned into the store's typed
 /// filter by [`list`]; there is no other layer between the two.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CatalogueQuery {
     /// true: available only; false: everything not available.
     pub available: Option<bool>,
     /// Case-insensitive; `*` and `?` wildcards; plain text is a substring; spaces and dashes ignored.
     pub model: Option<String>,
+    #[param(minimum = 0)]
     pub memory_min: Option<f64>,
     /// On `current_price`.
+    #[param(minimum = 0)]
     pub price_max: Option<f64>,
     pub region: Option<String>,
     /// available, booked or offline (any case).
+    #[param(schema_with = GpuStatus::filter_schema)]
     pub status: Option<String>,
     pub miner_id: Option<String>,
     pub capability: Option<String>,
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<SortKey>, inline)]
     pub sort: Option<SortKey>,
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<SortOrder>, inline)]
     pub order: Option<SortOrder>,
-    /// 1-500, default 100.
+    /// Default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -184,8 +190,9 @@ impl CatalogueQuery {
             Some(p) if !p.is_finite() || p < 0.0 => {
                 return Err(Error::bad_request("price_max must not be negative"));
             }
+            // Above any price the market can hold, a cap caps nothing.
             Some(p) => Some(
-                Money::from_units(p)
+                Money::from_units(p.min(1e12))
                     .ok_or_else(|| Error::bad_request("price_max must be a number"))?,
             ),
         };

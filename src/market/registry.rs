@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::store::gpus;
 
 pub const MAX_PRICE_UNITS: f64 = 10_000.0;
+/// One micro-AITBC, the smallest amount money can hold.
+pub const MIN_PRICE_UNITS: f64 = 0.000_001;
 pub const MAX_MEMORY_GB: f64 = 4_096.0;
 pub const MAX_MODEL_CHARS: usize = 128;
 const MAX_TEXT_CHARS: usize = 2_000;
@@ -52,29 +54,40 @@ fn check_text(field: &str, value: &Option<String>) -> Result<()> {
     }
 }
 
-/// Validates an asking price: more than 0 and at most 10 000 AITBC per hour.
+/// Validates an asking price: at least one micro-AITBC and at most 10 000 AITBC per hour.
 pub fn parse_price(field: &str, units: f64) -> Result<Money> {
     match Money::from_units(units) {
-        Some(price) if price > Money::ZERO && units <= MAX_PRICE_UNITS => Ok(price),
+        Some(price) if (MIN_PRICE_UNITS..=MAX_PRICE_UNITS).contains(&units) => Ok(price),
         _ => Err(Error::bad_request(format!(
             "{field} must be greater than 0 and at most {MAX_PRICE_UNITS}"
         ))),
     }
 }
 
-fn check_registration(registration: &Registration) -> Result<()> {
-    let model = registration.model.trim();
+/// A model name: 1-128 characters, not only spaces.
+pub fn check_model_name(field: &str, model: &str) -> Result<()> {
+    let model = model.trim();
     if model.is_empty() || model.chars().count() > MAX_MODEL_CHARS {
         return Err(Error::bad_request(format!(
-            "name must be 1 to {MAX_MODEL_CHARS} characters"
+            "{field} must be 1 to {MAX_MODEL_CHARS} characters"
         )));
     }
-    let memory_gb = registration.memory_gb.unwrap_or(0.0);
+    Ok(())
+}
+
+/// Memory in GB: 0 to 4096.
+pub fn check_memory(field: &str, memory_gb: f64) -> Result<()> {
     if !memory_gb.is_finite() || !(0.0..=MAX_MEMORY_GB).contains(&memory_gb) {
         return Err(Error::bad_request(format!(
-            "memory_gb must be between 0 and {MAX_MEMORY_GB}"
+            "{field} must be between 0 and {MAX_MEMORY_GB}"
         )));
     }
+    Ok(())
+}
+
+fn check_registration(registration: &Registration) -> Result<()> {
+    check_model_name("name", &registration.model)?;
+    check_memory("memory_gb", registration.memory_gb.unwrap_or(0.0))?;
     if matches!(registration.cuda_cores, Some(cores) if cores < 0) {
         return Err(Error::bad_request("cuda_cores must not be negative"));
     }
