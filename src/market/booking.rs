@@ -110,17 +110,11 @@ pub async fn book(
         ended_at: None,
         end_reason: None,
     };
-    match bookings::create(&market.store, &booking).await? {
+    // The guardrails remember booked prices only, in the database so every replica sees them.
+    match bookings::create(&market.store, &booking, quote.state.as_ref()).await? {
         BookOutcome::Booked => {}
         BookOutcome::GpuMissing => return Err(Error::not_found(format!("GPU {gpu_id} not found"))),
         BookOutcome::GpuNotAvailable(status) => return Err(not_bookable(gpu_id, status)),
-    }
-    // The guardrails remember booked prices only, in the database so every replica sees them. The
-    // booking stands whatever happens here: a lost state only loosens the next change limit.
-    if let Some(state) = &quote.state
-        && let Err(err) = price_state::record(&market.store, &gpu.id, state, now).await
-    {
-        tracing::warn!(%gpu_id, error = %err, "cannot record the booked price for the guardrails");
     }
     market.metrics.bookings_created.inc();
     if quote.source.fallback {

@@ -44,13 +44,17 @@ pub async fn for_model(store: &Store, model_key: &str) -> StoreResult<HashMap<St
         .collect())
 }
 
-/// Keeps `state` as the GPU's last booked quote (replacing the one before).
-pub async fn record(
-    store: &Store,
+/// Keeps `state` as the GPU's last booked quote (replacing the one before); `bookings::create` calls
+/// it inside the booking's transaction.
+pub(super) async fn record<'e, E>(
+    executor: E,
     gpu_id: &GpuId,
     state: &PriceState,
     now: Timestamp,
-) -> StoreResult<()> {
+) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
     sqlx::query(
         "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6) \
@@ -64,7 +68,7 @@ pub async fn record(
     .bind(state.last_price)
     .bind(state.last_multiplier)
     .bind(now)
-    .execute(store.writer())
+    .execute(executor)
     .await?;
     Ok(())
 }
