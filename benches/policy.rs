@@ -46,6 +46,7 @@ fn request(gpu_id: &str) -> PricingRequest {
             hour_of_day: 0,
             weekday: 3,
         },
+        previous: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn request(i: usize) -> PricingRequest {
             hour_of_day: ((i / 60) % 24) as u8,
             weekday: 0,
         },
+        previous: None,
     }
 }
 
@@ -105,6 +106,7 @@ impl PricingStrategy for NativeDemand {
                 multiplier,
                 explanation: format!("{reason}; {price:.4} AITBC/h"),
                 source: DecisionSource::builtin(),
+                state: None,
             },
             fuel: 0,
         }

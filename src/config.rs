@@ -4,7 +4,7 @@
 //! Everything is validated here so the rest of the service can trust it.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -42,6 +42,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Serve with no API keys on a non-loopback address (everyone gets every role). Off by default.
     pub allow_open_access: bool,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` / `X-Real-IP` headers are believed: the
+    /// caller is then the address they forward. In local mode a request carrying those headers from any
+    /// other peer is refused (403). Empty by default.
+    pub trusted_proxies: Vec<IpAddr>,
     /// `tracing` filter used when `RUST_LOG` is not set.
     pub log: String,
     /// How long a catalogue response (list, details) may be served from memory; this replica's own
@@ -63,6 +67,7 @@ impl Default for Config {
             policies_dir: PathBuf::from("policies"),
             max_body_bytes: 64 * 1024,
             allow_open_access: false,
+            trusted_proxies: Vec::new(),
             log: "info".to_owned(),
             cache_ttl_ms: 500,
             database: DatabaseConfig::default(),

@@ -65,6 +65,13 @@ enum PolicyCommand {
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
     },
+    /// Write the default policies embedded in the binary (policies.toml and its modules) into DIR.
+    Init {
+        dir: PathBuf,
+        /// Overwrite files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `gpu-market policy ...`: no database, no server; exit 1 when the module would be rejected.
@@ -72,6 +79,14 @@ fn run_policy_command(command: PolicyCommand) -> ExitCode {
     use gpu_market::policy::wasm::{Slot, check_module, test_module};
     let parse_slot = |name: &str| name.parse::<Slot>().map_err(|err| err.to_string());
     let result = match command {
+        PolicyCommand::Init { dir, force } => gpu_market::policy::defaults::write_to(&dir, force)
+            .map(|written| {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+                true
+            })
+            .map_err(|err| err.to_string()),
         PolicyCommand::Check {
             file,
             slot,
@@ -172,8 +187,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("gpu-market: {err:#}");
+            eprintln!("gpu-market: {}", causes(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many errors (ours with thiserror, sqlx's,
+/// io's) already print their source in their own message, and `{:#}` would repeat it.
+fn causes(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }

@@ -28,6 +28,9 @@ pub struct App {
     context: ApiContext,
     /// Stops the policy directory watcher when the server stops.
     policy_watch: CancellationToken,
+    /// Where the embedded default policies are served from when the configured directory does not
+    /// exist; removed when the app is dropped.
+    _embedded_policies: Option<tempfile::TempDir>,
 }
 
 impl App {
@@ -36,14 +39,13 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let policy_watch = CancellationToken::new();
-        let runtime = PolicyRuntime::start(&config.policies_dir, policy_watch.clone())
+        let embedded = embedded_policies_for(&config.policies_dir)?;
+        let policies_dir = embedded
+            .as_ref()
+            .map_or(config.policies_dir.as_path(), |dir| dir.path());
+        let runtime = PolicyRuntime::start(policies_dir, policy_watch.clone())
             .await
-            .with_context(|| {
-                format!(
-                    "cannot load policies from {}",
-                    config.policies_dir.display()
-                )
-            })?;
+            .with_context(|| format!("cannot load policies from {}", policies_dir.display()))?;
         for status in runtime.statuses() {
             match &status.last_error {
                 None => {
@@ -55,7 +57,9 @@ impl App {
             }
         }
         let policies: Arc<dyn Policies> = runtime.clone();
-        Self::assemble(config, policies, Some(runtime), policy_watch).await
+        let mut app = Self::assemble(config, policies, Some(runtime), policy_watch).await?;
+        app._embedded_policies = embedded;
+        Ok(app)
     }
 
     /// An app whose decisions come from `policies` (tests, embedders); no policy admin API.
@@ -93,6 +97,7 @@ impl App {
                 policy_admin: PolicyAdmin::new(runtime),
             },
             policy_watch,
+            _embedded_policies: None,
         })
     }
 
@@ -144,6 +149,28 @@ impl App {
         self.context.market.store.close().await;
         result.context("HTTP server failed")
     }
+}
+
+/// When `dir` does not exist, writes the default policies embedded in the binary into a private
+/// temporary directory to serve from, and says so: an installed binary run outside the source tree
+/// then serves what a fresh clone serves. Uploads through the admin API go there too and are lost at
+/// exit; `gpu-market policy init DIR` writes the defaults out to keep and edit.
+fn embedded_policies_for(dir: &std::path::Path) -> anyhow::Result<Option<tempfile::TempDir>> {
+    if dir.exists() {
+        return Ok(None);
+    }
+    let temporary = tempfile::Builder::new()
+        .prefix("gpu-market-policies-")
+        .tempdir()
+        .context("cannot create a directory for the embedded default policies")?;
+    crate::policy::defaults::write_to(temporary.path(), true)?;
+    tracing::warn!(
+        "policies directory {} does not exist: serving the default policies embedded in the binary \
+         (write them out with `gpu-market policy init {}`; uploads are not kept across restarts)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(Some(temporary))
 }
 
 /// A server running in the background, for tests and embedding.

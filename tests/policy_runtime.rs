@@ -89,6 +89,7 @@ fn pricing(gpu_id: &str, utilization: f64, bookings_last_hour: u32) -> PricingRe
             hour_of_day: 0,
             weekday: 3,
         },
+        previous: None,
     }
 }
 
@@ -197,8 +198,11 @@ async fn pricing_demand_raises_prices_with_demand_and_discounts_idle_models() {
     assert_eq!(idle.multiplier, 0.9, "{idle:?}");
     assert!(idle.explanation.contains("idle"), "{}", idle.explanation);
 
-    // The next quote for the idle GPU under full demand moves only half way (smoothing = 0.5).
-    let next = runtime.quote(pricing("gpu_idle", 0.9, 10)).await;
+    // The next quote for the idle GPU under full demand, once the idle quote was booked (the market
+    // passes the booked quote's state back in), moves only half way (smoothing = 0.5).
+    let mut request = pricing("gpu_idle", 0.9, 10);
+    request.previous = idle.state;
+    let next = runtime.quote(request).await;
     assert!(
         next.multiplier > 0.9 && next.multiplier < busy.multiplier,
         "{next:?}"

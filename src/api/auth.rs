@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiContext;
+use super::forwarded::{self, CallerAddr, Untrusted};
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::market::Principal;
@@ -106,26 +107,52 @@ pub fn miner_id_header(parts: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// In local mode, refuse every peer that is not on a loopback address.
+/// Resolves the caller's address ([`CallerAddr`]: the peer, or what a trusted proxy forwarded) and,
+/// in local mode, refuses every caller that is not on a loopback address, and every forwarded request
+/// that did not come through a trusted proxy (a proxy on the same host would make everyone local).
 pub async fn local_mode_guard(
     State(state): State<ApiContext>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    if state.auth.local_mode() && !state.config().allow_open_access {
-        // `MockConnectInfo` is how in-process callers (tests, embedders) state their peer.
-        let extensions = request.extensions();
-        let peer = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
-        let loopback = peer.is_some_and(|addr| addr.ip().to_canonical().is_loopback());
-        if !loopback {
-            return Error::forbidden(
-                "this server runs in local mode (no API keys configured) and only serves loopback callers",
-            )
+    // `MockConnectInfo` is how in-process callers (tests, embedders) state their peer.
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
+    let config = state.config();
+    let guarded = state.auth.local_mode() && !config.allow_open_access;
+    let caller = match peer
+        .map(|p| forwarded::caller(request.headers(), p.ip(), &config.trusted_proxies))
+    {
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(untrusted)) if guarded => {
+            let why = match untrusted {
+                Untrusted::Proxy(proxy) => {
+                    format!("the request was forwarded by {proxy}, which is not in trusted_proxies")
+                }
+                Untrusted::Unreadable(hop) => {
+                    format!("the forwarded address {hop:?} is not an IP address")
+                }
+            };
+            return Error::forbidden(format!(
+                "this server runs in local mode (no API keys configured) and only serves loopback callers; {why}"
+            ))
             .into_response();
         }
+        // With keys, forwarding headers decide nothing about access: the peer stays the caller.
+        Some(Err(_)) => peer.map(|p| p.ip().to_canonical()),
+        None => None,
+    };
+    if guarded && !caller.is_some_and(|ip| ip.is_loopback()) {
+        return Error::forbidden(
+            "this server runs in local mode (no API keys configured) and only serves loopback callers",
+        )
+        .into_response();
+    }
+    if let Some(ip) = caller {
+        request.extensions_mut().insert(CallerAddr(ip));
     }
     next.run(request).await
 }

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod gpus;
 pub mod offers;
 pub mod orders;

@@ -1,7 +1,7 @@
 //! The older coordinator's views: offers, stats, bids, sync-offers, miner-offers.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -12,16 +12,20 @@ use super::ApiContext;
 use super::auth::Caller;
 use super::error::ErrorBody;
 use super::extract::{ApiJson, ApiQuery};
+use crate::domain::BidId;
 use crate::error::Result;
 use crate::market::catalogue::page;
-use crate::market::offers::{self, BidAccepted, BidRequest, MarketStats, OfferView, SyncReport};
+use crate::market::offers::{
+    self, BidAccepted, BidRequest, BidView, MarketStats, OfferView, SyncReport,
+};
 
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
         .routes(routes!(list_offers))
         .routes(routes!(miner_offers))
         .routes(routes!(stats))
-        .routes(routes!(place_bid))
+        .routes(routes!(place_bid, list_bids))
+        .routes(routes!(cancel_bid))
         .routes(routes!(sync_offers))
 }
 
@@ -102,6 +106,41 @@ pub async fn place_bid(
         StatusCode::ACCEPTED,
         Json(offers::place_bid(&ctx.market, &caller, bid).await?),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct BidParams {
+    /// pending, accepted or cancelled.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Bids newest first: the caller's own, or everyone's for an admin.
+#[utoipa::path(get, path = "/v1/marketplace/bids", tag = "offers", params(BidParams),
+    responses((status = 200, body = [BidView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_bids(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    ApiQuery(params): ApiQuery<BidParams>,
+) -> Result<Json<Vec<BidView>>> {
+    let page = page(params.limit, params.offset, 100, 500)?;
+    Ok(Json(
+        offers::list_bids(&ctx.market, &caller, params.status.as_deref(), page).await?,
+    ))
+}
+
+/// Withdraw an open bid (its client or an admin); it stops counting in `activeBids`.
+#[utoipa::path(post, path = "/v1/marketplace/bids/{id}/cancel", tag = "offers",
+    params(("id" = String, Path, description = "The bid's id (`bid_...`).")),
+    responses((status = 200, body = BidView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_bid(
+    State(ctx): State<ApiContext>,
+    Caller(caller): Caller,
+    Path(id): Path<BidId>,
+) -> Result<Json<BidView>> {
+    Ok(Json(offers::cancel_bid(&ctx.market, &caller, &id).await?))
 }
 
 /// Recompute every offer's price from the registry now (admin).

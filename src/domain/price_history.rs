@@ -19,3 +19,15 @@ pub struct PricePoint {
     pub bucket: i64,
     pub average_price: Money,
 }
+
+/// The pricing guardrails' memory of one GPU. Policies never keep it: it comes in with each request
+/// ([`PricingRequest::previous`](crate::policy::PricingRequest::previous)) and the next one goes out with the quote ([`PriceQuote::state`](crate::policy::PriceQuote::state)), so
+/// any replica quotes the same, and the market stores it only when a quote is booked.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PriceState {
+    /// The price at the start of the current refresh interval: the reference for the change limit.
+    pub anchor_price: f64,
+    pub anchor_unix: i64,
+    pub last_price: f64,
+    pub last_multiplier: f64,
+}

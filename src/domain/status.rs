@@ -95,6 +95,11 @@ status_enum!(
     ReviewStatus { Accepted => "accepted", Flagged => "flagged", Rejected => "rejected" }
 );
 
+status_enum!(
+    /// A bid for capacity: open (`pending`) until its client cancels it.
+    BidStatus { Pending => "pending", Accepted => "accepted", Cancelled => "cancelled" }
+);
+
 /// How many GPUs of a set are in each status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct StatusCounts {
@@ -132,6 +137,8 @@ mod tests {
         assert_eq!(GpuStatus::Offline.as_str(), "offline");
         assert_eq!(ReviewStatus::Accepted.as_str(), "accepted");
         assert_eq!(ReviewStatus::Flagged.as_str(), "flagged");
+        assert_eq!(BidStatus::Pending.as_str(), "pending");
+        assert_eq!(BidStatus::Cancelled.as_str(), "cancelled");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::store::bookings::{self, BookOutcome, Ending};
-use crate::store::gpus;
+use crate::store::{gpus, price_state};
 
 const MAX_JOB_ID_CHARS: usize = 256;
 
@@ -72,7 +72,16 @@ pub async fn book(
     if gpu.status != GpuStatus::Available {
         return Err(not_bookable(gpu_id, gpu.status));
     }
-    let quote = quote_with_counts(market, &gpu, counts, duration.hours(), Timestamp::now()).await?;
+    let previous = price_state::get(&market.store, &gpu.id).await?;
+    let quote = quote_with_counts(
+        market,
+        &gpu,
+        counts,
+        duration.hours(),
+        Timestamp::now(),
+        previous,
+    )
+    .await?;
     let total = booking_total(quote.price, duration);
     // Taken after the quote, right before the claim, so the client is not billed for the quoting.
     let now = Timestamp::now();
@@ -101,7 +110,8 @@ pub async fn book(
         ended_at: None,
         end_reason: None,
     };
-    match bookings::create(&market.store, &booking).await? {
+    // The guardrails remember booked prices only, in the database so every replica sees them.
+    match bookings::create(&market.store, &booking, quote.state.as_ref()).await? {
         BookOutcome::Booked => {}
         BookOutcome::GpuMissing => return Err(Error::not_found(format!("GPU {gpu_id} not found"))),
         BookOutcome::GpuNotAvailable(status) => return Err(not_bookable(gpu_id, status)),

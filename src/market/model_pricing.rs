@@ -62,7 +62,8 @@ async fn matching_gpus(market: &Market, matching: Matching) -> Result<Vec<Gpu>> 
     .await?)
 }
 
-/// A GPU standing for the whole set in a quote: the first one, asking the median price.
+/// A GPU standing for the whole set in a quote: the first one, asking the median price. It is quoted
+/// as never booked (its row's guardrail state belongs to the real GPU), and the quote is not kept.
 fn representative(rows: &[Gpu], median: Money) -> Option<Gpu> {
     rows.first().map(|gpu| Gpu {
         asking_price: median,
@@ -102,6 +103,7 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
                 market_facts.clone(),
                 1.0,
                 now,
+                None,
             ))
             .await,
     );

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::registry::parse_price;
 use super::{Market, Principal};
 use crate::config::Role;
-use crate::domain::{BidId, Gpu, GpuId, GpuStatus, Money, PrincipalId, Timestamp};
+use crate::domain::{BidId, BidStatus, Gpu, GpuId, GpuStatus, Money, PrincipalId, Timestamp};
 use crate::error::{Error, Result};
 use crate::store::bids::{self, NewBid};
 use crate::store::{GpuFilter, GpuOrder, Page, gpus};
@@ -94,6 +94,7 @@ pub struct MarketStats {
     pub open_capacity: i64,
     /// Average current price of the available GPUs (of all GPUs when none is available).
     pub average_price: Money,
+    /// Open (pending) bids: cancelled ones do not count.
     pub active_bids: i64,
 }
 
@@ -168,6 +169,75 @@ pub async fn place_bid(
     };
     bids::insert(&market.store, &new).await?;
     Ok(BidAccepted { id: new.id })
+}
+
+/// A bid as its owner (or an admin) sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BidView {
+    pub id: BidId,
+    pub client_id: PrincipalId,
+    pub provider: Option<String>,
+    pub gpu_model: Option<String>,
+    pub capacity: i64,
+    pub price: Money,
+    pub notes: Option<String>,
+    /// `pending` (open), `accepted` or `cancelled`.
+    pub status: BidStatus,
+    pub created_at: Timestamp,
+}
+
+impl From<bids::Bid> for BidView {
+    fn from(bid: bids::Bid) -> Self {
+        Self {
+            id: bid.id,
+            client_id: bid.client_id,
+            provider: bid.provider,
+            gpu_model: bid.gpu_model,
+            capacity: bid.capacity,
+            price: bid.price,
+            notes: bid.notes,
+            status: bid.status,
+            created_at: bid.created_at,
+        }
+    }
+}
+
+/// Bids newest first: the caller's own, or everyone's for an admin.
+pub async fn list_bids(
+    market: &Market,
+    caller: &Principal,
+    status: Option<&str>,
+    page: Page,
+) -> Result<Vec<BidView>> {
+    let status = status.map(str::parse::<BidStatus>).transpose()?;
+    let owner = (!caller.is_admin()).then_some(&caller.id);
+    let rows = bids::list(&market.store, owner, status, page).await?;
+    Ok(rows.into_iter().map(BidView::from).collect())
+}
+
+/// Withdraws an open bid: its client or an admin (403 otherwise); 404 unknown, 409 not open.
+pub async fn cancel_bid(market: &Market, caller: &Principal, id: &BidId) -> Result<BidView> {
+    let bid = bids::get(&market.store, id)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("bid {id} not found")))?;
+    if bid.client_id != caller.id && !caller.is_admin() {
+        return Err(Error::forbidden(
+            "only the bid's client or an admin can cancel it",
+        ));
+    }
+    if !bids::cancel(&market.store, id).await? {
+        let status = bids::get(&market.store, id)
+            .await?
+            .map_or(bid.status, |b| b.status);
+        return Err(Error::conflict(format!(
+            "bid {id} is {status} and cannot be cancelled"
+        )));
+    }
+    tracing::info!(bid_id = %id, by = %caller.id, "bid cancelled");
+    Ok(BidView {
+        status: BidStatus::Cancelled,
+        ..BidView::from(bid)
+    })
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

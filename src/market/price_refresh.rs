@@ -14,7 +14,7 @@ use super::rules::history::{bucket_of, samples_for_bucket};
 use super::rules::pricing::{accept_quote, gpu_facts, pricing_request};
 use crate::domain::{ModelFilter, StatusCounts, Timestamp};
 use crate::error::Result;
-use crate::store::{GpuFilter, GpuOrder, Matching, Page, gpus, prices};
+use crate::store::{GpuFilter, GpuOrder, Matching, Page, gpus, price_state, prices};
 
 /// Upper bound of GPUs one refresh looks at.
 const MAX_MODEL_GPUS: i64 = 100_000;
@@ -44,9 +44,14 @@ pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> 
         .facts
         .market_facts(&market.store, counts, &keys, now)
         .await?;
+    // Read, never written: the catalogue shows what booking now would cost.
+    let states = price_state::for_model(&market.store, model_key).await?;
     let requests = rows
         .iter()
-        .map(|gpu| pricing_request(gpu_facts(gpu), facts.clone(), 1.0, now))
+        .map(|gpu| {
+            let previous = states.get(gpu.id.as_str()).copied();
+            pricing_request(gpu_facts(gpu), facts.clone(), 1.0, now, previous)
+        })
         .collect();
     let quotes = market.policies.quote_batch(requests).await;
     let changed: Vec<_> = rows

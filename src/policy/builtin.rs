@@ -78,6 +78,7 @@ mod tests {
                 hour_of_day: 0,
                 weekday: 3,
             },
+            previous: None,
         }
     }
 

@@ -6,11 +6,13 @@
 //! clock, a file or the network.
 
 mod builtin;
+pub mod defaults;
 pub mod wasm;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use crate::domain::PriceState;
 pub use builtin::BuiltinPolicies;
 
 /// The facts a pricing policy sees about one GPU.
@@ -72,6 +74,9 @@ pub struct PricingRequest {
     pub market: MarketFacts,
     pub request: RequestFacts,
     pub time: TimeFacts,
+    /// What the host remembers of the GPU's last booked quote (the market keeps it in the database),
+    /// for the module's smoothing and the change guardrail; None for a GPU never booked.
+    pub previous: Option<PriceState>,
 }
 
 /// Which policy produced a decision, and whether it was the slot's fallback.
@@ -99,6 +104,9 @@ pub struct PriceQuote {
     pub multiplier: f64,
     pub explanation: String,
     pub source: DecisionSource,
+    /// What to remember for the GPU if this quote is booked; None (built-in rules, fallback): keep
+    /// what is remembered.
+    pub state: Option<PriceState>,
 }
 
 /// Facts about one active booking, for the booking-timeout policy.

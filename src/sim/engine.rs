@@ -18,7 +18,7 @@ use crate::market::rules::facts::{RECENT_PRICE_POINTS, booking_rate_since, marke
 use crate::market::rules::history::{bucket_of, combine, recent_prices, samples_for_bucket};
 use crate::market::rules::pricing::{accept_quote, booking_total, pricing_request};
 use crate::market::rules::sweep::{SweepOutcome, in_grace, sweep_outcome, timeout_request};
-use crate::policy::{MarketFacts, PricingRequest};
+use crate::policy::{MarketFacts, PriceState, PricingRequest};
 
 use super::inputs::{Fleet, Request, Trace};
 use super::strategy::{Priced, PricingStrategy, TimeoutStrategy};
@@ -97,6 +97,10 @@ struct Run<'a> {
     recent_starts: Vec<VecDeque<i64>>,
     current_price: Vec<Money>,
     current_multiplier: Vec<f64>,
+    /// Per GPU, the pricing guardrails' state after its last quote. The simulation remembers every
+    /// quote, as the runtime's memory did before the server kept booked quotes only (issue 12); the
+    /// figures of earlier reports stay comparable.
+    price_state: Vec<Option<PriceState>>,
     /// Wake-ups of the sweeper: (time, GPU, booking sequence number).
     sweeps: BinaryHeap<Reverse<(i64, u32, u64)>>,
     occupied: Vec<i64>,
@@ -137,6 +141,7 @@ pub fn simulate(
         recent_starts: vec![VecDeque::new(); models],
         current_price: fleet.gpus.iter().map(|g| g.asking).collect(),
         current_multiplier: vec![1.0; fleet.gpus.len()],
+        price_state: vec![None; fleet.gpus.len()],
         sweeps: BinaryHeap::new(),
         occupied: vec![0; hours],
         next_hour: 0,
@@ -395,13 +400,15 @@ impl Run<'_> {
         requests.clear();
         let fleet = self.fleet;
         for i in 0..self.candidates.len() {
-            let gpu = &fleet.gpus[self.candidates[i] as usize];
+            let g = self.candidates[i] as usize;
+            let gpu = &fleet.gpus[g];
             let facts = self.facts(gpu.model, now);
             requests.push(pricing_request(
                 gpu.facts.clone(),
                 facts,
                 request.duration_hours,
                 Timestamp::from_micros(now),
+                self.price_state[g],
             ));
         }
         self.answers.clear();
@@ -414,6 +421,9 @@ impl Run<'_> {
             self.out.pricing_calls += 1;
             self.out.fuel_total += u128::from(answer.fuel);
             self.out.fuel_max = self.out.fuel_max.max(answer.fuel);
+            if let Some(state) = answer.quote.state {
+                self.price_state[g] = Some(state);
+            }
             let accepted = accept_quote(self.fleet.gpus[g].asking, answer.quote);
             if accepted.source.fallback {
                 self.out.pricing_fallbacks += 1;

@@ -107,6 +107,7 @@ impl PricingStrategy for Constant {
                     policy: format!("constant×{:.2}", self.multiplier()),
                     fallback: false,
                 },
+                state: None,
             },
             fuel: 0,
         }

@@ -3,7 +3,7 @@
 use super::sql::{Sql, qualified};
 use super::{Store, StoreResult};
 use crate::domain::{
-    Booking, BookingId, BookingStatus, GpuId, GpuStatus, Money, PrincipalId, Timestamp,
+    Booking, BookingId, BookingStatus, GpuId, GpuStatus, Money, PriceState, PrincipalId, Timestamp,
 };
 
 const BOOKING_COLUMNS: &str = "id, order_id, gpu_id, gpu_model, miner_id, client_id, job_id, \
@@ -22,8 +22,14 @@ pub enum BookOutcome {
 /// Books atomically in one statement: inserting the active booking fires `bookings_claim_gpu`, which
 /// flips the GPU from `available` to `booked` or aborts the insert when it no longer is available, and
 /// the partial unique index `bookings_one_active_per_gpu` rejects a second active booking whatever
-/// happens around it (migrations/*/0002_booking_triggers.sql).
-pub async fn create(store: &Store, booking: &Booking) -> StoreResult<BookOutcome> {
+/// happens around it (migrations/*/0002_booking_triggers.sql). The booked quote's guardrail state,
+/// when the pricing policy returned one, is kept for the GPU in the same transaction.
+pub async fn create(
+    store: &Store,
+    booking: &Booking,
+    price_state: Option<&PriceState>,
+) -> StoreResult<BookOutcome> {
+    let mut tx = store.writer().begin().await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
          NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL)"
@@ -44,14 +50,23 @@ pub async fn create(store: &Store, booking: &Booking) -> StoreResult<BookOutcome
     .bind(booking.start_at)
     .bind(booking.end_at)
     .bind(booking.created_at)
-    .execute(store.writer())
+    .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => Ok(BookOutcome::Booked),
+        Ok(_) => {
+            if let Some(state) = price_state {
+                super::price_state::record(&mut *tx, &booking.gpu_id, state, booking.created_at)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(BookOutcome::Booked)
+        }
         Err(sqlx::Error::Database(db))
             if db.is_unique_violation() || db.message().contains("gpu_not_available") =>
         {
-            // Lost the race (or the GPU was never available): say what the GPU is now.
+            // Lost the race (or the GPU was never available): say what the GPU is now, after
+            // rolling back (a failed statement leaves a PostgreSQL transaction unusable).
+            tx.rollback().await?;
             Ok(
                 match super::gpus::status_of(store, &booking.gpu_id).await? {
                     None => BookOutcome::GpuMissing,

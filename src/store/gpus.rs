@@ -20,7 +20,8 @@ pub enum Matching {
     /// Has this capability (a whole element, case-insensitive).
     Capability(String),
     Both(ModelFilter, String),
-    /// The pricing endpoint's rule: the model matches, or the GPU has the capability.
+    /// The pricing endpoint's rule, as the older coordinator's: the model matches, or one of the GPU's
+    /// capabilities contains the text (case-insensitive substring: `llama2` finds `llama2-7b`).
     ModelOrCapability(ModelFilter, String),
 }
 
@@ -105,6 +106,18 @@ fn capability_pattern(capability: &str) -> String {
     format!("%{}%", escape_like(&quoted))
 }
 
+/// A `LIKE` pattern over the lower-cased JSON text of a capability list that matches when one element
+/// contains `text`. The text is JSON-escaped like the stored elements, so a `"` in it is `\"` and can
+/// never match the quote that closes one element and opens the next.
+fn capability_substring_pattern(text: &str) -> String {
+    let quoted = serde_json::to_string(&text.to_lowercase()).unwrap_or_default();
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted);
+    format!("%\"%{}%\"%", escape_like(inner))
+}
+
 fn push_model(sql: &mut Sql, filter: &ModelFilter) {
     sql.push("model_key LIKE ")
         .bind(like_pattern(filter))
@@ -176,12 +189,12 @@ pub async fn list(
             sql.push(" AND ");
             push_capability(&mut sql, capability);
         }
-        Matching::ModelOrCapability(model, capability) => {
+        Matching::ModelOrCapability(model, text) => {
             sql.push(" AND (");
             push_model(&mut sql, model);
-            sql.push(" OR ");
-            push_capability(&mut sql, capability);
-            sql.push(")");
+            sql.push(" OR LOWER(capabilities) LIKE ")
+                .bind(capability_substring_pattern(text))
+                .push(" ESCAPE '\\')");
         }
     }
     if !filter.statuses.is_empty() {
@@ -395,5 +408,12 @@ mod tests {
     #[test]
     fn capability_matches_a_whole_quoted_element() {
         assert_eq!(capability_pattern("FP16"), "%\"fp16\"%");
+    }
+
+    #[test]
+    fn capability_substrings_stay_inside_one_element() {
+        assert_eq!(capability_substring_pattern("Llama2"), "%\"%llama2%\"%");
+        // A quote in the text is escaped as the stored JSON escapes it, LIKE wildcards are literal.
+        assert_eq!(capability_substring_pattern("a\"b_"), "%\"%a\\\\\"b\\_%\"%");
     }
 }

@@ -296,6 +296,17 @@ pub fn test_keys() -> Vec<ApiKeyConfig> {
     ]
 }
 
+/// Copies the repository's `policies/` (modules and `policies.toml`) into `dir`.
+pub fn copy_shipped_policies(dir: &std::path::Path) {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(&shipped).expect("the shipped policies directory") {
+        let path = entry.expect("a policies entry").path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).expect("copy a policy file");
+        }
+    }
+}
+
 /// The configuration every test starts from: random port, empty policy dir (built-in policies), fast
 /// background intervals.
 pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
@@ -354,7 +365,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        Self::start(None, adjust).await
+        Self::start(None, false, adjust).await
+    }
+
+    /// Runs the service on a copy of the shipped `policies/` (the default WebAssembly policies and
+    /// their `policies.toml`) instead of the built-in rules; `adjust` sees the copy's path in
+    /// `config.policies_dir` and may edit it before the server starts.
+    pub async fn spawn_with_shipped_policies(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start(None, true, adjust).await
     }
 
     /// Runs the service with the given policies in place of the built-in ones (still over HTTP, with
@@ -363,13 +381,20 @@ impl TestApp {
         policies: Arc<dyn Policies>,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
-        Self::start(Some(policies), adjust).await
+        Self::start(Some(policies), false, adjust).await
     }
 
-    async fn start(policies: Option<Arc<dyn Policies>>, adjust: impl FnOnce(&mut Config)) -> Self {
+    async fn start(
+        policies: Option<Arc<dyn Policies>>,
+        shipped: bool,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         install_drivers();
         let database = TestDatabase::create().await;
         let policies_dir = tempfile::tempdir().expect("temp policies dir");
+        if shipped {
+            copy_shipped_policies(policies_dir.path());
+        }
         let mut config = test_config(database.url(), policies_dir.path().to_owned());
         adjust(&mut config);
         let server = match policies {

@@ -2,7 +2,8 @@
 
 use crate::domain::{BookingDuration, Gpu, Money, Timestamp};
 use crate::policy::{
-    DecisionSource, GpuFacts, MarketFacts, PriceQuote, PricingRequest, RequestFacts, TimeFacts,
+    DecisionSource, GpuFacts, MarketFacts, PriceQuote, PriceState, PricingRequest, RequestFacts,
+    TimeFacts,
 };
 
 /// A price the market will charge, with where it came from.
@@ -12,6 +13,8 @@ pub struct Quote {
     pub multiplier: f64,
     pub explanation: String,
     pub source: DecisionSource,
+    /// The guardrails' state to keep for the GPU if this quote is booked (None: keep the old one).
+    pub state: Option<PriceState>,
 }
 
 pub fn gpu_facts(gpu: &Gpu) -> GpuFacts {
@@ -32,12 +35,14 @@ pub fn time_facts(now: Timestamp) -> TimeFacts {
     }
 }
 
-/// What the pricing policy is asked when `gpu` is booked for `duration_hours` starting `now`.
+/// What the pricing policy is asked when `gpu` is booked for `duration_hours` starting `now`, given
+/// what is remembered of its last booked quote.
 pub fn pricing_request(
     gpu: GpuFacts,
     market: MarketFacts,
     duration_hours: f64,
     now: Timestamp,
+    previous: Option<PriceState>,
 ) -> PricingRequest {
     PricingRequest {
         gpu,
@@ -47,6 +52,7 @@ pub fn pricing_request(
             start_unix: now.unix_seconds(),
         },
         time: time_facts(now),
+        previous,
     }
 }
 
@@ -59,6 +65,7 @@ pub fn accept_quote(asking: Money, quote: PriceQuote) -> Quote {
             multiplier: quote.multiplier,
             explanation: quote.explanation,
             source: quote.source,
+            state: quote.state,
         },
         _ => Quote {
             price: asking,
@@ -68,6 +75,7 @@ pub fn accept_quote(asking: Money, quote: PriceQuote) -> Quote {
                 policy: quote.source.policy,
                 fallback: true,
             },
+            state: None,
         },
     }
 }
@@ -87,6 +95,7 @@ mod tests {
             multiplier: 2.0,
             explanation: "x".into(),
             source: DecisionSource::builtin(),
+            state: None,
         }
     }
 

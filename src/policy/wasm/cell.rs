@@ -1,6 +1,6 @@
 //! [`SlotCell`]: the serving state of one slot: the active version (swapped atomically with its
 //! settings), the previous good versions for rollback, the last rejection, the counters shown by the
-//! admin API and the host state the slot's decisions share (pricing: each GPU's last quote).
+//! admin API and the host state the slot's decisions share (none today: pricing's travels in its requests).
 //!
 //! Deciding is in `decide.rs`, the admin operations in `admin.rs`; both are written once for every
 //! slot kind.
@@ -61,8 +61,7 @@ pub struct SlotCell<K: SlotKind> {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub fallbacks: AtomicU64,
-    /// Shared by every decision of the slot, across versions (a new pricing module still sees the
-    /// GPUs' last quotes).
+    /// Shared by every decision of the slot, across versions.
     pub state: K::HostState,
 }
 

@@ -1,13 +1,13 @@
 //! Host guardrails on pricing, applied to whatever a valid module returns: bounds on the multiplier
-//! and the price, and a maximum change per refresh interval relative to the GPU's earlier quote.
+//! and the price, and a maximum change per refresh interval relative to the GPU's last booked quote,
+//! which the request carries in (the host itself remembers nothing between calls).
 //!
 //! They live outside the module so that an operator can trust a price range even while trying out a
 //! new policy, and so that a policy oscillating between extremes cannot whipsaw customers.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
+
+use crate::policy::PriceState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -62,22 +62,6 @@ impl Guardrails {
     }
 }
 
-/// What the host remembers about a GPU's quotes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct GpuPriceState {
-    /// The price at the start of the current refresh interval: the reference for the change limit.
-    anchor_price: f64,
-    anchor_unix: i64,
-    last_price: f64,
-    last_multiplier: f64,
-}
-
-/// Last quotes per GPU id, shared by every pricing call of a runtime.
-#[derive(Debug, Default)]
-pub struct PriceHistory {
-    gpus: Mutex<HashMap<String, GpuPriceState>>,
-}
-
 /// A module's answer after the guardrails.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Guarded {
@@ -85,32 +69,30 @@ pub struct Guarded {
     pub multiplier: f64,
     /// Which guardrails moved the price, for the explanation; empty when none did.
     pub adjustments: Vec<String>,
+    /// What to remember for the GPU if this quote is booked.
+    pub state: PriceState,
 }
 
-impl PriceHistory {
-    /// The multiplier last quoted for the GPU, handed to the module so it can smooth.
-    pub fn previous_multiplier(&self, gpu_id: &str) -> Option<f64> {
-        self.lock().get(gpu_id).map(|s| s.last_multiplier)
-    }
-
-    /// Applies the guardrails to a valid module answer and records the result as the GPU's last quote.
+impl Guardrails {
+    /// Applies the guardrails to a valid module answer, given what is remembered of the GPU's last
+    /// booked quote. Pure: the caller decides whether the returned state is kept (the market keeps it
+    /// when the quote is booked), so quoting never changes anything.
     ///
     /// Order matters: the change limit goes first, so that the absolute bounds (multiplier, then price)
     /// always hold, even when they were tightened right after a higher quote.
     pub fn apply(
         &self,
-        rails: &Guardrails,
-        gpu_id: &str,
+        previous: Option<&PriceState>,
         base_price: f64,
         now_unix: i64,
         price: f64,
         multiplier: f64,
     ) -> Guarded {
+        let rails = self;
         let mut adjustments = Vec::new();
         let mut price = price;
-        let mut gpus = self.lock();
 
-        let (anchor_price, anchor_unix) = match gpus.get(gpu_id) {
+        let (anchor_price, anchor_unix) = match previous {
             Some(s)
                 if now_unix.saturating_sub(s.anchor_unix) < rails.refresh_interval_secs as i64 =>
             {
@@ -119,7 +101,7 @@ impl PriceHistory {
             Some(s) => (Some(s.last_price), now_unix),
             None => (None, now_unix),
         };
-        if let Some(anchor) = anchor_price.filter(|a| *a > 0.0) {
+        if let Some(anchor) = anchor_price.filter(|a| *a > 0.0 && a.is_finite()) {
             let step = anchor * rails.max_change_percent / 100.0;
             let limited = price.clamp(anchor - step, anchor + step);
             if limited != price {
@@ -156,29 +138,17 @@ impl PriceHistory {
         } else {
             bounded_multiplier
         };
-        let state = GpuPriceState {
-            anchor_price: anchor_price.unwrap_or(price),
-            anchor_unix,
-            last_price: price,
-            last_multiplier: multiplier,
-        };
-        // Most quotes are for a GPU seen before: no key allocation then.
-        match gpus.get_mut(gpu_id) {
-            Some(slot) => *slot = state,
-            None => {
-                gpus.insert(gpu_id.to_owned(), state);
-            }
-        }
         Guarded {
             price_per_hour: price,
             multiplier,
             adjustments,
+            state: PriceState {
+                anchor_price: anchor_price.unwrap_or(price),
+                anchor_unix,
+                last_price: price,
+                last_multiplier: multiplier,
+            },
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, GpuPriceState>> {
-        // A panic while holding the lock cannot leave the map inconsistent (each insert is whole).
-        self.gpus.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -196,42 +166,40 @@ mod tests {
 
     #[test]
     fn multiplier_and_price_are_bounded() {
-        let history = PriceHistory::default();
-        let g = history.apply(&rails(), "a", 1.0, 0, 10.0, 10.0);
+        let g = rails().apply(None, 1.0, 0, 10.0, 10.0);
         assert_eq!(g.multiplier, 3.0);
         assert_eq!(g.price_per_hour, 3.0);
         let capped = Guardrails {
             price_cap: 2.0,
             ..rails()
         };
-        let g = history.apply(&capped, "b", 1.0, 0, 2.5, 2.5);
+        let g = capped.apply(None, 1.0, 0, 2.5, 2.5);
         assert_eq!(g.price_per_hour, 2.0);
     }
 
     #[test]
     fn change_is_limited_within_an_interval_and_released_after() {
-        let history = PriceHistory::default();
-        history.apply(&rails(), "a", 1.0, 0, 1.0, 1.0);
-        let g = history.apply(&rails(), "a", 1.0, 30, 2.0, 2.0);
+        let first = rails().apply(None, 1.0, 0, 1.0, 1.0).state;
+        let g = rails().apply(Some(&first), 1.0, 30, 2.0, 2.0);
         assert!((g.price_per_hour - 1.2).abs() < 1e-9, "{g:?}");
         // Still inside the first interval: the anchor is 1.0, so 1.2 is the ceiling.
-        let g = history.apply(&rails(), "a", 1.0, 59, 2.0, 2.0);
+        let g = rails().apply(Some(&g.state), 1.0, 59, 2.0, 2.0);
         assert!((g.price_per_hour - 1.2).abs() < 1e-9);
         // A new interval anchors on the last quote.
-        let g = history.apply(&rails(), "a", 1.0, 60, 2.0, 2.0);
+        let g = rails().apply(Some(&g.state), 1.0, 60, 2.0, 2.0);
         assert!((g.price_per_hour - 1.44).abs() < 1e-9);
-        assert_eq!(history.previous_multiplier("a"), Some(g.multiplier));
+        assert_eq!(g.state.last_multiplier, g.multiplier);
+        assert_eq!((g.state.anchor_price, g.state.anchor_unix), (1.2, 60));
     }
 
     #[test]
     fn bounds_win_over_the_change_limit() {
-        let history = PriceHistory::default();
-        history.apply(&rails(), "a", 1.0, 0, 2.5, 2.5);
+        let first = rails().apply(None, 1.0, 0, 2.5, 2.5).state;
         let tightened = Guardrails {
             multiplier_cap: 1.1,
             ..rails()
         };
-        let g = history.apply(&tightened, "a", 1.0, 1, 2.5, 2.5);
+        let g = tightened.apply(Some(&first), 1.0, 1, 2.5, 2.5);
         assert!((g.multiplier - 1.1).abs() < 1e-9, "{g:?}");
     }
 }

@@ -42,8 +42,8 @@ pub struct TenantAnswer<O> {
 pub type TenantQuote = TenantAnswer<PriceQuote>;
 pub type TimeoutAnswer = TenantAnswer<TimeoutDecision>;
 
-/// A checked module of slot `K` with its own instance and host state (for pricing, the GPUs' last
-/// quotes that feed `previous_multiplier` and the change guardrail). `Send`, not `Sync`: each thread
+/// A checked module of slot `K` with its own instance and host state (none today: pricing's last
+/// quotes come in with each request, as on the server). `Send`, not `Sync`: each thread
 /// of a parallel simulation owns its tenants.
 ///
 /// A tenant takes only its own slot's input: asking a pricing tenant for a timeout decision does not

@@ -8,7 +8,6 @@ use crate::policy::{DecisionSource, PriceQuote, PricingRequest};
 
 use super::super::call::{Failure, FailureKind};
 use super::super::config::SlotSettings;
-use super::super::guardrails::PriceHistory;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
 use super::slot_kind::SlotKind;
@@ -39,7 +38,8 @@ impl SlotKind for PricingSlot {
     type Answer = wit::PriceQuote;
     type Pre = bindings::PricingPolicyPre<CallState>;
     type Bindings = bindings::PricingPolicy;
-    type HostState = PriceHistory;
+    // Nothing: the GPU's last booked quote comes in with each request (`previous`).
+    type HostState = ();
 
     fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(instance_pre)
@@ -52,12 +52,13 @@ impl SlotKind for PricingSlot {
         pre.instantiate(store)
     }
 
-    fn to_wit(request: &PricingRequest, history: &PriceHistory) -> wit::PricingRequest {
+    fn to_wit(request: &PricingRequest, _: &()) -> wit::PricingRequest {
         let PricingRequest {
             gpu,
             market,
             request: asked,
             time,
+            previous,
         } = request;
         wit::PricingRequest {
             gpu: wit::GpuFacts {
@@ -84,7 +85,7 @@ impl SlotKind for PricingSlot {
                 hour_of_day: time.hour_of_day,
                 weekday: time.weekday,
             },
-            previous_multiplier: history.previous_multiplier(&gpu.gpu_id),
+            previous_multiplier: previous.map(|p| p.last_multiplier),
         }
     }
 
@@ -147,17 +148,17 @@ impl SlotKind for PricingSlot {
         Ok(quote)
     }
 
-    /// Applies the guardrails and records the result as the GPU's last quote.
+    /// Applies the guardrails; the state they return goes out with the quote, for the market to keep
+    /// if the quote is booked.
     fn finish(
-        history: &PriceHistory,
+        _: &(),
         settings: &SlotSettings,
         request: &PricingRequest,
         quote: wit::PriceQuote,
         source: DecisionSource,
     ) -> PriceQuote {
-        let guarded = history.apply(
-            &settings.guardrails,
-            &request.gpu.gpu_id,
+        let guarded = settings.guardrails.apply(
+            request.previous.as_ref(),
             request.gpu.base_price,
             request.time.now_unix,
             quote.price_per_hour,
@@ -175,6 +176,7 @@ impl SlotKind for PricingSlot {
             multiplier: guarded.multiplier,
             explanation,
             source,
+            state: Some(guarded.state),
         }
     }
 
@@ -245,5 +247,6 @@ fn asking_price(
         multiplier: 1.0,
         explanation,
         source,
+        state: None,
     }
 }

@@ -37,8 +37,9 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
     type Pre: Clone + Send + Sync + 'static;
     /// bindgen's `{World}`: one instance's typed exports.
     type Bindings: Send + 'static;
-    /// What the host remembers between decisions of one runtime or tenant (pricing: each GPU's last
-    /// quote, for `previous_multiplier` and the change guardrail; nothing for the other slots).
+    /// What the host remembers between decisions of one runtime or tenant. No slot keeps anything
+    /// today: pricing's memory (each GPU's last booked quote) is in the database, so that replicas
+    /// agree, and comes in with each request.
     type HostState: Default + Send + Sync + 'static;
 
     /// Checks the component's exports against the slot's world.

@@ -1,0 +1,74 @@
+//! Each GPU's pricing-guardrail state (its last booked quote): one row per GPU, written when a quote is
+//! booked and read by every quote, so that replicas share it.
+
+use std::collections::HashMap;
+
+use super::{Store, StoreResult};
+use crate::domain::{GpuId, PriceState, Timestamp};
+
+type Row = (String, f64, i64, f64, f64);
+
+const COLUMNS: &str = "s.gpu_id, s.anchor_price, s.anchor_unix, s.last_price, s.last_multiplier";
+
+fn state((_, anchor_price, anchor_unix, last_price, last_multiplier): Row) -> PriceState {
+    PriceState {
+        anchor_price,
+        anchor_unix,
+        last_price,
+        last_multiplier,
+    }
+}
+
+pub async fn get(store: &Store, gpu_id: &GpuId) -> StoreResult<Option<PriceState>> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM gpu_price_state s WHERE s.gpu_id = $1"
+    ))
+    .bind(gpu_id)
+    .fetch_optional(store.reader())
+    .await?;
+    Ok(row.map(state))
+}
+
+/// The states of every GPU of one model, by GPU id.
+pub async fn for_model(store: &Store, model_key: &str) -> StoreResult<HashMap<String, PriceState>> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM gpu_price_state s JOIN gpus g ON g.id = s.gpu_id \
+         WHERE g.model_key = $1 AND g.deleted_at IS NULL"
+    ))
+    .bind(model_key)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.0.clone(), state(row)))
+        .collect())
+}
+
+/// Keeps `state` as the GPU's last booked quote (replacing the one before); `bookings::create` calls
+/// it inside the booking's transaction.
+pub(super) async fn record<'e, E>(
+    executor: E,
+    gpu_id: &GpuId,
+    state: &PriceState,
+    now: Timestamp,
+) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (gpu_id) DO UPDATE SET anchor_price = excluded.anchor_price, \
+         anchor_unix = excluded.anchor_unix, last_price = excluded.last_price, \
+         last_multiplier = excluded.last_multiplier, updated_at = excluded.updated_at",
+    )
+    .bind(gpu_id)
+    .bind(state.anchor_price)
+    .bind(state.anchor_unix)
+    .bind(state.last_price)
+    .bind(state.last_multiplier)
+    .bind(now)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
