@@ -109,15 +109,20 @@ pub async fn place_bid(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BidParams {
     /// pending, accepted or cancelled.
+    #[param(value_type = Option<crate::domain::BidStatus>, inline)]
     pub status: Option<String>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
 /// Bids newest first: the caller's own, or everyone's for an admin.
-#[utoipa::path(get, path = "/v1/marketplace/bids", tag = "offers", params(BidParams),
+#[utoipa::path(get, path = "/v1/marketplace/bids", tag = "offers", security(("api_key" = [])), params(BidParams),
     responses((status = 200, body = [BidView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_bids(
     State(ctx): State<ApiContext>,
@@ -131,7 +136,7 @@ pub async fn list_bids(
 }
 
 /// Withdraw an open bid (its client or an admin); it stops counting in `activeBids`.
-#[utoipa::path(post, path = "/v1/marketplace/bids/{id}/cancel", tag = "offers",
+#[utoipa::path(post, path = "/v1/marketplace/bids/{id}/cancel", tag = "offers", security(("api_key" = [])),
     params(("id" = String, Path, description = "The bid's id (`bid_...`).")),
     responses((status = 200, body = BidView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
