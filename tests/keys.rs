@@ -165,3 +165,26 @@ async fn keys_never_reach_the_logs_even_at_trace_level() {
         );
     }
 }
+
+#[test]
+fn keys_hash_prints_the_config_form_of_a_plain_key() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpu-market"))
+        .args(["keys", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gpu-market keys hash runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"alice-key-1111\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim(),
+        sha256_form("alice-key-1111")
+    );
+}

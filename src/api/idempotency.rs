@@ -205,6 +205,10 @@ mod tests {
             body_hash(br#"{"a": 1, "b": 2}"#),
             body_hash(br#"{"a":1,"b":2}"#)
         );
+        assert_eq!(
+            body_hash(br#"{"b": 2, "a": 1}"#),
+            body_hash(br#"{"a":1,"b":2}"#)
+        );
         assert_ne!(body_hash(br#"{"a": 1}"#), body_hash(br#"{"a": 2}"#));
         assert_eq!(body_hash(b""), body_hash(b""));
     }
