@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use keys::{KEY_HASH_PREFIX, KeyHash};
 pub use load::{ENV_PREFIX, Overrides};
 
+pub mod keys;
 mod load;
 
 /// The file read when `--config` is not given, if it exists.
@@ -56,6 +58,8 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub pricing: PricingConfig,
     pub reviews: ReviewConfig,
+    pub server: ServerConfig,
+    pub rate_limit: RateLimitConfig,
     /// API keys. None configured = local mode (loopback callers only, all roles).
     pub keys: Vec<ApiKeyConfig>,
 }
@@ -75,6 +79,8 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             pricing: PricingConfig::default(),
             reviews: ReviewConfig::default(),
+            server: ServerConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             keys: Vec::new(),
         }
     }
@@ -214,6 +220,54 @@ impl Default for ReviewConfig {
     }
 }
 
+/// How the HTTP server protects itself: request deadline, concurrency, shutdown, idempotency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request that has not been answered after this long gets 503 (its write, if any, still
+    /// completes when it carried an `Idempotency-Key`). 0 = no deadline.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; beyond this the server answers 503 at once instead of queueing.
+    pub max_concurrent_requests: usize,
+    /// On SIGTERM / ctrl-c: how long in-flight requests and background tasks may take to finish
+    /// before the process exits anyway.
+    pub shutdown_grace_ms: u64,
+    /// How long an `Idempotency-Key` and its stored answer are kept.
+    pub idempotency_ttl_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 30_000,
+            max_concurrent_requests: 1_024,
+            shutdown_grace_ms: 10_000,
+            idempotency_ttl_seconds: 24 * 3600,
+        }
+    }
+}
+
+/// Token buckets on writes (book, release, register, review, bid, admin actions), one per API key's
+/// principal, or per address for callers without a valid key. Local mode (no keys, loopback only)
+/// has one user, the machine's, and is not limited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained writes per second per caller; 0 turns the limit off.
+    pub writes_per_second: f64,
+    /// Writes a caller may make at once after being idle (the bucket's size).
+    pub write_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            writes_per_second: 20.0,
+            write_burst: 60,
+        }
+    }
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
@@ -310,18 +364,38 @@ impl Config {
         if self.pricing.history_points == 0 || self.pricing.history_points > 10_000 {
             return invalid("pricing.history_points", "must be between 1 and 10000");
         }
+        if self.server.max_concurrent_requests == 0 {
+            return invalid("server.max_concurrent_requests", "must be at least 1");
+        }
+        if self.server.idempotency_ttl_seconds == 0 {
+            return invalid("server.idempotency_ttl_seconds", "must be positive");
+        }
+        let rate = self.rate_limit.writes_per_second;
+        if !rate.is_finite() || rate < 0.0 {
+            return invalid(
+                "rate_limit.writes_per_second",
+                "must be 0 (off) or positive",
+            );
+        }
+        if rate > 0.0 && self.rate_limit.write_burst == 0 {
+            return invalid("rate_limit.write_burst", "must be at least 1");
+        }
         let mut seen = std::collections::HashSet::new();
         for key in &self.keys {
             if key.key.expose().is_empty() {
                 return invalid("keys.key", "an API key must not be empty");
             }
+            let hash = match KeyHash::from_config(key.key.expose()) {
+                Ok(hash) => hash,
+                Err(message) => return invalid("keys.key", &message),
+            };
             if key.principal.trim().is_empty() {
                 return invalid("keys.principal", "must not be empty");
             }
             if key.roles.is_empty() {
                 return invalid("keys.roles", "a key needs at least one role");
             }
-            if !seen.insert(key.key.expose()) {
+            if !seen.insert(hash) {
                 return invalid("keys.key", "the same key is configured twice");
             }
         }

@@ -22,6 +22,18 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The caller used up its write allowance; it may retry after this many seconds.
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_seconds: u64,
+    },
+    /// The server cannot take or finish the request now (too busy, or over its time limit).
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after_seconds: u64,
+    },
     #[error("{0}")]
     Database(#[from] StoreError),
     #[error("internal error: {0}")]

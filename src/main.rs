@@ -1,11 +1,12 @@
 //! The `gpu-market` command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use gpu_market::config::{Config, Overrides, Secret};
+use gpu_market::config::{Config, DEFAULT_CONFIG_FILE, Overrides, Role, Secret};
 use gpu_market::store::Store;
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Check or try out a WebAssembly policy module without a server.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage API keys (stored in the config as SHA-256 hashes).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Backtest pricing policies on a fleet and a demand trace (`--config` names a policies.toml).
     Simulate(gpu_market::sim::cli::Args),
 }
@@ -72,6 +76,78 @@ enum PolicyCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new random key, print it once, and write its hash into the config file (`--config`,
+    /// default gpu-market.toml; created when missing, the rest of the file is kept as it is).
+    Add {
+        /// client, miner or admin; repeat for several roles.
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// Who the key belongs to (becomes client_id / miner_id).
+        #[arg(long)]
+        principal: String,
+    },
+    /// Print the `sha256:...` form of a key read from standard input, to replace a plain key in
+    /// the config by its hash.
+    Hash,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "client" => Ok(Role::Client),
+        "miner" => Ok(Role::Miner),
+        "admin" => Ok(Role::Admin),
+        other => Err(format!("unknown role {other:?}: client, miner or admin")),
+    }
+}
+
+/// `gpu-market keys ...`: touches only the config file.
+fn run_keys_command(command: KeysCommand, config: Option<&Path>) -> ExitCode {
+    use gpu_market::config::KeyHash;
+    use gpu_market::config::keys::{add_key_to_file, generate_key};
+    let result = match command {
+        KeysCommand::Add { roles, principal } => {
+            let path = config.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+            if principal.trim().is_empty() {
+                Err("--principal must not be empty".to_owned())
+            } else {
+                generate_key().and_then(|key| {
+                    add_key_to_file(path, &KeyHash::of_key(&key), principal.trim(), &roles)?;
+                    eprintln!(
+                        "gpu-market: added a key for {} to {}; it is shown once, store it now:",
+                        principal.trim(),
+                        path.display()
+                    );
+                    println!("{key}");
+                    Ok(())
+                })
+            }
+        }
+        KeysCommand::Hash => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|err| format!("cannot read the key: {err}"))
+                .and_then(|_| {
+                    let key = key.trim_end_matches(['\r', '\n']);
+                    if key.is_empty() {
+                        return Err("no key on standard input".to_owned());
+                    }
+                    println!("{}", KeyHash::of_key(key));
+                    Ok(())
+                })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gpu-market: {err}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `gpu-market policy ...`: no database, no server; exit 1 when the module would be rejected.
@@ -148,6 +224,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Policy(command) => return run_policy_command(command),
         Command::Simulate(args) => return gpu_market::sim::main(args, cli.config.as_deref()),
+        Command::Keys(command) => return run_keys_command(command, cli.config.as_deref()),
         command => command,
     };
     let overrides = overrides_for(&command, cli.database_url.as_deref());
@@ -174,7 +251,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve { .. } => gpu_market::server::run(config).await,
             // Answered above, before any runtime or database.
-            Command::Policy(_) | Command::Simulate(_) => Ok(()),
+            Command::Policy(_) | Command::Simulate(_) | Command::Keys(_) => Ok(()),
             Command::Migrate => {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;
@@ -184,6 +261,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Work abandoned at the end of the shutdown grace (a blocking call, a stuck request) must not
+    // hold the process: the grace was the bound.
+    runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -10,13 +10,16 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::cache::ResponseCache;
+use crate::api::limits::WriteLimiter;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
 use crate::market::policy_admin::PolicyAdmin;
-use crate::market::{Market, price_refresh, sweeper};
+use crate::market::{Market, idempotency, price_refresh, sweeper};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::policy::wasm::PolicyRuntime;
@@ -84,7 +87,17 @@ impl App {
         if let Some(runtime) = &runtime {
             runtime.register_metrics(&mut registry);
         }
+        let mut config = config;
+        let plain = config.hash_plain_keys();
+        if !plain.is_empty() {
+            tracing::warn!(
+                principals = ?plain,
+                "API keys configured in plain text (hashed at start, never kept); store them as \
+                 sha256:<hex> instead: `gpu-market keys add` writes new keys that way"
+            );
+        }
         let auth = Arc::new(Auth::from_config(&config));
+        let limiter = Arc::new(WriteLimiter::new(&config.rate_limit));
         let config_ttl = config.cache_ttl_ms;
         let market = Market::new(store, policies, Arc::new(config), metrics);
         let cache = Arc::new(ResponseCache::new(Duration::from_millis(config_ttl)));
@@ -95,6 +108,8 @@ impl App {
                 auth,
                 registry: Arc::new(registry),
                 policy_admin: PolicyAdmin::new(runtime),
+                limiter,
+                tasks: TaskTracker::new(),
             },
             policy_watch,
             _embedded_policies: None,
@@ -109,7 +124,8 @@ impl App {
         &self.context.market
     }
 
-    /// Starts the booking sweeper, the heartbeat monitor and the price refresher.
+    /// Starts the booking sweeper, the heartbeat monitor, the price refresher, the purge of expired
+    /// idempotency keys and of idle rate-limit buckets.
     pub fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let market = &self.context.market;
         vec![
@@ -125,28 +141,67 @@ impl App {
                 market.clone(),
                 shutdown.clone(),
             )),
+            tokio::spawn(idempotency::run_purger(market.clone(), shutdown.clone())),
+            tokio::spawn(forget_idle_callers(
+                self.context.limiter.clone(),
+                shutdown.clone(),
+            )),
         ]
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+    /// Serves on `listener` until `shutdown` is cancelled. Then it stops accepting at once, lets
+    /// in-flight requests finish, stops the background tasks after their current step and closes the
+    /// database pool, all within `server.shutdown_grace_ms`; what is not done by then is abandoned.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let grace = Duration::from_millis(self.context.config().server.shutdown_grace_ms);
         let tasks = self.spawn_background(&shutdown);
         let service = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
+        let server = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+            .into_future();
+        tokio::pin!(server);
+        let (result, deadline) = tokio::select! {
+            result = &mut server => (result, Instant::now() + grace),
+            () = shutdown.cancelled() => {
+                let deadline = Instant::now() + grace;
+                match tokio::time::timeout_at(deadline, &mut server).await {
+                    Ok(result) => (result, deadline),
+                    Err(_) => {
+                        tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish within the shutdown grace; abandoning them");
+                        (Ok(()), deadline)
+                    }
+                }
+            }
+        };
         shutdown.cancel();
         self.policy_watch.cancel();
         for task in tasks {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!("a background task did not stop within the shutdown grace");
+                abort.abort();
+            }
         }
-        self.context.market.store.close().await;
+        // Idempotent writes whose client or deadline gave up still finish and store their answer.
+        self.context.tasks.close();
+        if tokio::time::timeout_at(deadline, self.context.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("idempotent writes still running at the end of the shutdown grace");
+        }
+        if tokio::time::timeout_at(deadline, self.context.market.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close within the shutdown grace");
+        }
         result.context("HTTP server failed")
     }
 }
@@ -171,6 +226,17 @@ fn embedded_policies_for(dir: &std::path::Path) -> anyhow::Result<Option<tempfil
         dir.display()
     );
     Ok(Some(temporary))
+}
+
+/// Drops the rate-limit buckets of callers that have been idle, every minute.
+async fn forget_idle_callers(limiter: Arc<WriteLimiter>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => limiter.forget_idle(),
+        }
+    }
 }
 
 /// A server running in the background, for tests and embedding.

@@ -1,7 +1,6 @@
 //! Who is calling. Keys come from the config; with none configured the server runs in local mode, where
 //! only loopback peers are served and each is principal `local` with every role.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::connect_info::MockConnectInfo;
@@ -12,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiContext;
 use super::forwarded::{self, CallerAddr, Untrusted};
-use crate::config::{Config, Role};
+use crate::config::{Config, KeyHash, Role};
 use crate::error::Error;
 use crate::market::Principal;
 
@@ -20,8 +19,9 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub const MINER_ID_HEADER: &str = "x-miner-id";
 pub const LOCAL_PRINCIPAL: &str = "local";
 
+/// The configured keys, as hashes only: what a caller presents is hashed and compared with each.
 pub struct Auth {
-    keys: HashMap<String, Principal>,
+    keys: Vec<(KeyHash, Principal)>,
 }
 
 impl Auth {
@@ -29,19 +29,34 @@ impl Auth {
         let keys = config
             .keys
             .iter()
-            .map(|k| {
+            .filter_map(|k| {
+                // `Config::validate` refused malformed hashes already.
+                let hash = KeyHash::from_config(k.key.expose()).ok()?;
                 let principal = Principal::new(k.principal.as_str(), k.roles.iter().copied());
-                (k.key.expose().to_owned(), principal)
+                Some((hash, principal))
             })
             .collect();
         Self { keys }
+    }
+
+    /// The key's owner; every configured key is compared (in constant time), matched or not, so the
+    /// time taken does not depend on which key, or how much of one, matched.
+    fn find(&self, key: &str) -> Option<Principal> {
+        let presented = KeyHash::of_key(key);
+        let mut found = None;
+        for (hash, principal) in &self.keys {
+            if hash.matches(&presented) {
+                found = Some(principal);
+            }
+        }
+        found.cloned()
     }
 
     pub fn local_mode(&self) -> bool {
         self.keys.is_empty()
     }
 
-    fn authenticate(&self, key: Option<&str>) -> Result<Principal, Error> {
+    pub fn authenticate(&self, key: Option<&str>) -> Result<Principal, Error> {
         if self.local_mode() {
             return Ok(Principal::new(
                 LOCAL_PRINCIPAL,
@@ -54,12 +69,23 @@ impl Auth {
                 "an API key is required (X-Api-Key header)".into(),
             )),
             Some(key) => self
-                .keys
-                .get(key)
-                .cloned()
+                .find(key)
                 .ok_or_else(|| Error::Unauthorized("invalid API key".into())),
         }
     }
+}
+
+/// The `X-Api-Key` header, if readable.
+pub fn api_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get(API_KEY_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// The peer address: the connection's, or what an in-process caller stated with `MockConnectInfo`.
+pub fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0))
 }
 
 /// The authenticated caller of an endpoint that needs one.
@@ -72,11 +98,7 @@ impl FromRequestParts<ApiContext> for Caller {
         parts: &mut Parts,
         state: &ApiContext,
     ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get(API_KEY_HEADER)
-            .and_then(|v| v.to_str().ok());
-        state.auth.authenticate(key).map(Caller)
+        state.auth.authenticate(api_key(&parts.headers)).map(Caller)
     }
 }
 
@@ -115,12 +137,7 @@ pub async fn local_mode_guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    // `MockConnectInfo` is how in-process callers (tests, embedders) state their peer.
-    let extensions = request.extensions();
-    let peer = extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0));
+    let peer = peer_addr(request.extensions());
     let config = state.config();
     let guarded = state.auth.local_mode() && !config.allow_open_access;
     let caller = match peer

@@ -34,7 +34,7 @@ pub struct BookBody {
 }
 
 /// Book a GPU now for `duration_hours` at the pricing policy's price, locked for the booking.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/book", tag = "booking", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")), request_body = BookBody,
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/book", tag = "booking", security(("api_key" = [])), params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$", description = "Makes the write safe to retry: a retry with the same key and body gets the first answer"), ("id" = String, Path, description = "the GPU's id")), request_body = BookBody,
     responses((status = 201, body = BookingReceipt), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn book(
@@ -61,7 +61,7 @@ pub async fn book(
 }
 
 /// End the GPU's booking early; the unused share is refunded pro rata to the second.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/release", tag = "booking", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")),
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/release", tag = "booking", security(("api_key" = [])), params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$", description = "Makes the write safe to retry: a retry with the same key and body gets the first answer"), ("id" = String, Path, description = "the GPU's id")),
     responses((status = 200, body = Released), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn release(

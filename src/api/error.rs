@@ -2,7 +2,7 @@
 //! gives. Database and internal errors are logged with detail and shown to the client as a bare 500.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -23,6 +23,8 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         error if error.is_overload() => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -42,7 +44,25 @@ impl IntoResponse for Error {
             }
             other => other.to_string(),
         };
-        (status, Json(ErrorBody { detail })).into_response()
+        let retry_after = match &self {
+            Error::RateLimited {
+                retry_after_seconds,
+                ..
+            }
+            | Error::Unavailable {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            error if error.is_overload() => Some(1),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { detail })).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -16,18 +16,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge("request body is larger than the configured limit".into())
-            } else {
-                Error::bad_request(format!(
-                    "cannot read request body: {}",
-                    rejection.body_text()
-                ))
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// The whole body, within the configured limit (`DefaultBodyLimit`): over it 413, unreadable 400.
+pub async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge("request body is larger than the configured limit".into())
+        } else {
+            Error::bad_request(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

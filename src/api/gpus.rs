@@ -100,7 +100,7 @@ fn gpu_spec_schema() -> utoipa::openapi::schema::Schema {
 }
 
 /// Register a GPU (miner role, or admin registering for `X-Miner-ID`).
-#[utoipa::path(post, path = "/v1/marketplace/gpu/register", tag = "registry", security(("api_key" = [])), request_body = RegisterBody,
+#[utoipa::path(post, path = "/v1/marketplace/gpu/register", tag = "registry", security(("api_key" = [])), params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$", description = "Makes the write safe to retry: a retry with the same key and body gets the first answer")), request_body = RegisterBody,
     responses((status = 201, body = Registered), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn register(
     State(ctx): State<ApiContext>,

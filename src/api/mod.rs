@@ -12,6 +12,8 @@ pub mod error;
 pub mod extract;
 pub mod forwarded;
 pub mod gpus;
+pub mod idempotency;
+pub mod limits;
 pub mod offers;
 pub mod orders;
 pub mod pricing;
@@ -22,11 +24,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use prometheus_client::registry::Registry;
+use tokio_util::task::TaskTracker;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -45,6 +52,11 @@ pub struct ApiContext {
     pub cache: Arc<cache::ResponseCache>,
     /// The policy runtime's admin operations; empty when the app runs fixed policies.
     pub policy_admin: PolicyAdmin,
+    /// Write buckets per caller.
+    pub limiter: Arc<limits::WriteLimiter>,
+    /// Requests that must finish even when their client or deadline gives up (idempotent writes);
+    /// shutdown waits for them.
+    pub tasks: TaskTracker,
 }
 
 impl ApiContext {
@@ -57,6 +69,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(context: ApiContext) -> Router {
     let max_body = context.config().max_body_bytes;
+    let server = &context.config().server;
+    // 0 = no deadline: a year stands for "never" (tokio caps far-off deadlines itself).
+    let timeout = match server.request_timeout_ms {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        ms => Duration::from_millis(ms),
+    };
+    // Innermost first: idempotency (reads the body, so under the body limit), the body limit, the
+    // write buckets, then deadline and concurrency cap (their errors become 503 JSON), metrics, ...
+    let overload = ServiceBuilder::new()
+        .layer(HandleErrorLayer::<_, ()>::new(limits::overload_answer))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            server.max_concurrent_requests,
+        ))
+        .layer(TimeoutLayer::new(timeout));
     let (api, mut document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(gpus::router())
         .merge(bookings::router())
@@ -72,7 +99,16 @@ pub fn router(context: ApiContext) -> Router {
     api.merge(docs::router(document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            context.clone(),
+            idempotency::idempotent_writes,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            context.clone(),
+            limits::limit_writes,
+        ))
+        .layer(overload)
         .layer(middleware::from_fn_with_state(
             context.clone(),
             record_metrics,

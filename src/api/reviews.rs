@@ -59,7 +59,7 @@ pub struct ReviewBody {
 }
 
 /// Review a GPU; the moderation policy accepts, flags (held for an admin) or rejects it.
-#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", security(("api_key" = [])), params(("id" = String, Path, description = "the GPU's id")), request_body = ReviewBody,
+#[utoipa::path(post, path = "/v1/marketplace/gpu/{id}/reviews", tag = "reviews", security(("api_key" = [])), params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[!-~]+$", description = "Makes the write safe to retry: a retry with the same key and body gets the first answer"), ("id" = String, Path, description = "the GPU's id")), request_body = ReviewBody,
     responses((status = 201, body = ReviewAdded), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn add(

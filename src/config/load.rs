@@ -313,6 +313,9 @@ mod tests {
             ("GPU_MARKET_HEARTBEAT__TIMEOUT_SECONDS", "60"),
             ("GPU_MARKET_PRICING__HISTORY_POINTS", "12"),
             ("GPU_MARKET_REVIEWS__MAX_COMMENT_CHARS", "100"),
+            ("GPU_MARKET_SERVER__SHUTDOWN_GRACE_MS", "2500"),
+            ("GPU_MARKET_SERVER__IDEMPOTENCY_TTL_SECONDS", "60"),
+            ("GPU_MARKET_RATE_LIMIT__WRITES_PER_SECOND", "0.5"),
             (
                 "GPU_MARKET_KEYS",
                 r#"[{key="k-1", principal="ops", roles=["admin", "miner"]}]"#,
@@ -330,6 +333,9 @@ mod tests {
         assert_eq!(config.heartbeat.timeout_seconds, 60);
         assert_eq!(config.pricing.history_points, 12);
         assert_eq!(config.reviews.max_comment_chars, 100);
+        assert_eq!(config.server.shutdown_grace_ms, 2500);
+        assert_eq!(config.server.idempotency_ttl_seconds, 60);
+        assert!((config.rate_limit.writes_per_second - 0.5).abs() < 1e-9);
         assert_eq!(config.keys.len(), 1);
         assert_eq!(config.keys[0].key.expose(), "k-1");
         assert_eq!(config.keys[0].roles, [Role::Admin, Role::Miner]);

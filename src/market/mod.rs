@@ -5,6 +5,7 @@
 pub mod booking;
 pub mod catalogue;
 pub mod facts;
+pub mod idempotency;
 pub mod model_pricing;
 pub mod offers;
 pub mod orders;

@@ -6,6 +6,7 @@
 pub mod bids;
 pub mod bookings;
 pub mod gpus;
+pub mod idempotency;
 pub mod price_state;
 pub mod prices;
 pub mod reviews;

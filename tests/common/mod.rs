@@ -762,3 +762,191 @@ pub fn pro_rata(total_micro: i64, used_seconds: i64, duration_seconds: i64) -> i
     let d = duration_seconds as i128;
     ((scaled + d / 2) / d) as i64
 }
+
+// ---- raw HTTP, for requests that must stay in flight ------------------------------------------
+
+/// Opens a connection and sends a request whose body stops after `sent` of its bytes: the server
+/// holds the request in flight until [`finish_request`] sends the rest (or gives up on it).
+pub async fn partial_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the server");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream
+        .write_all(&body[..sent.min(body.len())])
+        .await
+        .expect("send the start of the body");
+    stream.flush().await.expect("flush");
+    stream
+}
+
+/// Sends the rest of the body and reads the answer.
+pub async fn finish_request(mut stream: tokio::net::TcpStream, rest: &[u8]) -> RawReply {
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(rest)
+        .await
+        .expect("send the rest of the body");
+    read_raw_reply(stream).await
+}
+
+/// An answer read off a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+    pub text: String,
+}
+
+/// Reads until the server closes the connection (requests are sent with `Connection: close`).
+pub async fn read_raw_reply(mut stream: tokio::net::TcpStream) -> RawReply {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server answers within a minute");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    RawReply {
+        status,
+        headers,
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+        text: body.to_owned(),
+    }
+}
+
+// ---- the real binary ----------------------------------------------------------------------------
+
+/// `gpu-market serve` as a child process on a free port, its output in a log file.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `serve` in `dir` (no gpu-market.toml there unless the test put one) with built-in
+    /// policies, on `database_url`, with the extra arguments and `GPU_MARKET_*` variables given; waits
+    /// until `/health` answers.
+    pub async fn start(
+        dir: &std::path::Path,
+        database_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().unwrap().port()
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let policies = dir.join("policies-empty");
+        std::fs::create_dir_all(&policies).unwrap();
+        let log = dir.join(format!("server-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gpu-market"));
+        command.current_dir(dir);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("GPU_MARKET_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command
+            .args(args)
+            .arg("serve")
+            .arg("--bind")
+            .arg(addr.to_string())
+            .arg("--database-url")
+            .arg(database_url)
+            .arg("--policies")
+            .arg(&policies)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::from(out))
+            .stderr(std::process::Stdio::from(err))
+            .kill_on_drop(true);
+        let child = command.spawn().expect("the gpu-market binary starts");
+        let mut server = Self { child, addr, log };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/health", self.addr);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}: {}", self.log_text());
+            }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "server not healthy within a minute: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id().expect("the server runs") as i32;
+        // SAFETY: kill(2) on the pid of our own child process; no memory is involved.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Waits for the process to exit; panics after `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the server"),
+            Err(_) => panic!(
+                "server did not exit within {deadline:?}: {}",
+                self.log_text()
+            ),
+        }
+    }
+}

@@ -22,6 +22,9 @@ trap cleanup EXIT
 
 cat >"$WORK/gpu-market.toml" <<TOML
 log = "warn"
+# The fuzzer writes far faster than any client may: rate limits are tested in tests/limits.rs.
+[rate_limit]
+writes_per_second = 0
 [[keys]]
 key = "st-admin-key"
 principal = "admin"
@@ -49,6 +52,7 @@ for model in "RTX 4090" "A100" "H100"; do
     -d "{\"gpu\": {\"name\": \"$model\", \"memory_gb\": 24, \"price_per_hour\": 1.5, \"capabilities\": [\"llama2-7b\"]}}" >/dev/null
 done
 
+export PYTHONPATH="$ROOT/tests/schemathesis${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks
 status=0
 for key in st-admin-key st-client-key st-miner-key none; do
   echo "== schemathesis as ${key}"
