@@ -151,7 +151,6 @@ impl PolicyRuntime {
                 self.set_config_error(Some(e.to_string()));
             }
         }
-        release_freed_memory();
     }
 
     /// Brings every slot in line with `config`. The caller holds the admin lock.
@@ -163,10 +162,11 @@ impl PolicyRuntime {
     }
 }
 
-/// Hands memory freed by an admin operation back to the operating system. Candidates are whole module
-/// files (tens of MB for an interpreter-based module) copied a few times while they are checked;
-/// glibc keeps such freed blocks in its per-thread arenas, so without this the process's RSS would
-/// stay at its high-water mark after every upload, reload or rollback, however small the history.
+/// Hands memory freed by an upload or rollback back to the operating system. Candidates are whole
+/// module files (tens of MB for an interpreter-based module) copied a few times while they are
+/// checked; glibc keeps such freed blocks in its per-thread arenas, so without this the process's RSS
+/// would stay at its high-water mark after every upload, however small the history. (Not after the
+/// watcher's reloads: they come from the operator's own files, and often.)
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no preconditions.
