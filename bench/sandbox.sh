@@ -7,4 +7,4 @@
 #   GPU_MARKET_TEST_POSTGRES_URL=postgres://postgres:postgres@127.0.0.1:5432/test bench/sandbox.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo test --test sandbox -- --test-threads=1 --nocapture 2>&1 | grep '^\[sandbox\]\|test result'
+cargo test --test sandbox -- --test-threads=1 --nocapture 2>&1 | grep -o '\[sandbox\].*\|test result.*'
