@@ -2,14 +2,17 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Admin;
 use super::error::ErrorBody;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::market::policy_admin::SlotStatus;
 
 /// Modules are bigger than API bodies: a Python or JavaScript component is 12-20 MB.
@@ -18,8 +21,31 @@ const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 pub fn router() -> OpenApiRouter<ApiContext> {
     OpenApiRouter::new()
         .routes(routes!(list))
-        .routes(routes!(upload).layer(DefaultBodyLimit::max(MAX_MODULE_BYTES)))
+        .routes(
+            routes!(upload)
+                .layer(DefaultBodyLimit::max(MAX_MODULE_BYTES))
+                .layer(middleware::from_fn(refuse_announced_oversize)),
+        )
         .routes(routes!(rollback))
+}
+
+/// Refuses a module whose announced `Content-Length` is over the limit before reading any of it (the
+/// body limit alone would read up to 64 MiB first). A body without the header is still cut at the
+/// limit while it is read.
+async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_MODULE_BYTES as u64) {
+        return Error::PayloadTooLarge(format!(
+            "a module may be at most {} MiB",
+            MAX_MODULE_BYTES >> 20
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits (admin).

@@ -2,7 +2,11 @@
 //! gives. Database and internal errors are logged with detail and shown to the client as a bare 500.
 
 use axum::Json;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -78,4 +82,43 @@ pub async fn method_not_allowed() -> Response {
         }),
     )
         .into_response()
+}
+
+/// Longest framework rejection text kept as a `detail`.
+const MAX_REJECTION_TEXT: usize = 16 * 1024;
+
+/// Rewrites every error response that is not JSON yet (the rejections axum and tower produce
+/// themselves: a body over the limit, an unreadable body, a bad path parameter...) as
+/// `{"detail": <its text>}`, keeping its status and other headers, so that every error follows the
+/// contract's shape.
+pub async fn json_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&ErrorBody { detail }).unwrap_or_default();
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderName;
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use prometheus_client::registry::Registry;
@@ -35,6 +36,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::timeout::TimeoutLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -104,6 +106,7 @@ pub fn router(context: ApiContext) -> Router {
             idempotency::idempotent_writes,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(error::json_rejections))
         .layer(middleware::from_fn_with_state(
             context.clone(),
             limits::limit_writes,
@@ -129,6 +132,11 @@ pub fn router(context: ApiContext) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: every answer, error or not, tells browsers not to guess its content type.
+        .layer(SetResponseHeaderLayer::overriding(
+            X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(context)
 }
 

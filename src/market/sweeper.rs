@@ -11,6 +11,7 @@ use super::Market;
 use super::rules::sweep::{SweepOutcome, in_grace, sweep_outcome, timeout_request};
 use crate::domain::{BookingStatus, Timestamp, model_key};
 use crate::error::Result;
+use crate::policy::wasm::{MAX_GUEST_TEXT, guest_text};
 use crate::store::bookings::{self, ActiveBooking, Ending};
 use crate::store::gpus;
 
@@ -122,7 +123,7 @@ async fn decide(
                 } else {
                     report.expired += 1;
                 }
-                tracing::info!(booking_id = %booking.id, %status, reason = %reason, policy = %decision.source.policy, "booking ended");
+                tracing::info!(booking_id = %booking.id, %status, reason = %guest_text(&reason, MAX_GUEST_TEXT), policy = %decision.source.policy, "booking ended");
             }
         }
         SweepOutcome::Extend {
@@ -133,7 +134,7 @@ async fn decide(
             if bookings::reschedule(&market.store, booking, new_end, new_total, None).await? {
                 market.catalogue_changed();
                 report.extended += 1;
-                tracing::info!(booking_id = %booking.id, minutes, reason = %decision.reason, "booking extended");
+                tracing::info!(booking_id = %booking.id, minutes, reason = %guest_text(&decision.reason, MAX_GUEST_TEXT), "booking extended");
             }
         }
         SweepOutcome::Grace { minutes, until } => {
@@ -148,7 +149,7 @@ async fn decide(
             {
                 market.catalogue_changed();
                 report.extended += 1;
-                tracing::info!(booking_id = %booking.id, minutes, reason = %decision.reason, "booking given grace");
+                tracing::info!(booking_id = %booking.id, minutes, reason = %guest_text(&decision.reason, MAX_GUEST_TEXT), "booking given grace");
             }
         }
     }

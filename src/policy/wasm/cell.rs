@@ -12,14 +12,20 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::config::SlotSettings;
+use super::call::Failure;
+use super::config::{HistoryLimits, SlotSettings};
 use super::kinds::SlotKind;
 use super::limits::Limits;
 use super::module::PolicyModule;
 use super::slot::Slot;
 
-/// How many earlier good versions a slot keeps for rollback.
-const HISTORY: usize = 5;
+/// An earlier good version kept for rollback: its file bytes only. A rollback compiles and checks it
+/// again, so history costs the bytes of the files, never their compiled code.
+#[derive(Clone)]
+pub struct Previous {
+    pub sha256: String,
+    pub bytes: Arc<[u8]>,
+}
 
 /// What serves a slot. Calls take a snapshot, so a swap never affects a call already started.
 pub struct Active<K: SlotKind> {
@@ -56,8 +62,11 @@ impl<K: SlotKind> Active<K> {
 
 pub struct SlotCell<K: SlotKind> {
     pub active: ArcSwap<Active<K>>,
-    history: Mutex<Vec<Arc<PolicyModule<K>>>>,
+    /// Oldest first; bounded by the active settings' [`HistoryLimits`].
+    history: Mutex<Vec<Previous>>,
     last_error: Mutex<Option<String>>,
+    /// Why the latest call fell back (`kind: reason`, escaped and bounded); cleared by a new version.
+    last_failure: Mutex<Option<String>>,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub fallbacks: AtomicU64,
@@ -82,9 +91,26 @@ pub struct SlotStatus {
     pub fallbacks: u64,
     /// The latest rejected candidate (module or `policies.toml`), cleared when a new version is accepted.
     pub last_error: Option<String>,
+    /// Why the serving version's latest failed call fell back (`trap: stack overflow (...) in ...`,
+    /// `invalid_output: ...`); None until one fails.
+    pub last_failure: Option<String>,
     pub limits: Option<Limits>,
     /// Earlier good versions available to roll back to.
     pub previous_versions: usize,
+    /// What the slot holds in host memory.
+    pub memory: SlotMemory,
+}
+
+/// Host memory a slot holds: the serving version (its file and its compiled code) and the rollback
+/// history (files only), bounded by `history_limits`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotMemory {
+    pub module_bytes: usize,
+    pub compiled_bytes: usize,
+    pub history_bytes: usize,
+    /// The sum of the three above.
+    pub total_bytes: usize,
+    pub history_limits: HistoryLimits,
 }
 
 impl<K: SlotKind> Default for SlotCell<K> {
@@ -93,6 +119,7 @@ impl<K: SlotKind> Default for SlotCell<K> {
             active: ArcSwap::from_pointee(Active::default()),
             history: Mutex::default(),
             last_error: Mutex::default(),
+            last_failure: Mutex::default(),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -105,37 +132,49 @@ impl<K: SlotKind> SlotCell<K> {
     /// Puts `next` in service. The version it replaces goes to the rollback history unless
     /// `keep_history` is false (a rollback must not push the version it undoes).
     pub fn swap(&self, next: Active<K>, keep_history: bool) {
+        let bounds = history_limits(&next);
         let previous = self.active.swap(Arc::new(next));
         let current_sha = self.active.load().module.as_ref().map(|m| m.sha256.clone());
+        let mut history = lock(&self.history);
         if keep_history
-            && let Some(old) = previous.module.clone()
+            && let Some(old) = previous.module.as_ref()
             && Some(&old.sha256) != current_sha.as_ref()
         {
-            let mut history = lock(&self.history);
             history.retain(|m| m.sha256 != old.sha256);
-            history.push(old);
-            if history.len() > HISTORY {
-                history.remove(0);
-            }
+            history.push(Previous {
+                sha256: old.sha256.clone(),
+                bytes: old.bytes.clone(),
+            });
         }
+        trim(&mut history, &bounds);
+        drop(history);
         *lock(&self.last_error) = None;
+        *lock(&self.last_failure) = None;
+    }
+
+    /// Records why a call fell back (the message is already escaped, see `Failure::new`).
+    pub fn failed(&self, failure: &Failure) {
+        *lock(&self.last_failure) = Some(failure.to_string());
     }
 
     /// Takes the most recent earlier version that differs from the one serving.
-    pub fn pop_previous(&self) -> Option<Arc<PolicyModule<K>>> {
+    pub fn pop_previous(&self) -> Option<Previous> {
         let current = self.active.load().module.as_ref().map(|m| m.sha256.clone());
         let mut history = lock(&self.history);
-        while let Some(module) = history.pop() {
-            if Some(&module.sha256) != current.as_ref() {
-                return Some(module);
+        while let Some(previous) = history.pop() {
+            if Some(&previous.sha256) != current.as_ref() {
+                return Some(previous);
             }
         }
         None
     }
 
     /// Puts a version back on the history (a rollback that failed after popping it).
-    pub fn push_back(&self, module: Arc<PolicyModule<K>>) {
-        lock(&self.history).push(module);
+    pub fn push_back(&self, previous: Previous) {
+        let bounds = history_limits(&self.active.load());
+        let mut history = lock(&self.history);
+        history.push(previous);
+        trim(&mut history, &bounds);
     }
 
     pub fn reject(&self, error: String) {
@@ -145,6 +184,8 @@ impl<K: SlotKind> SlotCell<K> {
     pub fn status(&self, config_error: Option<&str>) -> SlotStatus {
         let active = self.active.load();
         let module = active.module.as_ref();
+        let previous_versions = lock(&self.history).len();
+        let last_failure = lock(&self.last_failure).clone();
         let last_error = lock(&self.last_error)
             .clone()
             .or_else(|| config_error.map(|e| format!("policies.toml: {e}")));
@@ -158,9 +199,45 @@ impl<K: SlotKind> SlotCell<K> {
             failures: self.failures.load(Ordering::Relaxed),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
             last_error,
+            last_failure,
             limits: active.settings.as_ref().map(|s| s.limits),
-            previous_versions: lock(&self.history).len(),
+            previous_versions,
+            memory: self.memory(&active),
         }
+    }
+
+    fn memory(&self, active: &Active<K>) -> SlotMemory {
+        let module_bytes = active.module.as_ref().map_or(0, |m| m.bytes.len());
+        let compiled_bytes = active.module.as_ref().map_or(0, |m| m.compiled_bytes);
+        let history_bytes = history_bytes(&lock(&self.history));
+        SlotMemory {
+            module_bytes,
+            compiled_bytes,
+            history_bytes,
+            total_bytes: module_bytes + compiled_bytes + history_bytes,
+            history_limits: history_limits(active),
+        }
+    }
+}
+
+fn history_limits<K: SlotKind>(active: &Active<K>) -> HistoryLimits {
+    active
+        .settings
+        .as_ref()
+        .map_or_else(HistoryLimits::default, |s| s.history)
+}
+
+fn history_bytes(history: &[Previous]) -> usize {
+    history.iter().map(|p| p.bytes.len()).sum()
+}
+
+/// Drops the oldest versions until the history is within both bounds. A single version larger than
+/// the byte bound is not kept at all.
+fn trim(history: &mut Vec<Previous>, bounds: &HistoryLimits) {
+    while !history.is_empty()
+        && (history.len() > bounds.versions || history_bytes(history) > bounds.max_bytes())
+    {
+        history.remove(0);
     }
 }
 

@@ -12,13 +12,17 @@ use chrono::Utc;
 use serde::Serialize;
 use wasmtime::component::{Component, Linker};
 
-use super::call::CallCost;
+use super::call::{self, CallCost};
 use super::config::SlotSettings;
-use super::engine::engine;
+use super::engine::{budget, engine};
 use super::kinds::SlotKind;
 use super::limits::CallState;
 use super::module::{PolicyModule, sha256_hex};
 use super::slot::Slot;
+use super::text::guest_text;
+
+/// Longest detail kept for one check step (escaped: it quotes the module's names and errors).
+const MAX_DETAIL: usize = 2048;
 
 /// The WIT package every module must be built against, and the version this host speaks.
 pub const CONTRACT_PACKAGE: &str = "gpu-market:policy";
@@ -86,6 +90,7 @@ fn record(
     check: &str,
     result: Result<String, String>,
 ) -> Result<(), String> {
+    let result = result.map_err(|e| guest_text(&e, MAX_DETAIL));
     let (passed, detail) = match &result {
         Ok(d) => (true, d.clone()),
         Err(e) => (false, e.clone()),
@@ -106,12 +111,23 @@ fn check_steps<K: SlotKind>(
     samples: &mut Vec<SampleRun>,
 ) -> Result<Arc<PolicyModule<K>>, String> {
     let slot = K::SLOT;
-    let engine = engine().map_err(|e| e.to_string())?;
+    let engine = engine(slot).map_err(|e| e.to_string())?;
     let sha256 = sha256_hex(&bytes);
 
     let started = Instant::now();
-    let component = Component::new(engine, &bytes)
-        .map_err(|e| format!("not a valid WebAssembly component: {e:#}"));
+    // With the pooling allocator, compiling already refuses a component that needs more core
+    // instances, memories or tables per instance than the slot's pool allows.
+    let component = Component::new(engine, &bytes).map_err(|e| {
+        let e = format!("{e:#}");
+        if e.contains("pooling allocator") {
+            format!(
+                "needs more than the {slot} slot's budget ({}): {e}",
+                budget_summary(slot)
+            )
+        } else {
+            format!("not a valid WebAssembly component: {e}")
+        }
+    });
     let detail = format!(
         "{} bytes in {} ms",
         bytes.len(),
@@ -123,6 +139,8 @@ fn check_steps<K: SlotKind>(
         component.as_ref().map(|_| detail).map_err(Clone::clone),
     )?;
     let component = component?;
+    let image = component.image_range();
+    let compiled_bytes = (image.end as usize).saturating_sub(image.start as usize);
     let component_type = component.component_type();
 
     let forbidden: Vec<&str> = component_type
@@ -159,7 +177,8 @@ fn check_steps<K: SlotKind>(
         .instantiate_pre(&component)
         .map_err(|e| format!("cannot be instantiated without imports: {e:#}"))
         .and_then(|instance_pre| {
-            K::pre(instance_pre)
+            K::typecheck(&instance_pre, &export_name)
+                .and_then(|()| K::pre(instance_pre))
                 .map_err(|e| format!("{export_name} does not match the contract's types: {e:#}"))
         });
     record(
@@ -170,18 +189,55 @@ fn check_steps<K: SlotKind>(
             .map_err(Clone::clone),
     )?;
     let pre = pre?;
+    record(
+        steps,
+        "instantiates within the slot's budget",
+        fits_budget::<K>(&pre, settings),
+    )?;
 
     let module = PolicyModule {
         file: settings.file.clone(),
         sha256,
         loaded_at: Utc::now(),
         bytes,
+        compiled_bytes,
         pre,
     };
     if run_samples {
         check_samples(&module, settings, steps, samples)?;
     }
     Ok(Arc::new(module))
+}
+
+/// Instantiates the module once under the slot's limits: the pool refuses a component that needs more
+/// core instances, memories or tables per call than the slot's budget, so such a module is rejected
+/// here, before it could take room from the slot's other calls.
+fn fits_budget<K: SlotKind>(pre: &K::Pre, settings: &SlotSettings) -> Result<String, String> {
+    let summary = budget_summary(K::SLOT);
+    let limits = &settings.limits;
+    let report = call::run(
+        K::SLOT,
+        limits,
+        limits.fuel,
+        limits.max_output_bytes,
+        |store| K::instantiate(pre, store).map(drop),
+    );
+    match report.result {
+        Ok(()) => Ok(summary),
+        Err(failure) => Err(format!(
+            "cannot be instantiated within the {} slot's budget ({summary}): {}",
+            K::SLOT,
+            failure.message
+        )),
+    }
+}
+
+fn budget_summary(slot: Slot) -> String {
+    let b = budget(slot);
+    format!(
+        "at most {} core instances, {} memories and {} tables per call, {} calls at once",
+        b.core_instances, b.memories, b.tables, b.concurrent_calls
+    )
 }
 
 /// Runs the slot's sample inputs from `settings` (or the built-in sample) on `module`: each must answer

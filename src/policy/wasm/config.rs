@@ -37,6 +37,8 @@ pub struct SlotSettings {
     pub config: Vec<(String, String)>,
     /// Pricing only; defaults elsewhere and unused.
     pub guardrails: Guardrails,
+    /// How many earlier versions the slot keeps for rollback, and how many bytes of them.
+    pub history: HistoryLimits,
     #[serde(skip)]
     pub samples: Vec<Sample>,
 }
@@ -49,6 +51,7 @@ impl SlotSettings {
             limits: Limits::default(),
             config: Vec::new(),
             guardrails: Guardrails::default(),
+            history: HistoryLimits::default(),
             samples: Vec::new(),
         }
     }
@@ -76,6 +79,39 @@ impl SlotSettings {
             },
             None => Self::standalone(file),
         })
+    }
+}
+
+/// The bounds of a slot's rollback history (`history = { versions = 5, max_mib = 64 }`). Older
+/// versions are kept as their file bytes; the oldest go first when either bound is passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryLimits {
+    /// Earlier versions kept (0: no rollback).
+    pub versions: usize,
+    /// Bytes of module files kept, in MiB.
+    pub max_mib: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            versions: 5,
+            max_mib: 64,
+        }
+    }
+}
+
+impl HistoryLimits {
+    pub fn max_bytes(&self) -> usize {
+        self.max_mib.saturating_mul(1 << 20)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.versions > 100 || self.max_mib > 4096 {
+            return Err("versions may be at most 100 and max_mib at most 4096".into());
+        }
+        Ok(())
     }
 }
 
@@ -111,6 +147,8 @@ struct RawSlot {
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
     guardrails: Option<Guardrails>,
+    #[serde(default)]
+    history: HistoryLimits,
     #[serde(default)]
     samples: Vec<RawSample>,
 }
@@ -173,6 +211,9 @@ impl RawSlot {
         };
         check_file_name(&file)?;
         self.limits.validate().map_err(|e| format!("limits: {e}"))?;
+        self.history
+            .validate()
+            .map_err(|e| format!("history: {e}"))?;
         if self.guardrails.is_some() && slot != Slot::Pricing {
             return Err("guardrails apply to the pricing slot only".into());
         }
@@ -206,6 +247,7 @@ impl RawSlot {
             limits: self.limits,
             config,
             guardrails,
+            history: self.history,
             samples,
         }))
     }

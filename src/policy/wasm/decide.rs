@@ -98,7 +98,7 @@ impl<K: SlotKind> SlotCell<K> {
             let (module, settings) = (module.clone(), settings.clone());
             move || (module.call(&settings, &wit), wit)
         };
-        let (report, wit) = match host.call_blocking(call).await {
+        let (report, wit) = match host.call_blocking(K::SLOT, call).await {
             Ok((report, wit)) => (report, Some(wit)),
             Err(failure) => (CallReport::failed(failure), None),
         };
@@ -148,7 +148,7 @@ impl<K: SlotKind> SlotCell<K> {
                     move || (module.call_batch(&settings, &wits), wits)
                 };
                 let (report, wits): (_, Vec<Option<K::WitInput>>) = match host
-                    .call_blocking(call)
+                    .call_blocking(K::SLOT, call)
                     .await
                 {
                     Ok((report, wits)) => (report, wits.into_iter().map(Some).collect()),
@@ -216,6 +216,7 @@ impl<K: SlotKind> SlotCell<K> {
     ) -> Decided<K> {
         if failure.kind != FailureKind::NotLoaded {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            self.failed(&failure);
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         host.metrics

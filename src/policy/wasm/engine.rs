@@ -1,60 +1,134 @@
-//! The process-wide wasmtime [`Engine`] and the epoch ticker that gives calls a wall-clock deadline.
+//! One wasmtime [`Engine`] per slot kind, each with its own instance pool and call permits, and the
+//! epoch tickers that give calls a wall-clock deadline.
 //!
-//! One engine per process, created on first use: the pooling allocator reserves its address space once,
-//! compiled modules can be shared by every runtime (and by the CLI helpers), and a single ticker thread
-//! serves all stores. The ticker is a plain thread rather than a tokio task so that a starved or
-//! shut-down runtime can never stop deadlines from firing.
+//! Why one engine per slot: the pooling allocator's limits are engine-wide. With one shared pool, a
+//! module that instantiates many core instances per call could take every pool slot and make the
+//! *other* slots' decisions fail ("maximum concurrent limit reached"). Each slot's pool is sized from
+//! its [`SlotBudget`]: `calls + spare` component instances, each allowed at most the budget's core
+//! instances, memories and tables, so the pool can never run out while the slot's own permits bound
+//! its calls, and nothing one slot does can take another slot's room. A component that needs more per
+//! call than its slot allows cannot instantiate, so it fails its load checks and never serves.
+//!
+//! Engines are process-wide and created on first use (the pool reserves its address space once,
+//! compiled modules are shared by every runtime and by the CLI helpers). Each ticker is a plain thread
+//! rather than a tokio task so that a starved or shut-down runtime can never stop deadlines firing.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use serde::Serialize;
+use tokio::sync::Semaphore;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::error::PolicyError;
+use super::slot::Slot;
 
 /// One epoch tick. Deadlines are rounded up to whole ticks (see [`deadline_ticks`]).
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
-/// The most linear memory any slot may be configured to use; the pool reserves slots of this size.
+/// The most linear memory any slot may be configured to use.
 pub const MAX_MEMORY_BYTES: u64 = 256 << 20;
 
-/// Guest calls that may run at the same time, across all slots; more wait for a permit. The pool is
-/// sized from it so an instantiation never fails for lack of a slot.
-pub const MAX_CONCURRENT_CALLS: usize = 64;
+/// Pool room beyond a slot's call permits, for what instantiates without a permit: load checks
+/// (serialized per runtime), `policy check/test`, and simulation tenants (a few per worker thread).
+fn spare_instances() -> u32 {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+    8 + 2 * threads.min(64)
+}
 
-static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+/// What one slot may use of the host: calls at the same time, and per call (one component
+/// instance) core instances, linear memories and tables. Published in SECURITY.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlotBudget {
+    /// Guest calls of this slot in flight at once; more wait for a permit.
+    pub concurrent_calls: u32,
+    /// Core module instances one instantiation may create (a Rust component needs 1-3, an
+    /// interpreter-based one about a dozen).
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+}
 
-pub fn engine() -> Result<&'static Engine, PolicyError> {
-    ENGINE
+/// The budget of each slot. Pricing answers every booking and quote, so it gets the most calls.
+pub const fn budget(slot: Slot) -> SlotBudget {
+    let concurrent_calls = match slot {
+        Slot::Pricing => 32,
+        Slot::BookingTimeout | Slot::ReviewModeration => 8,
+    };
+    SlotBudget {
+        concurrent_calls,
+        core_instances: 32,
+        memories: 2,
+        tables: 16,
+    }
+}
+
+struct SlotEngine {
+    engine: Engine,
+    permits: Arc<Semaphore>,
+}
+
+static ENGINES: [OnceLock<Result<SlotEngine, String>>; 3] = [
+    const { OnceLock::new() },
+    const { OnceLock::new() },
+    const { OnceLock::new() },
+];
+
+fn index(slot: Slot) -> usize {
+    match slot {
+        Slot::Pricing => 0,
+        Slot::BookingTimeout => 1,
+        Slot::ReviewModeration => 2,
+    }
+}
+
+fn slot_engine(slot: Slot) -> Result<&'static SlotEngine, PolicyError> {
+    ENGINES[index(slot)]
         .get_or_init(|| {
-            let engine = Engine::new(&config())
-                .map_err(|e| format!("creating the wasmtime engine: {e:#}"))?;
+            let budget = budget(slot);
+            let engine = Engine::new(&config(&budget))
+                .map_err(|e| format!("creating the {slot} wasmtime engine: {e:#}"))?;
             let ticker = engine.clone();
             std::thread::Builder::new()
-                .name("policy-epoch".into())
+                .name(format!("policy-epoch-{slot}"))
                 .spawn(move || {
                     loop {
                         std::thread::sleep(EPOCH_TICK);
                         ticker.increment_epoch();
                     }
                 })
-                .map_err(|e| format!("starting the epoch ticker: {e}"))?;
-            Ok(engine)
+                .map_err(|e| format!("starting the {slot} epoch ticker: {e}"))?;
+            Ok(SlotEngine {
+                engine,
+                permits: Arc::new(Semaphore::new(budget.concurrent_calls as usize)),
+            })
         })
         .as_ref()
         .map_err(|e| PolicyError::Internal(e.clone()))
 }
 
-fn config() -> Config {
+/// The engine every module of `slot` is compiled for and runs in.
+pub fn engine(slot: Slot) -> Result<&'static Engine, PolicyError> {
+    slot_engine(slot).map(|e| &e.engine)
+}
+
+/// The permits that bound `slot`'s guest calls in flight, process-wide (like its pool).
+pub fn permits(slot: Slot) -> Result<Arc<Semaphore>, PolicyError> {
+    slot_engine(slot).map(|e| e.permits.clone())
+}
+
+fn config(budget: &SlotBudget) -> Config {
+    let instances = budget.concurrent_calls + spare_instances();
     let mut pool = PoolingAllocationConfig::default();
-    // A Rust component instantiates a handful of core instances (the module plus adapter shims); allow
-    // generous room per call so odd but valid modules still fit.
-    let calls = MAX_CONCURRENT_CALLS as u32 + 8;
-    pool.total_component_instances(calls)
-        .total_core_instances(calls * 8)
-        .total_memories(calls * 2)
-        .total_tables(calls * 4)
-        .max_memories_per_component(2)
+    // Totals are the per-call maxima times the instances the pool can hold: a call at the budget's
+    // limits always finds room, whatever the slot's other calls use.
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * budget.core_instances)
+        .total_memories(instances * budget.memories)
+        .total_tables(instances * budget.tables)
+        .max_core_instances_per_component(budget.core_instances)
+        .max_memories_per_component(budget.memories)
+        .max_tables_per_component(budget.tables)
         .max_memory_size(MAX_MEMORY_BYTES as usize)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20);

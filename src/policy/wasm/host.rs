@@ -1,22 +1,17 @@
-//! [`Host`]: what every slot's serving code shares: the policies directory, the metrics, and the
-//! permits that bound guest calls in flight.
+//! [`Host`]: what every slot's serving code shares: the policies directory and the metrics; and the
+//! way guest calls run, each under a permit of its own slot.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use tokio::sync::Semaphore;
 
 use super::call::{Failure, FailureKind};
-use super::engine::MAX_CONCURRENT_CALLS;
+use super::engine::permits;
 use super::metrics::PolicyMetrics;
+use super::slot::Slot;
 
 pub struct Host {
     /// Canonical path of the policies directory.
     pub dir: PathBuf,
     pub metrics: PolicyMetrics,
-    /// Bounds guest calls in flight, so the instance pool is never exhausted and a flood of slow
-    /// modules cannot take every blocking thread.
-    permits: Arc<Semaphore>,
 }
 
 impl Host {
@@ -24,18 +19,19 @@ impl Host {
         Self {
             dir,
             metrics: PolicyMetrics::default(),
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS)),
         }
     }
 
-    /// Runs blocking guest work on the blocking pool under a concurrency permit.
+    /// Runs blocking guest work of `slot` on the blocking pool under one of the slot's permits
+    /// (process-wide, like its instance pool): the pool is never exhausted, a flood of slow modules
+    /// cannot take every blocking thread, and a slot waiting for permits never delays another slot.
     pub async fn call_blocking<T: Send + 'static>(
         &self,
+        slot: Slot,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Failure> {
-        let permit = self
-            .permits
-            .clone()
+        let permit = permits(slot)
+            .map_err(|e| Failure::new(FailureKind::Host, e.to_string()))?
             .acquire_owned()
             .await
             .map_err(|_| Failure::new(FailureKind::Host, "runtime is shutting down"))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
-use super::engine::MAX_MEMORY_BYTES;
+use super::engine::{MAX_MEMORY_BYTES, SlotBudget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -69,21 +69,21 @@ impl Limits {
     }
 }
 
-/// The data of every per-call `Store`: the memory cap, plus the peak memory the guest asked for so
-/// `check` can report it.
+/// The data of every per-call `Store`: the memory cap and the slot's per-call budget, plus the peak
+/// memory the guest asked for so `check` can report it.
 pub struct CallState {
     limits: StoreLimits,
     pub peak_memory_bytes: usize,
 }
 
 impl CallState {
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(limits: &Limits, budget: &SlotBudget) -> Self {
         let limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes() as usize)
             .table_elements(100_000)
-            .instances(64)
-            .tables(64)
-            .memories(4)
+            .instances(budget.core_instances as usize)
+            .tables(budget.tables as usize)
+            .memories(budget.memories as usize)
             // Fail fast: a guest that cannot grow its memory traps at once instead of limping on.
             .trap_on_grow_failure(true)
             .build();

@@ -6,13 +6,15 @@
 //!
 //! - `kinds`: the [`SlotKind`] trait and its three impls (bindings, conversions, contract checks,
 //!   built-in rules, fallbacks, samples). `slot`: the [`Slot`] names used at run time.
-//! - `engine`: one wasmtime engine per process; `call`: one limited guest call and its failures;
+//! - `engine`: one wasmtime engine, instance pool and call permits per slot kind (the slot's budget);
+//!   `call`: one limited guest call, its answer budget and its failures (trap reasons);
 //!   `limits`: per-slot limits; `module`: a checked version and its calls; `checks`: the checks
-//!   every candidate passes.
+//!   every candidate passes; `text`: [`guest_text`], the escaping of every guest-provided text.
 //! - `cell`: one slot's serving state; `decide`: deciding (call, check, finish or fall back);
 //!   `admin`: reload, upload, rollback, `policy check/test`, and the [`SlotAdmin`] view by [`Slot`].
 //! - `runtime`: [`PolicyRuntime`], the three cells behind [`Policies`]; `host`: what the cells
-//!   share (directory, metrics, call permits); `watch`: the directory watcher.
+//!   share (directory, metrics) and how a call runs under its slot's permit; `watch`: the directory
+//!   watcher.
 //! - `tenant`: simulation tenants (one reused instance per simulation); `strategy`: the built-in
 //!   rules or a tenant, as a simulation lists the policies it compares.
 //! - `config`: `policies.toml`; `guardrails`: pricing bounds; `metrics`: Prometheus metrics;
@@ -42,6 +44,7 @@ mod runtime;
 mod slot;
 mod strategy;
 mod tenant;
+mod text;
 mod watch;
 
 pub use call::{CallCost, Failure, FailureKind};
@@ -50,6 +53,7 @@ pub use checks::{CONTRACT_PACKAGE, CONTRACT_VERSION, CheckStep, SampleRun};
 pub use cli::{CheckReport, check_module, test_module};
 pub use config::CONFIG_FILE;
 pub use decide::{Decided, DecisionRecord};
+pub use engine::{SlotBudget, budget};
 pub use error::{PolicyError, PolicyErrorKind};
 pub use guardrails::Guardrails;
 pub use kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
@@ -59,3 +63,4 @@ pub use runtime::PolicyRuntime;
 pub use slot::Slot;
 pub use strategy::{PricingStrategy, Strategy, TimeoutStrategy};
 pub use tenant::{PricingTenant, Tenant, TenantAnswer, TenantQuote, TimeoutAnswer, TimeoutTenant};
+pub use text::{MAX_GUEST_TEXT, guest_text};

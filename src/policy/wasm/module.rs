@@ -21,6 +21,8 @@ pub struct PolicyModule<K: SlotKind> {
     pub loaded_at: DateTime<Utc>,
     /// Kept so that a rollback can write the version back into the policies directory.
     pub bytes: Arc<[u8]>,
+    /// Size of the compiled code the host holds for this version.
+    pub compiled_bytes: usize,
     pub pre: K::Pre,
 }
 
@@ -46,7 +48,8 @@ impl<K: SlotKind> PolicyModule<K> {
         input: &K::WitInput,
     ) -> CallReport<Result<K::WitAnswer, String>> {
         let limits = &settings.limits;
-        call::run(limits, limits.fuel, |store| {
+        let answer_bytes = call::answer_budget::<K::WitAnswer>(limits, 0);
+        call::run(K::SLOT, limits, limits.fuel, answer_bytes, |store| {
             let bindings = K::instantiate(&self.pre, &mut *store)?;
             K::call(&bindings, store, &settings.config, input)
         })
@@ -61,7 +64,9 @@ impl<K: SlotKind> PolicyModule<K> {
     ) -> CallReport<Vec<Result<K::WitAnswer, String>>> {
         let limits = &settings.limits;
         let fuel = limits.fuel.saturating_mul(inputs.len().max(1) as u64);
-        let report = call::run(limits, fuel, |store| {
+        let answer_bytes =
+            call::answer_budget::<Result<K::WitAnswer, String>>(limits, inputs.len().max(1));
+        let report = call::run(K::SLOT, limits, fuel, answer_bytes, |store| {
             let bindings = K::instantiate(&self.pre, &mut *store)?;
             K::call_batch(&bindings, store, &settings.config, inputs)
         });

@@ -56,7 +56,9 @@ impl PolicyRuntime {
     /// The same runtime without a directory watcher (tests, one-shot tools); call
     /// [`reload`](Self::reload) to pick up changes.
     pub async fn start_unwatched(policies_dir: &Path) -> Result<Arc<Self>, PolicyError> {
-        engine()?;
+        for slot in Slot::ALL {
+            engine(slot)?;
+        }
         let dir = std::fs::canonicalize(policies_dir)
             .map_err(|e| PolicyError::io("opening", policies_dir, e))?;
         let runtime = Arc::new(Self {
@@ -113,7 +115,9 @@ impl PolicyRuntime {
     /// into the policies directory (temp file + rename) and puts it in service.
     pub async fn upload(&self, slot: Slot, bytes: Vec<u8>) -> Result<SlotStatus, PolicyError> {
         let _admin = self.admin.lock().await;
-        self.slot(slot).upload(&self.host, bytes).await?;
+        let uploaded = self.slot(slot).upload(&self.host, bytes).await;
+        release_freed_memory();
+        uploaded?;
         Ok(self.status(slot))
     }
 
@@ -121,7 +125,9 @@ impl PolicyRuntime {
     /// restart or reload keeps it). It is re-checked against the slot's current settings first.
     pub async fn rollback(&self, slot: Slot) -> Result<SlotStatus, PolicyError> {
         let _admin = self.admin.lock().await;
-        self.slot(slot).rollback(&self.host).await?;
+        let rolled_back = self.slot(slot).rollback(&self.host).await;
+        release_freed_memory();
+        rolled_back?;
         Ok(self.status(slot))
     }
 
@@ -153,6 +159,19 @@ impl PolicyRuntime {
             let desired = config.slots.remove(&slot);
             self.slot(slot).reload(&self.host, desired).await;
         }
+    }
+}
+
+/// Hands memory freed by an upload or rollback back to the operating system. Candidates are whole
+/// module files (tens of MB for an interpreter-based module) copied a few times while they are
+/// checked; glibc keeps such freed blocks in its per-thread arenas, so without this the process's RSS
+/// would stay at its high-water mark after every upload, however small the history. (Not after the
+/// watcher's reloads: they come from the operator's own files, and often.)
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -76,9 +76,9 @@ struct Live<K: SlotKind> {
 
 impl<K: SlotKind> Live<K> {
     fn new(pre: &K::Pre, limits: &Limits) -> Result<Self, Failure> {
-        let mut store = call::new_store(limits)?;
+        let mut store = call::new_store(K::SLOT, limits)?;
         // Instantiation runs the guest's start code: it gets a decision's budget too.
-        call::arm(&mut store, limits, limits.fuel)?;
+        call::arm(&mut store, limits, limits.fuel, limits.max_output_bytes)?;
         let bindings = K::instantiate(pre, &mut store).map_err(|e| call::classify(&e, limits))?;
         Ok(Self { store, bindings })
     }
@@ -91,6 +91,7 @@ fn on_instance<K: SlotKind, T>(
     pre: &K::Pre,
     limits: &Limits,
     fuel: u64,
+    answer_bytes: usize,
     f: impl FnOnce(&K::Bindings, &mut Store<CallState>) -> wasmtime::Result<T>,
 ) -> (Result<T, Failure>, u64) {
     let mut current = match live.take() {
@@ -100,7 +101,7 @@ fn on_instance<K: SlotKind, T>(
             Err(failure) => return (Err(failure), 0),
         },
     };
-    if let Err(failure) = call::arm(&mut current.store, limits, fuel) {
+    if let Err(failure) = call::arm(&mut current.store, limits, fuel, answer_bytes) {
         return (Err(failure), 0);
     }
     let result = f(&current.bindings, &mut current.store).map_err(|e| call::classify(&e, limits));
@@ -122,9 +123,15 @@ fn answer_one<K: SlotKind>(
     if let Some(failure) = call::input_too_large(K::input_size(input), limits) {
         return (Err(failure), 0);
     }
-    let (raw, fuel) = on_instance(live, pre, limits, limits.fuel, |bindings, store| {
-        K::call(bindings, store, &settings.config, input)
-    });
+    let answer_bytes = call::answer_budget::<K::WitAnswer>(limits, 0);
+    let (raw, fuel) = on_instance(
+        live,
+        pre,
+        limits,
+        limits.fuel,
+        answer_bytes,
+        |bindings, store| K::call(bindings, store, &settings.config, input),
+    );
     let answer = raw.and_then(|raw| validated::<K>(raw, limits));
     if answer.is_err() {
         *live = None;
@@ -296,6 +303,7 @@ impl<K: SlotKind> Tenant<K> {
                 &self.module.pre,
                 &limits,
                 fuel,
+                call::answer_budget::<Result<K::WitAnswer, String>>(&limits, wits.len()),
                 |b, store| K::call_batch(b, store, config, &wits),
             );
             let raw = raw.and_then(|answers| batch_answers(answers, wits.len()));

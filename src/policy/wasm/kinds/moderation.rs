@@ -10,7 +10,7 @@ use super::super::call::{Failure, FailureKind};
 use super::super::config::SlotSettings;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
-use super::slot_kind::SlotKind;
+use super::slot_kind::{SlotKind, typecheck_func};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -40,6 +40,13 @@ impl SlotKind for ModerationSlot {
 
     fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(instance_pre)
+    }
+
+    fn typecheck(instance_pre: &InstancePre<CallState>, export: &str) -> wasmtime::Result<()> {
+        typecheck_func::<
+            (&[(String, String)], &wit::ReviewFacts),
+            (Result<wit::ModerationDecision, String>,),
+        >(instance_pre, export, "moderate")
     }
 
     fn instantiate(

@@ -10,7 +10,7 @@ use super::super::call::{Failure, FailureKind};
 use super::super::config::SlotSettings;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
-use super::slot_kind::SlotKind;
+use super::slot_kind::{SlotKind, typecheck_func};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -43,6 +43,18 @@ impl SlotKind for PricingSlot {
 
     fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(instance_pre)
+    }
+
+    fn typecheck(instance_pre: &InstancePre<CallState>, export: &str) -> wasmtime::Result<()> {
+        type Config<'a> = &'a [(String, String)];
+        typecheck_func::<
+            (Config<'static>, &wit::PricingRequest),
+            (Result<wit::PriceQuote, String>,),
+        >(instance_pre, export, "quote")?;
+        typecheck_func::<
+            (Config<'static>, &[wit::PricingRequest]),
+            (Vec<Result<wit::PriceQuote, String>>,),
+        >(instance_pre, export, "quote-batch")
     }
 
     fn instantiate(

@@ -9,11 +9,12 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{ComponentNamedList, InstancePre, Lift, Lower};
 
 use crate::policy::DecisionSource;
 
-use super::super::call::{self, Failure, FailureKind};
+use super::super::call::{Failure, FailureKind};
 use super::super::config::SlotSettings;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
@@ -44,6 +45,11 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
 
     /// Checks the component's exports against the slot's world.
     fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre>;
+
+    /// Checks the parameter and result types of every function of the slot's interface (exported as
+    /// `export`) against the contract's, without instantiating. bindgen's `Pre` only looks the
+    /// functions up by name; their types would otherwise be checked at the first call.
+    fn typecheck(instance_pre: &InstancePre<CallState>, export: &str) -> wasmtime::Result<()>;
 
     fn instantiate(
         pre: &Self::Pre,
@@ -108,12 +114,36 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
     }
 }
 
+/// Checks that the interface exported as `export` has a function `func` whose type is exactly
+/// `Params -> Results` (the Rust types bindgen generated from the contract).
+pub fn typecheck_func<Params, Results>(
+    instance_pre: &InstancePre<CallState>,
+    export: &str,
+    func: &str,
+) -> wasmtime::Result<()>
+where
+    Params: ComponentNamedList + Lower,
+    Results: ComponentNamedList + Lift,
+{
+    let component = instance_pre.component();
+    let interface = component
+        .get_export_index(None, export)
+        .ok_or_else(|| wasmtime::format_err!("no exported instance `{export}`"))?;
+    match component.get_export(Some(&interface), func) {
+        Some((ComponentItem::ComponentFunc(ty), _)) => ty
+            .typecheck::<Params, Results>(&instance_pre.instance_type())
+            .map_err(|e| wasmtime::format_err!("function `{func}`: {e:#}")),
+        Some(_) => Err(wasmtime::format_err!("`{func}` is not a function")),
+        None => Err(wasmtime::format_err!("`{export}` has no function `{func}`")),
+    }
+}
+
 /// The contract check of a guest's raw answer: its own `err(...)` is a failure too.
 pub fn validated<K: SlotKind>(
     raw: Result<K::WitAnswer, String>,
     limits: &Limits,
 ) -> Result<K::Answer, Failure> {
-    let answer = raw.map_err(|e| Failure::new(FailureKind::GuestError, call::truncate(&e, 300)))?;
+    let answer = raw.map_err(|e| Failure::new(FailureKind::GuestError, e))?;
     K::validate(answer, limits)
 }
 
