@@ -228,35 +228,9 @@ async fn two_replicas_on_one_postgres_keep_every_booking_invariant() {
         .connect(database.url())
         .await
         .unwrap();
-    let start = Instant::now();
-    loop {
-        let overdue: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM bookings WHERE status = 'active' AND end_at < $1",
-        )
-        .bind(now_micros() - 300_000)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if overdue == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{overdue} bookings stayed active past their end"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Quiesce: the sweepers have nothing left to do; read a consistent picture.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::wait_until_swept(&pool, Duration::from_secs(20)).await;
 
-    let rows = sqlx::query(
-        "SELECT id, order_id, gpu_id, client_id, status, duration_seconds, price_micro, total_micro, \
-         refund_micro, charged_micro, start_at, end_at, ended_at FROM bookings",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let bookings: Vec<BookingRow> = rows.iter().map(BookingRow::from_row).collect();
+    let bookings: Vec<BookingRow> = common::all_bookings(&pool).await;
     let by_id: HashMap<&str, &BookingRow> = bookings.iter().map(|b| (b.id.as_str(), b)).collect();
 
     // Never two active bookings on one GPU.

