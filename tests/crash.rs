@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::{LogsOnFailure, ServerProcess};
 use common::{BookingRow, TestDatabase, micros};
