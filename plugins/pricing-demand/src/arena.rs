@@ -13,8 +13,13 @@ use core::ptr::{copy_nonoverlapping, null_mut};
 
 const PAGE: usize = 64 * 1024;
 
+unsafe extern "C" {
+    /// The first byte after the module's data and stack, provided by the linker.
+    static __heap_base: u8;
+}
+
 pub struct Arena {
-    /// Where the arena begins: the end of linear memory at the first allocation (0 before it).
+    /// Where the arena begins: the linker's heap base (0 before the first allocation).
     start: Cell<usize>,
     next: Cell<usize>,
     end: Cell<usize>,
@@ -51,10 +56,13 @@ impl Arena {
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if self.start.get() == 0 {
-            let end = memory_size(0) * PAGE;
-            self.start.set(end);
-            self.next.set(end);
-            self.end.set(end);
+            // The arena starts where the linker put the heap: the rest of the initial memory is
+            // usually enough for a call, and a call that never grows memory spares the host two
+            // page-protection changes per fresh instance.
+            let start = core::ptr::addr_of!(__heap_base) as usize;
+            self.start.set(start);
+            self.next.set(start);
+            self.end.set(memory_size(0) * PAGE);
         }
         let align = layout.align() - 1;
         let Some(start) = self.next.get().checked_add(align).map(|a| a & !align) else {
