@@ -97,6 +97,31 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// p50 of `samples` quotes through `runtime` (each on a fresh instance, from async code as the market
+/// calls it).
+fn quote_p50(
+    rt: &tokio::runtime::Runtime,
+    runtime: &PolicyRuntime,
+    req: &PricingRequest,
+    samples: usize,
+) -> (Duration, Duration) {
+    let mut wasm: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(rt.block_on(runtime.quote(req.clone())));
+            started.elapsed()
+        })
+        .collect();
+    (percentile(&mut wasm, 0.5), percentile(&mut wasm, 0.99))
+}
+
+/// A policies directory whose pricing slot serves `module` (same configuration and samples).
+fn policies_with_pricing(module: &str) -> tempfile::TempDir {
+    let dir = copy_policies();
+    std::fs::copy(repo().join(module), dir.path().join("pricing-demand.wasm")).unwrap();
+    dir
+}
+
 fn quote_latency(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -107,11 +132,20 @@ fn quote_latency(c: &mut Criterion) {
     let runtime = rt
         .block_on(PolicyRuntime::start_unwatched(dir.path()))
         .unwrap();
+    // The same slot serving a module that does nothing: what the host costs per fresh-instance call
+    // (store, instantiation, arguments in and answer out, permit, guardrails) without the guest's work.
+    let flat_dir = policies_with_pricing("tests/fixtures/pricing-flat.wasm");
+    let flat = rt
+        .block_on(PolicyRuntime::start_unwatched(flat_dir.path()))
+        .unwrap();
     let req = request("gpu_bench");
 
     let mut group = c.benchmark_group("quote");
     group.bench_function("wasm pricing-demand", |b| {
         b.to_async(&rt).iter(|| runtime.quote(req.clone()))
+    });
+    group.bench_function("wasm trivial module", |b| {
+        b.to_async(&rt).iter(|| flat.quote(req.clone()))
     });
     group.bench_function("native same formula", |b| {
         b.iter(|| native_quote(std::hint::black_box(&req), Some(1.2)))
@@ -123,26 +157,36 @@ fn quote_latency(c: &mut Criterion) {
     group.finish();
 
     // p50 / p99 in one place, for the closing note.
-    let mut wasm: Vec<Duration> = (0..5_000)
-        .map(|_| {
-            let started = Instant::now();
-            rt.block_on(runtime.quote(req.clone()));
-            started.elapsed()
-        })
-        .collect();
-    let mut native: Vec<Duration> = (0..5_000)
+    let samples = 5_000;
+    let (wasm50, wasm99) = quote_p50(&rt, &runtime, &req, samples);
+    let (flat50, flat99) = quote_p50(&rt, &flat, &req, samples);
+    let mut native: Vec<Duration> = (0..samples)
         .map(|_| {
             let started = Instant::now();
             std::hint::black_box(native_quote(std::hint::black_box(&req), Some(1.2)));
             started.elapsed()
         })
         .collect();
+    let (native50, native99) = (percentile(&mut native, 0.5), percentile(&mut native, 0.99));
+    let policies = repo().join("policies");
+    let fuel = PricingTenant::load(&policies.join("pricing-demand.wasm"), Some(&policies))
+        .map(|mut t| t.quote(&req).fuel)
+        .unwrap_or(0);
+    let ratio = |d: Duration| d.as_secs_f64() / native50.as_secs_f64().max(1e-9);
+    let overhead = flat50.saturating_sub(native50);
     println!(
-        "quote latency: wasm p50 {:?} p99 {:?} | native p50 {:?} p99 {:?}",
-        percentile(&mut wasm, 0.5),
-        percentile(&mut wasm, 0.99),
-        percentile(&mut native, 0.5),
-        percentile(&mut native, 0.99)
+        "quote latency (fresh instance per call): pricing-demand p50 {wasm50:?} p99 {wasm99:?} \
+         ({:.0}x native, {fuel} fuel per quote) | trivial module p50 {flat50:?} p99 {flat99:?} \
+         ({:.0}x native) | native p50 {native50:?} p99 {native99:?}",
+        ratio(wasm50),
+        ratio(flat50),
+    );
+    println!(
+        "host overhead per fresh-instance quote: {overhead:?} p50 (trivial module p50 - native p50; \
+         target <= 10us: {:.2} of target) | guest work: {:?} ({:.0}x native)",
+        overhead.as_secs_f64() / 10e-6,
+        wasm50.saturating_sub(flat50),
+        ratio(wasm50.saturating_sub(flat50)),
     );
 }
 

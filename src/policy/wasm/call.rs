@@ -132,10 +132,20 @@ pub fn arm(
     fuel: u64,
     answer_bytes: usize,
 ) -> Result<(), Failure> {
+    arm_within(store, fuel, limits.timeout(), answer_bytes)
+}
+
+/// [`arm`] with an explicit deadline (a first attempt on the calling thread gets a short one).
+pub fn arm_within(
+    store: &mut Store<CallState>,
+    fuel: u64,
+    timeout: Duration,
+    answer_bytes: usize,
+) -> Result<(), Failure> {
     store
         .set_fuel(fuel)
         .map_err(|e| Failure::new(FailureKind::Host, format!("setting fuel: {e}")))?;
-    store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+    store.set_epoch_deadline(deadline_ticks(timeout));
     store.set_hostcall_fuel(answer_bytes);
     Ok(())
 }
@@ -176,9 +186,21 @@ pub fn run<T>(
     answer_bytes: usize,
     call: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
 ) -> CallReport<T> {
+    run_within(slot, limits, fuel, limits.timeout(), answer_bytes, call)
+}
+
+/// [`run`] with an explicit deadline.
+pub fn run_within<T>(
+    slot: Slot,
+    limits: &Limits,
+    fuel: u64,
+    timeout: Duration,
+    answer_bytes: usize,
+    call: impl FnOnce(&mut Store<CallState>) -> wasmtime::Result<T>,
+) -> CallReport<T> {
     let started = Instant::now();
     let mut store = match new_store(slot, limits).and_then(|mut store| {
-        arm(&mut store, limits, fuel, answer_bytes)?;
+        arm_within(&mut store, fuel, timeout, answer_bytes)?;
         Ok(store)
     }) {
         Ok(store) => store,

@@ -15,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 use super::call::{self, CallCost};
 use super::config::SlotSettings;
 use super::engine::{budget, engine};
+use super::inline::InlineGate;
 use super::kinds::SlotKind;
 use super::limits::CallState;
 use super::module::{PolicyModule, sha256_hex};
@@ -202,6 +203,7 @@ fn check_steps<K: SlotKind>(
         bytes,
         compiled_bytes,
         pre,
+        inline: InlineGate::default(),
     };
     if run_samples {
         check_samples(&module, settings, steps, samples)?;

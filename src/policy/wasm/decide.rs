@@ -1,5 +1,6 @@
 //! Deciding, once for every slot kind: take a snapshot of the slot, convert the input, call the module
-//! on a fresh instance on the blocking pool, check the answer, finish it (pricing: guardrails) or fall
+//! on a fresh instance (on the calling thread when it fits a slice of the budget, see `inline.rs`;
+//! batches on the blocking pool), check the answer, finish it (pricing: guardrails) or fall
 //! back; count and measure every step.
 //!
 //! Each decision comes with a [`DecisionRecord`]: what shadow mode, canaries, replay and the decision
@@ -94,14 +95,18 @@ impl<K: SlotKind> SlotCell<K> {
             let record = DecisionRecord::new(None, Some(wit), CallCost::default());
             return self.fall_back(host, &active, input, failure, record);
         }
-        let call = {
-            let (module, settings) = (module.clone(), settings.clone());
-            move || (module.call(&settings, &wit), wit)
-        };
-        let (report, wit) = match host.call_blocking(K::SLOT, call).await {
-            Ok((report, wit)) => (report, Some(wit)),
-            Err(failure) => (CallReport::failed(failure), None),
-        };
+        // Most calls fit a slice of the budget and run right here, without a thread hop.
+        let data = (module.clone(), settings.clone(), wit);
+        let (report, data) = host
+            .call_fitting(
+                K::SLOT,
+                &module.inline,
+                &settings.limits,
+                data,
+                |(module, settings, wit), attempt| module.call_within(settings, wit, attempt),
+            )
+            .await;
+        let wit = data.map(|(_, _, wit)| wit);
         self.count(host, &module, 1, &report.cost);
         let record = DecisionRecord::new(Some(module.clone()), wit, report.cost);
         let answer = report

@@ -1,10 +1,15 @@
 //! [`Host`]: what every slot's serving code shares: the policies directory and the metrics; and the
 //! way guest calls run, each under a permit of its own slot.
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
-use super::call::{Failure, FailureKind};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::call::{CallReport, Failure, FailureKind};
 use super::engine::permits;
+use super::inline::{Attempt, InlineGate};
+use super::limits::Limits;
 use super::metrics::PolicyMetrics;
 use super::slot::Slot;
 
@@ -30,16 +35,135 @@ impl Host {
         slot: Slot,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Failure> {
-        let permit = permits(slot)
-            .map_err(|e| Failure::new(FailureKind::Host, e.to_string()))?
-            .acquire_owned()
-            .await
-            .map_err(|_| Failure::new(FailureKind::Host, "runtime is shutting down"))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
+        let permit = permit(slot).await?;
+        on_blocking_pool(permit, work).await
+    }
+
+    /// Runs one guest call of `slot` under one of the slot's permits: first on the calling thread with
+    /// a slice of the budget while `gate` is open, and, if that slice ran out, again on the blocking
+    /// pool with the whole budget (see `inline.rs`). `work(data, attempt)` makes a fresh instance each
+    /// time; `data` comes back unless the blocking task failed. The cost reported is both attempts'.
+    pub async fn call_fitting<D, T>(
+        &self,
+        slot: Slot,
+        gate: &InlineGate,
+        limits: &Limits,
+        data: D,
+        work: fn(&D, Attempt) -> CallReport<T>,
+    ) -> (CallReport<T>, Option<D>)
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = match permit(slot).await {
+            Ok(permit) => permit,
+            Err(failure) => return (CallReport::failed(failure), Some(data)),
+        };
+        let mut spent = None;
+        if gate.open() {
+            let attempt = Attempt::inline(limits);
+            // A panic in the host's call code fails this decision, as a panicked blocking task does.
+            let report = std::panic::catch_unwind(AssertUnwindSafe(|| work(&data, attempt)))
+                .unwrap_or_else(|_| {
+                    CallReport::failed(Failure::new(FailureKind::Host, "call panicked"))
+                });
+            match &report.result {
+                Err(failure) if attempt.overran(failure, limits) => {
+                    gate.close();
+                    spent = Some(report.cost);
+                }
+                _ => return (report, Some(data)),
+            }
+        }
+        let full = Attempt::full(limits);
+        let done = on_blocking_pool(permit, move || {
+            let report = work(&data, full);
+            (report, data)
         })
+        .await;
+        match done {
+            Ok((mut report, data)) => {
+                if let Some(spent) = spent {
+                    report.cost.fuel_used += spent.fuel_used;
+                    report.cost.elapsed += spent.elapsed;
+                }
+                (report, Some(data))
+            }
+            Err(failure) => (CallReport::failed(failure), None),
+        }
+    }
+}
+
+async fn permit(slot: Slot) -> Result<OwnedSemaphorePermit, Failure> {
+    permits(slot)
+        .map_err(|e| Failure::new(FailureKind::Host, e.to_string()))?
+        .acquire_owned()
         .await
-        .map_err(|e| Failure::new(FailureKind::Host, format!("call task failed: {e}")))
+        .map_err(|_| Failure::new(FailureKind::Host, "runtime is shutting down"))
+}
+
+async fn on_blocking_pool<T: Send + 'static>(
+    permit: OwnedSemaphorePermit,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(|e| Failure::new(FailureKind::Host, format!("call task failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::policy::wasm::call::CallCost;
+
+    static INLINE_ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A call that needs more than the inline slice of fuel but fits the slot's budget.
+    fn needs_the_whole_budget(data: &u32, attempt: Attempt) -> CallReport<u32> {
+        if attempt == Attempt::inline(&Limits::default()) {
+            INLINE_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+            return CallReport {
+                result: Err(Failure::new(FailureKind::OutOfFuel, "slice spent")),
+                cost: CallCost {
+                    fuel_used: attempt.fuel,
+                    ..CallCost::default()
+                },
+            };
+        }
+        CallReport {
+            result: Ok(*data + 1),
+            cost: CallCost {
+                fuel_used: 7,
+                ..CallCost::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_outgrows_the_inline_slice_is_answered_on_the_pool_with_the_whole_budget() {
+        let host = Host::new(PathBuf::from("."));
+        let (gate, limits) = (InlineGate::default(), Limits::default());
+        let (report, data) = host
+            .call_fitting(Slot::Pricing, &gate, &limits, 41, needs_the_whole_budget)
+            .await;
+        assert_eq!(report.result, Ok(42));
+        assert_eq!(data, Some(41));
+        // Both attempts are paid for.
+        assert_eq!(report.cost.fuel_used, Attempt::inline(&limits).fuel + 7);
+        assert!(!gate.open(), "the version goes to the pool for a while");
+        let (report, _) = host
+            .call_fitting(Slot::Pricing, &gate, &limits, 1, needs_the_whole_budget)
+            .await;
+        assert_eq!(report.result, Ok(2));
+        assert_eq!(
+            INLINE_ATTEMPTS.load(Ordering::SeqCst),
+            1,
+            "no second slice while closed"
+        );
     }
 }

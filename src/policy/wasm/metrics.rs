@@ -52,7 +52,7 @@ impl Default for PolicyMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1e-5, 2.5, 15))
             }),
-            // 1 000 .. ~1.6e10 fuel units: pricing-demand uses ~26 000, the default budget 1e7.
+            // 1 000 .. ~1.6e10 fuel units: pricing-demand uses ~6 000, the default budget 1e7.
             fuel: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1e3, 4.0, 13))
             }),

@@ -36,6 +36,7 @@ mod engine;
 mod error;
 mod guardrails;
 mod host;
+mod inline;
 mod kinds;
 mod limits;
 mod metrics;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::call::{self, CallCost, CallReport, Failure, FailureKind};
 use super::config::SlotSettings;
 use super::error::PolicyError;
+use super::inline::{Attempt, InlineGate};
 use super::kinds::{SlotKind, batch_answers, validated};
 
 /// A compiled, checked module version of slot `K`. Immutable; replaced as a whole on reload. Only the
@@ -24,6 +25,8 @@ pub struct PolicyModule<K: SlotKind> {
     /// Size of the compiled code the host holds for this version.
     pub compiled_bytes: usize,
     pub pre: K::Pre,
+    /// Whether this version's decisions currently run on the calling thread (see `inline.rs`).
+    pub inline: InlineGate,
 }
 
 /// Why a JSON input could not be run.
@@ -47,9 +50,20 @@ impl<K: SlotKind> PolicyModule<K> {
         settings: &SlotSettings,
         input: &K::WitInput,
     ) -> CallReport<Result<K::WitAnswer, String>> {
+        self.call_within(settings, input, Attempt::full(&settings.limits))
+    }
+
+    /// [`call`](Self::call) with `attempt`'s fuel and deadline (at most the slot's).
+    pub fn call_within(
+        &self,
+        settings: &SlotSettings,
+        input: &K::WitInput,
+        attempt: Attempt,
+    ) -> CallReport<Result<K::WitAnswer, String>> {
         let limits = &settings.limits;
         let answer_bytes = call::answer_budget::<K::WitAnswer>(limits, 0);
-        call::run(K::SLOT, limits, limits.fuel, answer_bytes, |store| {
+        let (fuel, timeout) = (attempt.fuel, attempt.timeout);
+        call::run_within(K::SLOT, limits, fuel, timeout, answer_bytes, |store| {
             let bindings = K::instantiate(&self.pre, &mut *store)?;
             K::call(&bindings, store, &settings.config, input)
         })
