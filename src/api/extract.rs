@@ -41,8 +41,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     }
     // Syntax first: a truncated body is malformed (400) even when its start already has a field of
     // the wrong type, which on its own would be a schema error (422).
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|err| Error::bad_request(format!("malformed JSON: {err}")))?;
+    scrub_nul(&mut value);
     serde_json::from_value(value)
         .map_err(|err| Error::unprocessable(format!("invalid request: {err}")))
 }
@@ -54,7 +55,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+        let query = parts.uri.query().unwrap_or_default();
+        let parsed = if query.contains("%00") {
+            // See `scrub_nul`: the same text on both backends, never a database error.
+            let scrubbed: axum::http::Uri = format!("/?{}", query.replace("%00", "%EF%BF%BD"))
+                .parse()
+                .map_err(|_| Error::bad_request("malformed query string"))?;
+            axum::extract::Query::<T>::try_from_uri(&scrubbed)
+        } else {
+            axum::extract::Query::<T>::try_from_uri(&parts.uri)
+        };
+        parsed
             .map(|q| ApiQuery(q.0))
             .map_err(|rejection| Error::unprocessable(rejection.body_text()))
     }
@@ -85,5 +96,55 @@ pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
         value => whole_number(&value)
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, found {value}"))),
+    }
+}
+
+/// U+0000 becomes U+FFFD in every string of a request, keys included. PostgreSQL text cannot hold
+/// U+0000 (SQLite can), so without this the same request would be stored on one backend and fail
+/// with a database error on the other; the replacement character keeps "something was here" visible.
+pub fn scrub_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => {
+            *text = text.replace('\0', "\u{FFFD}");
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        serde_json::Value::Object(fields) => {
+            if fields.keys().any(|key| key.contains('\0')) {
+                *fields = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(key, value)| (key.replace('\0', "\u{FFFD}"), value))
+                    .collect();
+            }
+            fields.values_mut().for_each(scrub_nul);
+        }
+        _ => {}
+    }
+}
+
+/// No resource's id contains U+0000: a path with `%00` names nothing (and must not reach PostgreSQL,
+/// which cannot compare such text).
+pub async fn nul_in_path(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().path().contains("%00") {
+        return Error::not_found("no such resource").into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_replaced_in_strings_and_keys() {
+        let mut value = serde_json::json!({ "a\0": ["x\0y", 1], "b": { "c": "\0" } });
+        scrub_nul(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({ "a\u{FFFD}": ["x\u{FFFD}y", 1], "b": { "c": "\u{FFFD}" } })
+        );
     }
 }

@@ -106,6 +106,7 @@ pub fn router(context: ApiContext) -> Router {
             idempotency::idempotent_writes,
         ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(extract::nul_in_path))
         .layer(middleware::from_fn(error::json_rejections))
         .layer(middleware::from_fn_with_state(
             context.clone(),
