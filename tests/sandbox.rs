@@ -544,7 +544,7 @@ async fn an_oversized_answer_is_refused_before_the_host_copies_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slot_at_its_worst_never_makes_another_slot_fall_back() {
     let _one_at_a_time = LOADED_TESTS.lock().await;
-    // 2 calls spinning to the deadline, each with the 32 core instances the budget allows. The pools
+    // 2 calls spinning to the deadline, each with 32 core instances (the budget allows 64). The pools
     // are per slot, so the other slots' outcome does not depend on this number; more spinning threads
     // only measure how 2 cores share out CPU (deadlines are wall clock, and CI runs on 2 cores).
     let hostile = 2;

@@ -47,8 +47,8 @@ fn spare_instances() -> u32 {
 pub struct SlotBudget {
     /// Guest calls of this slot in flight at once; more wait for a permit.
     pub concurrent_calls: u32,
-    /// Core module instances one instantiation may create (a Rust component needs 1-3, an
-    /// interpreter-based one about a dozen).
+    /// Core module instances one instantiation may create (a Rust component needs 1-3, a
+    /// componentize-py one 38).
     pub core_instances: u32,
     pub memories: u32,
     pub tables: u32,
@@ -62,7 +62,7 @@ pub const fn budget(slot: Slot) -> SlotBudget {
     };
     SlotBudget {
         concurrent_calls,
-        core_instances: 32,
+        core_instances: 64,
         memories: 2,
         tables: 16,
     }
