@@ -60,6 +60,7 @@ pub struct Config {
     pub reviews: ReviewConfig,
     pub server: ServerConfig,
     pub rate_limit: RateLimitConfig,
+    pub decision_log: DecisionLogConfig,
     /// API keys. None configured = local mode (loopback callers only, all roles).
     pub keys: Vec<ApiKeyConfig>,
 }
@@ -81,6 +82,7 @@ impl Default for Config {
             reviews: ReviewConfig::default(),
             server: ServerConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            decision_log: DecisionLogConfig::default(),
             keys: Vec::new(),
         }
     }
@@ -216,6 +218,38 @@ impl Default for ReviewConfig {
     fn default() -> Self {
         Self {
             max_comment_chars: 2_000,
+        }
+    }
+}
+
+/// The decision log: every live policy decision, written in batches off the request path and kept
+/// within both retention bounds (the oldest go first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// Record decisions at all (shadow and canary reports, replay and fixtures read the log).
+    pub enabled: bool,
+    /// Entries older than this are deleted.
+    pub max_age_hours: u64,
+    /// At most this many entries are kept.
+    pub max_rows: u64,
+    /// Entries written per transaction, at most.
+    pub batch_size: usize,
+    /// How long the writer waits to fill a batch once it has one entry.
+    pub flush_ms: u64,
+    /// How often retention runs.
+    pub prune_interval_ms: u64,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age_hours: 7 * 24,
+            max_rows: 1_000_000,
+            batch_size: 512,
+            flush_ms: 20,
+            prune_interval_ms: 60_000,
         }
     }
 }
@@ -359,6 +393,19 @@ impl Config {
             return invalid(
                 "pricing",
                 "refresh_interval_ms and history_interval_seconds must be positive",
+            );
+        }
+        let log = &self.decision_log;
+        if log.max_age_hours == 0 || log.max_rows == 0 {
+            return invalid(
+                "decision_log",
+                "max_age_hours and max_rows must be positive",
+            );
+        }
+        if log.batch_size == 0 || log.batch_size > 10_000 || log.prune_interval_ms == 0 {
+            return invalid(
+                "decision_log",
+                "batch_size must be within 1-10000 and prune_interval_ms positive",
             );
         }
         if self.pricing.history_points == 0 || self.pricing.history_points > 10_000 {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod market;
 pub mod metrics;
 pub mod policy;
+pub mod request_context;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -69,6 +69,35 @@ enum PolicyCommand {
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
     },
+    /// Run a candidate module over the decision log's inputs (without touching live state) and print
+    /// how its answers compare with the logged ones, as the shadow report does. Deterministic.
+    Replay {
+        /// pricing, booking-timeout or review-moderation.
+        #[arg(long)]
+        slot: String,
+        /// The candidate module.
+        #[arg(long)]
+        module: PathBuf,
+        /// Logged decisions from this time on (RFC 3339 or unix seconds; default: all kept).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many decisions, oldest first.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u32,
+        /// Directory whose policies.toml gives the slot's limits, config, guardrails and samples.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Print logged inputs as `[[SLOT.samples]]` entries for policies.toml, so that real cases
+    /// become load-time checks.
+    Fixtures {
+        #[arg(long)]
+        slot: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Write the default policies embedded in the binary (policies.toml and its modules) into DIR.
     Init {
         dir: PathBuf,
@@ -150,6 +179,58 @@ fn run_keys_command(command: KeysCommand, config: Option<&Path>) -> ExitCode {
     }
 }
 
+impl PolicyCommand {
+    /// Replay and fixtures read the decision log; the others need no database.
+    fn reads_the_log(&self) -> bool {
+        matches!(self, Self::Replay { .. } | Self::Fixtures { .. })
+    }
+}
+
+/// `gpu-market policy replay|fixtures`: reads the decision log of the configured database.
+async fn run_log_command(command: PolicyCommand, config: &Config) -> anyhow::Result<()> {
+    use gpu_market::market::decision_log::parse_instant;
+    use gpu_market::market::replay;
+    use gpu_market::policy::wasm::Slot;
+    let since = |text: Option<String>| -> anyhow::Result<gpu_market::domain::Timestamp> {
+        Ok(match text {
+            Some(text) => parse_instant("--since", &text)?,
+            None => gpu_market::domain::Timestamp::default(),
+        })
+    };
+    let store = Store::connect(&config.database).await?;
+    store.migrate().await?;
+    let result = match command {
+        PolicyCommand::Replay {
+            slot,
+            module,
+            since: from,
+            limit,
+            policies,
+        } => {
+            let slot = slot.parse::<Slot>()?;
+            let dir = policies.exists().then_some(policies.as_path());
+            let report = replay::replay(&store, slot, &module, dir, since(from)?, limit).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        PolicyCommand::Fixtures {
+            slot,
+            since: from,
+            limit,
+        } => {
+            let slot = slot.parse::<Slot>()?;
+            print!(
+                "{}",
+                replay::fixtures(&store, slot, since(from)?, limit).await?
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    };
+    store.close().await;
+    result
+}
+
 /// `gpu-market policy ...`: no database, no server; exit 1 when the module would be rejected.
 fn run_policy_command(command: PolicyCommand) -> ExitCode {
     use gpu_market::policy::wasm::{Slot, check_module, test_module};
@@ -163,6 +244,9 @@ fn run_policy_command(command: PolicyCommand) -> ExitCode {
                 true
             })
             .map_err(|err| err.to_string()),
+        PolicyCommand::Replay { .. } | PolicyCommand::Fixtures { .. } => {
+            Err("replay and fixtures read the database; run through main".to_owned())
+        }
         PolicyCommand::Check {
             file,
             slot,
@@ -222,7 +306,9 @@ fn overrides_for(command: &Command, database_url: Option<&str>) -> Overrides {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Policy(command) => return run_policy_command(command),
+        Command::Policy(command) if !command.reads_the_log() => {
+            return run_policy_command(command);
+        }
         Command::Simulate(args) => return gpu_market::sim::main(args, cli.config.as_deref()),
         Command::Keys(command) => return run_keys_command(command, cli.config.as_deref()),
         command => command,
@@ -236,7 +322,13 @@ fn main() -> ExitCode {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if matches!(command, Command::Policy(_)) {
+        // Replay and fixtures print their results on standard output.
+        logs.with_writer(std::io::stderr).init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -250,8 +342,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Serve { .. } => gpu_market::server::run(config).await,
+            Command::Policy(command) => run_log_command(command, &config).await,
             // Answered above, before any runtime or database.
-            Command::Policy(_) | Command::Simulate(_) | Command::Keys(_) => Ok(()),
+            Command::Simulate(_) | Command::Keys(_) => Ok(()),
             Command::Migrate => {
                 let store = Store::connect(&config.database).await?;
                 store.migrate().await?;

@@ -18,6 +18,7 @@ use crate::api::cache::ResponseCache;
 use crate::api::limits::WriteLimiter;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
+use crate::market::decision_log::{self, DecisionWriter};
 use crate::market::policy_admin::PolicyAdmin;
 use crate::market::{Market, idempotency, price_refresh, sweeper};
 use crate::metrics::Metrics;
@@ -34,6 +35,8 @@ pub struct App {
     /// Where the embedded default policies are served from when the configured directory does not
     /// exist; removed when the app is dropped.
     _embedded_policies: Option<tempfile::TempDir>,
+    /// Writes the runtime's decisions into the decision log; finished last at shutdown.
+    decision_writer: Option<DecisionWriter>,
 }
 
 impl App {
@@ -96,6 +99,14 @@ impl App {
                  sha256:<hex> instead: `gpu-market keys add` writes new keys that way"
             );
         }
+        let decision_writer = match &runtime {
+            Some(runtime) if config.decision_log.enabled => {
+                let (writer, sender) = DecisionWriter::start(store.clone(), &config.decision_log);
+                runtime.log_decisions_to(sender);
+                Some(writer)
+            }
+            _ => None,
+        };
         let auth = Arc::new(Auth::from_config(&config));
         let limiter = Arc::new(WriteLimiter::new(&config.rate_limit));
         let config_ttl = config.cache_ttl_ms;
@@ -113,6 +124,7 @@ impl App {
             },
             policy_watch,
             _embedded_policies: None,
+            decision_writer,
         })
     }
 
@@ -128,7 +140,7 @@ impl App {
     /// idempotency keys and of idle rate-limit buckets.
     pub fn spawn_background(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let market = &self.context.market;
-        vec![
+        let mut tasks = vec![
             tokio::spawn(sweeper::run_booking_sweeper(
                 market.clone(),
                 shutdown.clone(),
@@ -146,14 +158,21 @@ impl App {
                 self.context.limiter.clone(),
                 shutdown.clone(),
             )),
-        ]
+        ];
+        if self.decision_writer.is_some() {
+            tasks.push(tokio::spawn(decision_log::run_retention(
+                market.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks
     }
 
     /// Serves on `listener` until `shutdown` is cancelled. Then it stops accepting at once, lets
     /// in-flight requests finish, stops the background tasks after their current step and closes the
     /// database pool, all within `server.shutdown_grace_ms`; what is not done by then is abandoned.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
@@ -195,6 +214,10 @@ impl App {
             .is_err()
         {
             tracing::warn!("idempotent writes still running at the end of the shutdown grace");
+        }
+        // Every decision has been made by now: write what the log still queues.
+        if let Some(writer) = self.decision_writer.take() {
+            writer.finish(deadline).await;
         }
         if tokio::time::timeout_at(deadline, self.context.market.store.close())
             .await

@@ -631,10 +631,7 @@ impl Policies for TimeoutPolicy {
             Some(action) => TimeoutDecision {
                 action,
                 reason: "test policy".to_owned(),
-                source: DecisionSource {
-                    policy: "test-timeout".to_owned(),
-                    fallback: false,
-                },
+                source: DecisionSource::new("test-timeout", false),
             },
             None => BuiltinPolicies.booking_timeout(request).await,
         }

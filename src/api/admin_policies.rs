@@ -6,14 +6,19 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::auth::Admin;
 use super::error::ErrorBody;
+use super::extract::ApiQuery;
+use crate::domain::Timestamp;
 use crate::error::{Error, Result};
-use crate::market::policy_admin::SlotStatus;
+use crate::market::decision_log::parse_instant;
+use crate::market::policy_admin::{CanaryReport, ShadowReport, SlotStatus};
 
 /// Modules are bigger than API bodies: a Python or JavaScript component is 12-20 MB.
 const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
@@ -27,6 +32,26 @@ pub fn router() -> OpenApiRouter<ApiContext> {
                 .layer(middleware::from_fn(refuse_announced_oversize)),
         )
         .routes(routes!(rollback))
+        .routes(routes!(promote))
+        .routes(routes!(shadow_report))
+        .routes(routes!(canary_report))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// RFC 3339 time or unix seconds; default: since the candidate version was loaded.
+    pub since: Option<String>,
+}
+
+impl ReportParams {
+    fn since(&self) -> Result<Option<Timestamp>> {
+        self.since
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_instant("since", s))
+            .transpose()
+    }
 }
 
 /// Refuses a module whose announced `Content-Length` is over the limit before reading any of it (the
@@ -83,4 +108,59 @@ pub async fn rollback(
     let status = ctx.policy_admin.rollback(&slot).await?;
     tracing::info!(%slot, by = %caller.id, sha256 = ?status.sha256, "policy rolled back");
     Ok(Json(status))
+}
+
+/// Make the slot's running candidate (the canary, else the shadow) its live version, atomically:
+/// decisions already started finish on the version they started with; the replaced version goes to
+/// the rollback history (admin).
+#[utoipa::path(post, path = "/v1/admin/policies/{slot}/promote", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation")),
+    responses((status = 200, description = "the slot's new status"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn promote(
+    State(ctx): State<ApiContext>,
+    Admin(caller): Admin,
+    Path(slot): Path<String>,
+) -> Result<Json<SlotStatus>> {
+    let status = ctx.policy_admin.promote(&slot).await?;
+    tracing::info!(%slot, by = %caller.id, sha256 = ?status.sha256, "policy candidate promoted");
+    Ok(Json(status))
+}
+
+/// The shadow's answers beside the live ones on the same inputs: agreement, price differences and
+/// revenue on the bookings that happened (pricing), a confusion table (the other slots), and the
+/// shadow's failures by kind (admin).
+#[utoipa::path(get, path = "/v1/admin/policies/{slot}/shadow", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation"), ReportParams),
+    responses((status = 200, body = ShadowReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn shadow_report(
+    State(ctx): State<ApiContext>,
+    _: Admin,
+    Path(slot): Path<String>,
+    ApiQuery(params): ApiQuery<ReportParams>,
+) -> Result<Json<ShadowReport>> {
+    let since = params.since()?;
+    Ok(Json(
+        ctx.policy_admin
+            .shadow_report(&ctx.market, &slot, since)
+            .await?,
+    ))
+}
+
+/// The canary's arm beside the live arm over the same period: decisions, failure rate and kinds,
+/// prices and revenue (pricing) or verdicts (the other slots) (admin).
+#[utoipa::path(get, path = "/v1/admin/policies/{slot}/canary", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation"), ReportParams),
+    responses((status = 200, body = CanaryReport), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn canary_report(
+    State(ctx): State<ApiContext>,
+    _: Admin,
+    Path(slot): Path<String>,
+    ApiQuery(params): ApiQuery<ReportParams>,
+) -> Result<Json<CanaryReport>> {
+    let since = params.since()?;
+    Ok(Json(
+        ctx.policy_admin
+            .canary_report(&ctx.market, &slot, since)
+            .await?,
+    ))
 }

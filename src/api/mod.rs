@@ -7,6 +7,7 @@ pub mod admin_reviews;
 pub mod auth;
 pub mod bookings;
 pub mod cache;
+pub mod decisions;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -95,6 +96,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(offers::router())
         .merge(admin_reviews::router())
         .merge(admin_policies::router())
+        .merge(decisions::router())
         .merge(system::router())
         .split_for_parts();
     docs::document_shared_errors(&mut document);
@@ -121,6 +123,7 @@ pub fn router(context: ApiContext) -> Router {
             context.clone(),
             auth::local_mode_guard,
         ))
+        .layer(middleware::from_fn(with_request_id))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -162,4 +165,15 @@ async fn record_metrics(
         elapsed.as_secs_f64(),
     );
     response
+}
+
+/// Makes the request's `x-request-id` known to the layers below (the decision log records it).
+async fn with_request_id(request: Request, next: middleware::Next) -> axum::response::Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    crate::request_context::scope(id, next.run(request)).await
 }

@@ -1,7 +1,8 @@
 //! A booking, which is also its order (the bill): one record, one lifecycle.
 
 use super::{
-    BookingDuration, BookingId, BookingStatus, GpuId, Money, OrderId, PrincipalId, Timestamp,
+    BookingDuration, BookingId, BookingStatus, DecisionId, GpuId, Money, OrderId, PrincipalId,
+    Timestamp,
 };
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -40,6 +41,10 @@ pub struct Booking {
     pub created_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     pub end_reason: Option<String>,
+    /// The decision log entry of the quote this booking was priced by.
+    pub pricing_decision: Option<DecisionId>,
+    /// The booking-timeout decision that last acted on it (ended, extended or gave grace).
+    pub timeout_decision: Option<DecisionId>,
 }
 
 /// Whether the booking's price came from the pricing policy or from its fallback.

@@ -63,6 +63,11 @@ id_type!(OrderId, "ord");
 id_type!(ReviewId, "rv");
 id_type!(BidId, "bid");
 id_type!(
+    /// One logged policy decision (see `domain::decision`).
+    DecisionId,
+    "dec"
+);
+id_type!(
     /// Who acts: a miner, a client or an admin, as named by the API key (or `local`).
     PrincipalId,
     "p"

@@ -4,6 +4,7 @@
 //! inner code never re-checks what a type already guarantees.
 
 pub mod booking;
+pub mod decision;
 pub mod duration;
 pub mod gpu;
 pub mod ids;
@@ -15,9 +16,10 @@ pub mod status;
 pub mod time;
 
 pub use booking::{Booking, PricedBy};
+pub use decision::{DecisionEntry, DecisionRole, Outcome};
 pub use duration::{BookingDuration, DurationError};
 pub use gpu::{Capabilities, Gpu, average_rating};
-pub use ids::{BidId, BookingId, GpuId, OrderId, PrincipalId, ReviewId};
+pub use ids::{BidId, BookingId, DecisionId, GpuId, OrderId, PrincipalId, ReviewId};
 pub use model_name::{ModelFilter, model_key};
 pub use money::Money;
 pub use price_history::{ModelSample, PricePoint, PriceState};

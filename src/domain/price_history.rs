@@ -23,7 +23,7 @@ pub struct PricePoint {
 /// The pricing guardrails' memory of one GPU. Policies never keep it: it comes in with each request
 /// ([`PricingRequest::previous`](crate::policy::PricingRequest::previous)) and the next one goes out with the quote ([`PriceQuote::state`](crate::policy::PriceQuote::state)), so
 /// any replica quotes the same, and the market stores it only when a quote is booked.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PriceState {
     /// The price at the start of the current refresh interval: the reference for the change limit.
     pub anchor_price: f64,

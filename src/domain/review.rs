@@ -1,6 +1,6 @@
 //! A review of a GPU, with what moderation made of it.
 
-use super::{GpuId, PrincipalId, ReviewId, ReviewStatus, Timestamp};
+use super::{DecisionId, GpuId, PrincipalId, ReviewId, ReviewStatus, Timestamp};
 
 /// A rating from 1 to 5; constructing one is the only validation the domain needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,4 +38,6 @@ pub struct Review {
     pub policy: String,
     pub created_at: Timestamp,
     pub decided_at: Option<Timestamp>,
+    /// The moderation decision's decision log entry.
+    pub decision_id: Option<DecisionId>,
 }

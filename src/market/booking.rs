@@ -10,8 +10,8 @@ use super::rules::pricing::booking_total;
 use super::{Market, Principal};
 use crate::config::Role;
 use crate::domain::{
-    Booking, BookingDuration, BookingId, BookingStatus, GpuId, GpuStatus, Money, OrderId, PricedBy,
-    Timestamp,
+    Booking, BookingDuration, BookingId, BookingStatus, DecisionId, GpuId, GpuStatus, Money,
+    OrderId, PricedBy, Timestamp,
 };
 use crate::error::{Error, Result};
 use crate::store::bookings::{self, BookOutcome, Ending};
@@ -47,6 +47,10 @@ pub struct BookingPricing {
     pub policy: String,
     pub fallback: bool,
     pub explanation: String,
+    /// The decision log entry behind this price (`GET /v1/admin/decisions/{id}`); absent when
+    /// decisions are not logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<DecisionId>,
 }
 
 fn not_bookable(gpu_id: &GpuId, status: GpuStatus) -> Error {
@@ -109,6 +113,8 @@ pub async fn book(
         created_at: now,
         ended_at: None,
         end_reason: None,
+        pricing_decision: quote.source.decision_id.clone(),
+        timeout_decision: None,
     };
     // The guardrails remember booked prices only, in the database so every replica sees them.
     match bookings::create(&market.store, &booking, quote.state.as_ref()).await? {
@@ -138,6 +144,7 @@ pub async fn book(
             policy: quote.source.policy,
             fallback: quote.source.fallback,
             explanation: quote.explanation,
+            decision_id: quote.source.decision_id,
         },
     })
 }
@@ -188,6 +195,7 @@ pub async fn release(market: &Market, caller: &Principal, gpu_id: &GpuId) -> Res
         reason,
         heartbeat_cutoff: market.heartbeat_cutoff(now),
         expected_end_at: booking.end_at,
+        decision: None,
     };
     if !bookings::end(&market.store, &ending).await? {
         return Err(Error::conflict(format!(

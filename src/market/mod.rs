@@ -4,6 +4,8 @@
 
 pub mod booking;
 pub mod catalogue;
+pub mod comparison;
+pub mod decision_log;
 pub mod facts;
 pub mod idempotency;
 pub mod model_pricing;
@@ -13,6 +15,7 @@ pub mod policy_admin;
 pub mod price_refresh;
 pub mod quote;
 pub mod registry;
+pub mod replay;
 pub mod reviews;
 pub mod rules;
 pub mod sweeper;

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use super::{Market, Principal};
 use crate::config::Role;
 use crate::domain::{
-    Booking, BookingId, BookingStatus, GpuId, Money, OrderId, PrincipalId, Timestamp,
+    Booking, BookingId, BookingStatus, DecisionId, GpuId, Money, OrderId, PrincipalId, Timestamp,
 };
 use crate::error::Result;
 use crate::store::Page;
@@ -33,6 +33,10 @@ pub struct OrderView {
     pub completed_at: Option<Timestamp>,
     pub end_reason: Option<String>,
     pub job_id: Option<String>,
+    /// The decision log entry of the quote that priced it: "why was I charged this".
+    pub pricing_decision: Option<DecisionId>,
+    /// The booking-timeout decision that last acted on it (ended, extended or gave grace).
+    pub timeout_decision: Option<DecisionId>,
 }
 
 impl From<Booking> for OrderView {
@@ -56,6 +60,8 @@ impl From<Booking> for OrderView {
             completed_at: b.ended_at,
             end_reason: b.end_reason,
             job_id: b.job_id,
+            pricing_decision: b.pricing_decision,
+            timeout_decision: b.timeout_decision,
         }
     }
 }

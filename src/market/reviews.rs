@@ -7,7 +7,9 @@ use utoipa::ToSchema;
 use super::registry::find;
 use super::{Market, Principal};
 use crate::config::Role;
-use crate::domain::{GpuId, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp};
+use crate::domain::{
+    DecisionId, GpuId, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp,
+};
 use crate::error::{Error, Result};
 use crate::policy::{ModerationRequest, ModerationVerdict};
 use crate::store::{Page, bookings, reviews};
@@ -61,14 +63,9 @@ pub struct Moderation {
     pub reason: String,
     pub policy: String,
     pub fallback: bool,
-}
-
-fn verdict_word(verdict: &ModerationVerdict) -> &'static str {
-    match verdict {
-        ModerationVerdict::Accept => "accept",
-        ModerationVerdict::Reject => "reject",
-        ModerationVerdict::Flag => "flag",
-    }
+    /// The decision log entry behind this verdict; absent when decisions are not logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<DecisionId>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -126,7 +123,14 @@ pub async fn add(
             } else {
                 decision.reason
             };
-            return Err(Error::bad_request(format!("review rejected: {reason}")));
+            let logged = decision
+                .source
+                .decision_id
+                .map(|id| format!(" (decision {id})"))
+                .unwrap_or_default();
+            return Err(Error::bad_request(format!(
+                "review rejected: {reason}{logged}"
+            )));
         }
         ModerationVerdict::Accept => ("review_added", ReviewStatus::Accepted),
         ModerationVerdict::Flag => ("review_flagged", ReviewStatus::Flagged),
@@ -142,6 +146,7 @@ pub async fn add(
         policy: decision.source.policy.clone(),
         created_at: now,
         decided_at: (stored == ReviewStatus::Accepted).then_some(now),
+        decision_id: decision.source.decision_id.clone(),
     };
     reviews::insert(&market.store, &review).await?;
     market.catalogue_changed();
@@ -154,10 +159,11 @@ pub async fn add(
         review_id: review.id,
         total_reviews: gpu.rating_count,
         moderation: Moderation {
-            decision: verdict_word(&decision.verdict),
+            decision: decision.verdict.as_str(),
             reason: decision.reason,
             policy: decision.source.policy,
             fallback: decision.source.fallback,
+            decision_id: decision.source.decision_id,
         },
     })
 }
@@ -172,6 +178,7 @@ pub struct AdminReviewView {
     pub status: ReviewStatus,
     pub moderation_reason: String,
     pub policy: String,
+    pub decision_id: Option<DecisionId>,
     pub date: Timestamp,
 }
 
@@ -186,6 +193,7 @@ impl From<Review> for AdminReviewView {
             status: r.status,
             moderation_reason: r.moderation_reason,
             policy: r.policy,
+            decision_id: r.decision_id,
             date: r.created_at,
         }
     }

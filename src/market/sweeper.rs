@@ -114,6 +114,7 @@ async fn decide(
                 reason: &reason,
                 heartbeat_cutoff: market.heartbeat_cutoff(now),
                 expected_end_at: booking.end_at,
+                decision: decision.source.decision_id.as_ref(),
             };
             if bookings::end(&market.store, &ending).await? {
                 market.metrics.bookings_ended(status.as_str());
@@ -131,7 +132,10 @@ async fn decide(
             new_end,
             new_total,
         } => {
-            if bookings::reschedule(&market.store, booking, new_end, new_total, None).await? {
+            let decided_by = decision.source.decision_id.as_ref();
+            if bookings::reschedule(&market.store, booking, new_end, new_total, None, decided_by)
+                .await?
+            {
                 market.catalogue_changed();
                 report.extended += 1;
                 tracing::info!(booking_id = %booking.id, minutes, reason = %guest_text(&decision.reason, MAX_GUEST_TEXT), "booking extended");
@@ -144,6 +148,7 @@ async fn decide(
                 booking.end_at,
                 booking.total,
                 Some(until),
+                decision.source.decision_id.as_ref(),
             )
             .await?
             {

@@ -10,13 +10,15 @@ pub mod defaults;
 pub mod wasm;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::DecisionId;
 
 pub use crate::domain::PriceState;
 pub use builtin::BuiltinPolicies;
 
 /// The facts a pricing policy sees about one GPU.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuFacts {
     pub gpu_id: String,
     pub model: String,
@@ -27,7 +29,7 @@ pub struct GpuFacts {
 }
 
 /// Market state for the GPU's model at the time of the quote.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MarketFacts {
     pub total_gpus: u32,
     pub available_gpus: u32,
@@ -41,14 +43,14 @@ pub struct MarketFacts {
 }
 
 /// What the client asks for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestFacts {
     pub duration_hours: f64,
     pub start_unix: i64,
 }
 
 /// Wall-clock facts, passed in so that policies never read a clock themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeFacts {
     pub now_unix: i64,
     /// 0-23, UTC.
@@ -68,7 +70,7 @@ impl TimeFacts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PricingRequest {
     pub gpu: GpuFacts,
     pub market: MarketFacts,
@@ -86,13 +88,22 @@ pub struct DecisionSource {
     pub policy: String,
     /// True when the configured policy failed and the slot's fallback answered instead.
     pub fallback: bool,
+    /// The decision log's entry for this decision (`GET /v1/admin/decisions/{id}`); None where no
+    /// log is kept (the built-in policies, simulations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<DecisionId>,
 }
 
 impl DecisionSource {
     pub fn builtin() -> Self {
+        Self::new("builtin", false)
+    }
+
+    pub fn new(policy: impl Into<String>, fallback: bool) -> Self {
         Self {
-            policy: "builtin".to_owned(),
-            fallback: false,
+            policy: policy.into(),
+            fallback,
+            decision_id: None,
         }
     }
 }
@@ -110,7 +121,7 @@ pub struct PriceQuote {
 }
 
 /// Facts about one active booking, for the booking-timeout policy.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeoutRequest {
     pub booking_id: String,
     pub gpu_id: String,
@@ -137,6 +148,18 @@ pub enum TimeoutAction {
     Grace(u32),
 }
 
+impl TimeoutAction {
+    /// `keep`, `expire`, `extend:30`, `grace:15`: the decision log's verdict.
+    pub fn word(self) -> String {
+        match self {
+            Self::Keep => "keep".to_owned(),
+            Self::Expire => "expire".to_owned(),
+            Self::Extend(minutes) => format!("extend:{minutes}"),
+            Self::Grace(minutes) => format!("grace:{minutes}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimeoutDecision {
     pub action: TimeoutAction,
@@ -144,7 +167,7 @@ pub struct TimeoutDecision {
     pub source: DecisionSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModerationRequest {
     pub gpu_id: String,
     pub gpu_model: String,
@@ -165,6 +188,16 @@ pub enum ModerationVerdict {
     Accept,
     Reject,
     Flag,
+}
+
+impl ModerationVerdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Reject => "reject",
+            Self::Flag => "flag",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -490,6 +490,8 @@ impl Run<'_> {
             created_at: start,
             ended_at: None,
             end_reason: None,
+            pricing_decision: None,
+            timeout_decision: None,
         };
         self.sweeps.push(Reverse((
             ceil_to_second(booking.end_at.micros()),

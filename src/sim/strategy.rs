@@ -103,10 +103,7 @@ impl PricingStrategy for Constant {
                 price_per_hour: price.as_units(),
                 multiplier: self.multiplier(),
                 explanation: format!("constant ×{:.2}", self.multiplier()),
-                source: DecisionSource {
-                    policy: format!("constant×{:.2}", self.multiplier()),
-                    fallback: false,
-                },
+                source: DecisionSource::new(format!("constant×{:.2}", self.multiplier()), false),
                 state: None,
             },
             fuel: 0,

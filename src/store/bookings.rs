@@ -3,13 +3,14 @@
 use super::sql::{Sql, qualified};
 use super::{Store, StoreResult};
 use crate::domain::{
-    Booking, BookingId, BookingStatus, GpuId, GpuStatus, Money, PriceState, PrincipalId, Timestamp,
+    Booking, BookingId, BookingStatus, DecisionId, GpuId, GpuStatus, Money, PriceState,
+    PrincipalId, Timestamp,
 };
 
 const BOOKING_COLUMNS: &str = "id, order_id, gpu_id, gpu_model, miner_id, client_id, job_id, \
     duration_seconds, price_micro, total_micro, refund_micro, charged_micro, status, \
     multiplier, policy, pricing_fallback, extensions, grace_until, start_at, end_at, created_at, ended_at, \
-    end_reason";
+    end_reason, pricing_decision, timeout_decision";
 
 /// Why a booking could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub async fn create(
     let mut tx = store.writer().begin().await?;
     let inserted = sqlx::query(&format!(
         "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL)"
+         NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL, $17, NULL)"
     ))
     .bind(&booking.id)
     .bind(&booking.order_id)
@@ -50,6 +51,7 @@ pub async fn create(
     .bind(booking.start_at)
     .bind(booking.end_at)
     .bind(booking.created_at)
+    .bind(&booking.pricing_decision)
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -100,6 +102,8 @@ pub struct Ending<'a> {
     pub heartbeat_cutoff: Timestamp,
     /// Optimistic check: the end time the caller based its decision on.
     pub expected_end_at: Timestamp,
+    /// The booking-timeout decision that ends it (None: a release).
+    pub decision: Option<&'a DecisionId>,
 }
 
 /// Ends an active booking and frees its GPU (trigger `bookings_free_gpu`), exactly once: the update
@@ -108,7 +112,8 @@ pub struct Ending<'a> {
 pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
     let ended = sqlx::query(
         "UPDATE bookings SET status = $1, ended_at = $2, refund_micro = $3, charged_micro = $4, \
-         end_reason = $5, heartbeat_cutoff = $6 WHERE id = $7 AND status = 'active' AND end_at = $8",
+         end_reason = $5, heartbeat_cutoff = $6, timeout_decision = COALESCE($9, timeout_decision) \
+         WHERE id = $7 AND status = 'active' AND end_at = $8",
     )
     .bind(ending.status.as_str())
     .bind(ending.ended_at)
@@ -118,6 +123,7 @@ pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
     .bind(ending.heartbeat_cutoff)
     .bind(ending.booking_id)
     .bind(ending.expected_end_at)
+    .bind(ending.decision)
     .execute(store.writer())
     .await?;
     Ok(ended.rows_affected() == 1)
@@ -131,9 +137,11 @@ pub async fn reschedule(
     new_end_at: Timestamp,
     new_total: Money,
     grace_until: Option<Timestamp>,
+    decision: Option<&DecisionId>,
 ) -> StoreResult<bool> {
     let result = sqlx::query(
-        "UPDATE bookings SET end_at = $1, total_micro = $2, grace_until = $3, extensions = extensions + 1 \
+        "UPDATE bookings SET end_at = $1, total_micro = $2, grace_until = $3, extensions = extensions + 1, \
+         timeout_decision = COALESCE($7, timeout_decision) \
          WHERE id = $4 AND status = 'active' AND end_at = $5 AND extensions = $6",
     )
     .bind(new_end_at)
@@ -142,6 +150,7 @@ pub async fn reschedule(
     .bind(&booking.id)
     .bind(booking.end_at)
     .bind(booking.extensions)
+    .bind(decision)
     .execute(store.writer())
     .await?;
     Ok(result.rows_affected() == 1)

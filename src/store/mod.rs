@@ -5,6 +5,7 @@
 
 pub mod bids;
 pub mod bookings;
+pub mod decisions;
 pub mod gpus;
 pub mod idempotency;
 pub mod price_state;

@@ -4,14 +4,14 @@ use super::gpus::Page;
 use super::{Store, StoreResult};
 use crate::domain::{GpuId, PrincipalId, Review, ReviewId, ReviewStatus, Timestamp};
 
-const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at";
+const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at, decision_id";
 
 /// Stores a review; an accepted one is added to its GPU's aggregate in the same transaction, with an
 /// in-place increment so concurrent reviews never lose an update.
 pub async fn insert(store: &Store, review: &Review) -> StoreResult<()> {
     let mut tx = store.writer().begin().await?;
     sqlx::query(&format!(
-        "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     ))
     .bind(&review.id)
     .bind(&review.gpu_id)
@@ -23,6 +23,7 @@ pub async fn insert(store: &Store, review: &Review) -> StoreResult<()> {
     .bind(&review.policy)
     .bind(review.created_at)
     .bind(review.decided_at)
+    .bind(&review.decision_id)
     .execute(&mut *tx)
     .await?;
     if review.status == ReviewStatus::Accepted {

@@ -72,8 +72,8 @@ pub fn accept_quote(asking: Money, quote: PriceQuote) -> Quote {
             multiplier: 1.0,
             explanation: "asking price (policy returned no usable price)".to_owned(),
             source: DecisionSource {
-                policy: quote.source.policy,
                 fallback: true,
+                ..quote.source
             },
             state: None,
         },

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use super::candidate::{Candidate, CandidateState, Plan};
 use super::cell::{Active, SlotCell, SlotStatus};
 use super::checks::{self, CheckStep, SampleRun};
-use super::config::SlotSettings;
+use super::config::{CandidateRole, SlotCandidates, SlotSettings};
 use super::error::PolicyError;
 use super::host::Host;
 use super::kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
@@ -59,6 +60,17 @@ pub trait SlotAdmin: Send + Sync {
     /// rejected and the current version keeps serving.
     async fn reload(&self, host: &Host, desired: Option<SlotSettings>);
 
+    /// Brings the slot's shadow and canary in line with `desired`, each like a slot's module: an
+    /// unchanged one is left alone (with its counters and state), a failing one is rejected and the
+    /// loaded one keeps its place.
+    async fn reload_candidates(&self, host: &Host, desired: SlotCandidates);
+
+    /// Makes the running candidate (the canary, else the shadow) the slot's live version: its samples
+    /// are run under the slot's settings, it is written into the slot's file and swapped in; decisions
+    /// already started finish on the version they started with. The replaced version goes to the
+    /// rollback history. Returns the promoted candidate's role.
+    async fn promote(&self, host: &Host) -> Result<CandidateRole, PolicyError>;
+
     /// Checks `bytes` exactly as a file change would be, then writes them into the policies directory
     /// (temp file + rename) and puts them in service.
     async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError>;
@@ -81,6 +93,57 @@ pub trait SlotAdmin: Send + Sync {
 }
 
 impl<K: SlotKind> SlotCell<K> {
+    async fn reload_candidate(&self, host: &Host, role: CandidateRole, plan: Option<Plan>) {
+        let slot = K::SLOT;
+        let current = self.candidates.load_full();
+        let Some(plan) = plan else {
+            if current.get(role).is_some() {
+                tracing::info!(%slot, role = role.as_str(), "candidate removed");
+                self.candidates.store(Arc::new(current.with(role, None)));
+            }
+            self.candidate_error(role, None);
+            return;
+        };
+        let settings = match &plan {
+            Plan::Shadow(shadow) => shadow.settings.clone(),
+            Plan::Canary(canary) => canary.settings.clone(),
+        };
+        let path = host.dir.join(&settings.file);
+        let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
+        let bytes = match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let reason = format!(
+                    "{role}: cannot read {}: {e}",
+                    settings.file,
+                    role = role.as_str()
+                );
+                tracing::warn!(%slot, "{reason}");
+                return self.candidate_error(role, Some(reason));
+            }
+        };
+        let unchanged = current
+            .get(role)
+            .is_some_and(|c| c.plan == plan && c.sha256() == Some(sha256_hex(&bytes).as_str()));
+        if unchanged {
+            return;
+        }
+        match check_blocking::<K>(bytes.into(), Arc::new(settings)).await {
+            Ok(module) => {
+                tracing::info!(%slot, role = role.as_str(), policy = %module.label(), "candidate loaded");
+                let candidate = Candidate::start(plan, module, host.decisions.clone());
+                self.candidates
+                    .store(Arc::new(current.with(role, Some(Arc::new(candidate)))));
+                self.candidate_error(role, None);
+            }
+            Err(reason) => {
+                tracing::warn!(%slot, role = role.as_str(), "candidate rejected, the loaded one (if any) stays: {reason}");
+                host.metrics.reload(slot, false);
+                self.candidate_error(role, Some(format!("{}: {reason}", role.as_str())));
+            }
+        }
+    }
+
     fn settings(&self) -> Result<Arc<SlotSettings>, PolicyError> {
         self.active
             .load()
@@ -253,8 +316,74 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             self.push_back(previous);
             return Err(e);
         }
+        let undone = self.active.load().module.as_ref().map(|m| m.sha256.clone());
         self.install(host, settings, module, false);
+        // A promoted candidate whose promotion is undone must not go back to taking traffic.
+        let tried = self.candidates.load();
+        for candidate in [tried.shadow.as_ref(), tried.canary.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if candidate.sha256() == undone.as_deref() {
+                candidate.set_state(CandidateState::RolledBack);
+            }
+        }
         Ok(())
+    }
+
+    async fn reload_candidates(&self, host: &Host, desired: SlotCandidates) {
+        self.reload_candidate(
+            host,
+            CandidateRole::Shadow,
+            desired.shadow.map(Plan::Shadow),
+        )
+        .await;
+        self.reload_candidate(
+            host,
+            CandidateRole::Canary,
+            desired.canary.map(Plan::Canary),
+        )
+        .await;
+    }
+
+    async fn promote(&self, host: &Host) -> Result<CandidateRole, PolicyError> {
+        let slot = K::SLOT;
+        let settings = self.settings()?;
+        let active = self.active.load_full();
+        let tried = self.candidates.load_full();
+        let no_candidate = |reason: String| PolicyError::NoCandidate { slot, reason };
+        let candidate = [tried.canary.as_ref(), tried.shadow.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.sees_traffic(&active))
+            .ok_or_else(|| {
+                no_candidate(match (&tried.canary, &tried.shadow) {
+                    (None, None) => "policies.toml names no shadow or canary".into(),
+                    _ => "no candidate is running (see its state in GET /v1/admin/policies)".into(),
+                })
+            })?;
+        let module = candidate
+            .module()
+            .ok_or_else(|| no_candidate("the candidate has no loaded version".into()))?;
+        let live = Arc::new(module.relabeled(&settings.file));
+        let checked = {
+            let (live, settings) = (live.clone(), settings.clone());
+            tokio::task::spawn_blocking(move || {
+                checks::check_samples(&live, &settings, &mut Vec::new(), &mut Vec::new())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("sample check task: {e}")))
+        };
+        if let Err(reason) = checked {
+            return Err(PolicyError::InvalidModule {
+                slot,
+                reason: format!("under the slot's settings: {reason}"),
+            });
+        }
+        write_module(host, &settings.file, live.bytes.clone()).await?;
+        self.install(host, settings, live, true);
+        candidate.set_state(CandidateState::Promoted);
+        Ok(candidate.plan.role())
     }
 
     fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome {

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::call::Failure;
-use super::config::{HistoryLimits, SlotSettings};
+use super::candidate::{Candidate, CandidateStatus};
+use super::config::{CandidateRole, HistoryLimits, SlotSettings};
 use super::kinds::SlotKind;
 use super::limits::Limits;
 use super::module::PolicyModule;
@@ -60,8 +61,44 @@ impl<K: SlotKind> Active<K> {
     }
 }
 
+/// A slot's candidates; swapped as a whole, like [`Active`].
+pub struct Tried<K: SlotKind> {
+    pub shadow: Option<Arc<Candidate<K>>>,
+    pub canary: Option<Arc<Candidate<K>>>,
+}
+
+impl<K: SlotKind> Default for Tried<K> {
+    fn default() -> Self {
+        Self {
+            shadow: None,
+            canary: None,
+        }
+    }
+}
+
+impl<K: SlotKind> Tried<K> {
+    pub fn get(&self, role: CandidateRole) -> Option<&Arc<Candidate<K>>> {
+        match role {
+            CandidateRole::Shadow => self.shadow.as_ref(),
+            CandidateRole::Canary => self.canary.as_ref(),
+        }
+    }
+
+    pub fn with(&self, role: CandidateRole, candidate: Option<Arc<Candidate<K>>>) -> Self {
+        let (mut shadow, mut canary) = (self.shadow.clone(), self.canary.clone());
+        match role {
+            CandidateRole::Shadow => shadow = candidate,
+            CandidateRole::Canary => canary = candidate,
+        }
+        Self { shadow, canary }
+    }
+}
+
 pub struct SlotCell<K: SlotKind> {
     pub active: ArcSwap<Active<K>>,
+    pub candidates: ArcSwap<Tried<K>>,
+    /// The latest rejected version of each candidate role.
+    candidate_errors: Mutex<[Option<String>; 2]>,
     /// Oldest first; bounded by the active settings' [`HistoryLimits`].
     history: Mutex<Vec<Previous>>,
     last_error: Mutex<Option<String>>,
@@ -97,6 +134,12 @@ pub struct SlotStatus {
     pub limits: Option<Limits>,
     /// Earlier good versions available to roll back to.
     pub previous_versions: usize,
+    /// Their sha256s, oldest first; the last one is what `rollback` puts back.
+    pub history: Vec<String>,
+    /// The shadow candidate, if `policies.toml` names one.
+    pub shadow: Option<CandidateStatus>,
+    /// The canary candidate, if `policies.toml` names one.
+    pub canary: Option<CandidateStatus>,
     /// What the slot holds in host memory.
     pub memory: SlotMemory,
 }
@@ -117,6 +160,8 @@ impl<K: SlotKind> Default for SlotCell<K> {
     fn default() -> Self {
         Self {
             active: ArcSwap::from_pointee(Active::default()),
+            candidates: ArcSwap::from_pointee(Tried::default()),
+            candidate_errors: Mutex::default(),
             history: Mutex::default(),
             last_error: Mutex::default(),
             last_failure: Mutex::default(),
@@ -181,10 +226,40 @@ impl<K: SlotKind> SlotCell<K> {
         *lock(&self.last_error) = Some(error);
     }
 
+    /// Records why a candidate version was rejected (None: clears it).
+    pub fn candidate_error(&self, role: CandidateRole, error: Option<String>) {
+        lock(&self.candidate_errors)[role_index(role)] = error;
+    }
+
+    fn candidate_status(&self, role: CandidateRole, active: &Active<K>) -> Option<CandidateStatus> {
+        let error = lock(&self.candidate_errors)[role_index(role)].clone();
+        let tried = self.candidates.load();
+        match tried.get(role) {
+            Some(candidate) => Some(candidate.status(active, error)),
+            None => error.map(|last_error| CandidateStatus {
+                role,
+                file: String::new(),
+                sha256: None,
+                policy: None,
+                state: "not_loaded".to_owned(),
+                reason: None,
+                percent: None,
+                loaded_at: None,
+                calls: 0,
+                failures: 0,
+                dropped: 0,
+                last_error: Some(last_error),
+            }),
+        }
+    }
+
     pub fn status(&self, config_error: Option<&str>) -> SlotStatus {
         let active = self.active.load();
         let module = active.module.as_ref();
-        let previous_versions = lock(&self.history).len();
+        let history: Vec<String> = lock(&self.history)
+            .iter()
+            .map(|p| p.sha256.clone())
+            .collect();
         let last_failure = lock(&self.last_failure).clone();
         let last_error = lock(&self.last_error)
             .clone()
@@ -201,7 +276,10 @@ impl<K: SlotKind> SlotCell<K> {
             last_error,
             last_failure,
             limits: active.settings.as_ref().map(|s| s.limits),
-            previous_versions,
+            previous_versions: history.len(),
+            history,
+            shadow: self.candidate_status(CandidateRole::Shadow, &active),
+            canary: self.candidate_status(CandidateRole::Canary, &active),
             memory: self.memory(&active),
         }
     }
@@ -238,6 +316,13 @@ fn trim(history: &mut Vec<Previous>, bounds: &HistoryLimits) {
         && (history.len() > bounds.versions || history_bytes(history) > bounds.max_bytes())
     {
         history.remove(0);
+    }
+}
+
+fn role_index(role: CandidateRole) -> usize {
+    match role {
+        CandidateRole::Shadow => 0,
+        CandidateRole::Canary => 1,
     }
 }
 

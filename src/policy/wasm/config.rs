@@ -122,10 +122,57 @@ pub struct Sample {
     pub input: serde_json::Value,
 }
 
-/// The parsed file: settings for the slots that have a module configured.
+/// The parsed file: settings for the slots that have a module configured, and their candidates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoliciesConfig {
     pub slots: BTreeMap<Slot, SlotSettings>,
+    pub candidates: BTreeMap<Slot, SlotCandidates>,
+}
+
+/// The modules a slot tries before one serves everything: a shadow that sees every live input and
+/// only has its answers logged, and a canary that answers a share of live decisions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotCandidates {
+    pub shadow: Option<ShadowSettings>,
+    pub canary: Option<CanarySettings>,
+}
+
+/// `[pricing.shadow] file = "candidate.wasm"`: the slot's settings with the candidate's file and,
+/// optionally, limits of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowSettings {
+    pub settings: SlotSettings,
+    /// The share of one core the shadow's calls may take, in percent: a shadow that loops to its
+    /// deadline is paced to this, and inputs arriving meanwhile are skipped (and counted).
+    pub cpu_percent: f64,
+}
+
+/// `[pricing.canary] file = "candidate.wasm" percent = 10`: the candidate answers `percent` of live
+/// decisions under the slot's own settings (limits, config, guardrails, samples), sticky by the
+/// slot's routing key, until its failure rate passes `stop_failure_rate` after `stop_min_calls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanarySettings {
+    pub settings: SlotSettings,
+    pub percent: f64,
+    pub stop_failure_rate: f64,
+    pub stop_min_calls: u64,
+}
+
+/// A candidate's role, as `policies.toml` and the admin API name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateRole {
+    Shadow,
+    Canary,
+}
+
+impl CandidateRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shadow => "shadow",
+            Self::Canary => "canary",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -151,6 +198,40 @@ struct RawSlot {
     history: HistoryLimits,
     #[serde(default)]
     samples: Vec<RawSample>,
+    shadow: Option<RawShadow>,
+    canary: Option<RawCanary>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    file: String,
+    limits: Option<Limits>,
+    #[serde(default = "default_shadow_cpu_percent")]
+    cpu_percent: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    file: String,
+    percent: f64,
+    #[serde(default = "default_stop_failure_rate")]
+    stop_failure_rate: f64,
+    #[serde(default = "default_stop_min_calls")]
+    stop_min_calls: u64,
+}
+
+fn default_shadow_cpu_percent() -> f64 {
+    10.0
+}
+
+fn default_stop_failure_rate() -> f64 {
+    0.05
+}
+
+fn default_stop_min_calls() -> u64 {
+    20
 }
 
 #[derive(Deserialize)]
@@ -187,26 +268,33 @@ impl PoliciesConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut slots = BTreeMap::new();
+        let mut candidates = BTreeMap::new();
         for (slot, section) in [
             (Slot::Pricing, raw.pricing),
             (Slot::BookingTimeout, raw.booking_timeout),
             (Slot::ReviewModeration, raw.review_moderation),
         ] {
             let Some(section) = section else { continue };
-            let settings = section
+            let parsed = section
                 .into_settings(slot)
                 .map_err(|e| format!("[{slot}] {e}"))?;
-            if let Some(settings) = settings {
+            if let Some((settings, tried)) = parsed {
                 slots.insert(slot, settings);
+                if tried != SlotCandidates::default() {
+                    candidates.insert(slot, tried);
+                }
             }
         }
-        Ok(Self { slots })
+        Ok(Self { slots, candidates })
     }
 }
 
 impl RawSlot {
-    fn into_settings(self, slot: Slot) -> Result<Option<SlotSettings>, String> {
+    fn into_settings(self, slot: Slot) -> Result<Option<(SlotSettings, SlotCandidates)>, String> {
         let Some(file) = self.file else {
+            if self.shadow.is_some() || self.canary.is_some() {
+                return Err("a shadow or canary needs the slot's own `file` too".into());
+            }
             return Ok(None);
         };
         check_file_name(&file)?;
@@ -242,14 +330,73 @@ impl RawSlot {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Some(SlotSettings {
+        let settings = SlotSettings {
             file,
             limits: self.limits,
             config,
             guardrails,
             history: self.history,
             samples,
-        }))
+        };
+        let candidates = SlotCandidates {
+            shadow: self
+                .shadow
+                .map(|raw| raw.into_settings(&settings))
+                .transpose()
+                .map_err(|e| format!("shadow: {e}"))?,
+            canary: self
+                .canary
+                .map(|raw| raw.into_settings(&settings))
+                .transpose()
+                .map_err(|e| format!("canary: {e}"))?,
+        };
+        Ok(Some((settings, candidates)))
+    }
+}
+
+impl RawShadow {
+    fn into_settings(self, slot: &SlotSettings) -> Result<ShadowSettings, String> {
+        check_file_name(&self.file)?;
+        let limits = self.limits.unwrap_or(slot.limits);
+        limits.validate().map_err(|e| format!("limits: {e}"))?;
+        if !(self.cpu_percent > 0.0 && self.cpu_percent <= 100.0) {
+            return Err(format!(
+                "cpu_percent {} must be above 0 and at most 100",
+                self.cpu_percent
+            ));
+        }
+        Ok(ShadowSettings {
+            settings: SlotSettings {
+                file: self.file,
+                limits,
+                ..slot.clone()
+            },
+            cpu_percent: self.cpu_percent,
+        })
+    }
+}
+
+impl RawCanary {
+    fn into_settings(self, slot: &SlotSettings) -> Result<CanarySettings, String> {
+        check_file_name(&self.file)?;
+        if !(0.0..=100.0).contains(&self.percent) {
+            return Err(format!("percent {} must be within 0-100", self.percent));
+        }
+        if !(0.0..=1.0).contains(&self.stop_failure_rate) {
+            return Err(format!(
+                "stop_failure_rate {} must be within 0-1",
+                self.stop_failure_rate
+            ));
+        }
+        Ok(CanarySettings {
+            settings: SlotSettings {
+                file: self.file,
+                ..slot.clone()
+            },
+            percent: self.percent,
+            stop_failure_rate: self.stop_failure_rate,
+            stop_min_calls: self.stop_min_calls.max(1),
+        })
     }
 }
 
@@ -309,6 +456,34 @@ mod tests {
     fn a_file_outside_the_directory_is_refused() {
         let err = PoliciesConfig::parse("[pricing]\nfile = \"../evil.wasm\"\n").unwrap_err();
         assert!(err.contains("plain"), "{err}");
+    }
+
+    #[test]
+    fn candidates_take_the_slot_settings_with_their_own_file() {
+        let config = PoliciesConfig::parse(
+            "[pricing]\nfile = \"p.wasm\"\nconfig = { a = 1 }\n\
+             [pricing.shadow]\nfile = \"s.wasm\"\nlimits = { timeout_ms = 5 }\n\
+             [pricing.canary]\nfile = \"c.wasm\"\npercent = 10\n",
+        )
+        .unwrap();
+        let tried = &config.candidates[&Slot::Pricing];
+        let shadow = tried.shadow.as_ref().unwrap();
+        assert_eq!(shadow.settings.file, "s.wasm");
+        assert_eq!(shadow.settings.limits.timeout_ms, 5);
+        assert_eq!(shadow.settings.config, vec![("a".into(), "1".into())]);
+        let canary = tried.canary.as_ref().unwrap();
+        assert_eq!(
+            (canary.settings.file.as_str(), canary.percent),
+            ("c.wasm", 10.0)
+        );
+        assert_eq!(canary.settings.limits, Limits::default());
+        for bad in [
+            "[pricing]\nfile = \"p.wasm\"\n[pricing.canary]\nfile = \"c.wasm\"\npercent = 101\n",
+            "[pricing]\nfile = \"p.wasm\"\n[pricing.shadow]\nfile = \"../s.wasm\"\n",
+            "[pricing.shadow]\nfile = \"s.wasm\"\n",
+        ] {
+            assert!(PoliciesConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

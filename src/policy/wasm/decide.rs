@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::domain::{DecisionEntry, DecisionId, DecisionRole, Timestamp};
 use crate::policy::DecisionSource;
+use crate::request_context;
 
 use super::call::{CallCost, CallReport, Failure, FailureKind, input_too_large};
 use super::cell::{Active, SlotCell};
@@ -80,20 +82,57 @@ fn shared(cost: &CallCost, decisions: usize) -> CallCost {
 }
 
 impl<K: SlotKind> SlotCell<K> {
-    /// One decision; never fails (the built-in rules or the slot's fallback answer).
+    /// One live decision; never fails (the built-in rules or the slot's fallback answer). A running
+    /// canary answers its share; a running shadow is handed the input afterwards; with the decision
+    /// log attached, the decision (and the shadow's) is recorded and the output names its id.
     pub async fn decide(&self, host: &Host, input: &K::Input) -> Decided<K> {
         let active = self.active.load_full();
+        let tried = self.candidates.load_full();
+        let canary = tried
+            .canary
+            .as_ref()
+            .filter(|c| c.sees_traffic(&active) && c.routes(input));
+        let mut decided = match canary {
+            Some(canary) => {
+                let decided = self.decide_on(host, &canary.active, input).await;
+                canary.count(&decided.record);
+                decided
+            }
+            None => self.decide_on(host, &active, input).await,
+        };
+        if !host.decisions.enabled() {
+            return decided;
+        }
+        let id = DecisionId::generate();
+        K::source_mut(&mut decided.output).decision_id = Some(id.clone());
+        let request_id = request_context::request_id();
+        if let Some(shadow) = tried.shadow.as_ref().filter(|s| s.sees_traffic(&active)) {
+            shadow.offer(input, &id, request_id.clone());
+        }
+        let role = if canary.is_some() {
+            DecisionRole::Canary
+        } else {
+            DecisionRole::Live
+        };
+        host.decisions
+            .record(entry(id, role, None, request_id, input, &decided))
+            .await;
+        decided
+    }
+
+    /// One decision by the version in `active` (the live one or a canary's), counted in the slot.
+    async fn decide_on(&self, host: &Host, active: &Active<K>, input: &K::Input) -> Decided<K> {
         let Some(settings) = active.settings.clone() else {
             return builtin(input);
         };
         let wit = K::to_wit(input, &self.state);
         let Some(module) = active.module.clone() else {
             let record = DecisionRecord::new(None, Some(wit), CallCost::default());
-            return self.fall_back(host, &active, input, not_loaded(), record);
+            return self.fall_back(host, active, input, not_loaded(), record);
         };
         if let Some(failure) = input_too_large(K::input_size(&wit), &settings.limits) {
             let record = DecisionRecord::new(None, Some(wit), CallCost::default());
-            return self.fall_back(host, &active, input, failure, record);
+            return self.fall_back(host, active, input, failure, record);
         }
         // Most calls fit a slice of the budget and run right here, without a thread hop.
         let data = (module.clone(), settings.clone(), wit);
@@ -112,7 +151,7 @@ impl<K: SlotKind> SlotCell<K> {
         let answer = report
             .result
             .and_then(|raw| validated::<K>(raw, &settings.limits));
-        self.conclude(host, &active, &settings, input, answer, record)
+        self.conclude(host, active, &settings, input, answer, record)
     }
 
     /// Many decisions in order, through the slot's batch call in chunks of `max_batch` (each chunk a
@@ -195,7 +234,13 @@ impl<K: SlotKind> SlotCell<K> {
             Ok(answer) => {
                 let policy = active.policy_label();
                 Decided {
-                    output: K::finish(&self.state, settings, input, answer, source(policy, false)),
+                    output: K::finish(
+                        &self.state,
+                        settings,
+                        input,
+                        answer,
+                        DecisionSource::new(policy, false),
+                    ),
                     record,
                 }
             }
@@ -228,12 +273,98 @@ impl<K: SlotKind> SlotCell<K> {
             .fallback(K::SLOT, active.version(), failure.kind);
         let policy = active.policy_label();
         tracing::warn!(slot = %K::SLOT, %policy, kind = %failure.kind, "policy fell back: {}", failure.message);
-        let output = K::fallback(input, source(policy, true), &failure);
+        let output = K::fallback(input, DecisionSource::new(policy, true), &failure);
         record.failure = Some(failure);
         Decided { output, record }
     }
 }
 
-fn source(policy: String, fallback: bool) -> DecisionSource {
-    DecisionSource { policy, fallback }
+/// One decision by `active` on a fresh instance on the blocking pool with its whole budget, counted
+/// nowhere: a shadow's, off the request path (its worker runs one call at a time, so it holds at most
+/// one instance of the slot's spare pool room and no live permit).
+pub async fn decide_blocking<K: SlotKind>(active: &Active<K>, input: &K::Input) -> Decided<K> {
+    let (Some(settings), Some(module)) = (active.settings.clone(), active.module.clone()) else {
+        return builtin(input);
+    };
+    let state = K::HostState::default();
+    let wit = K::to_wit(input, &state);
+    let policy = active.policy_label();
+    let failed = |failure: Failure, wit: Option<K::WitInput>, cost: CallCost| {
+        let output = K::fallback(input, DecisionSource::new(policy.clone(), true), &failure);
+        let mut record = DecisionRecord::new(Some(module.clone()), wit, cost);
+        record.failure = Some(failure);
+        Decided { output, record }
+    };
+    if let Some(failure) = input_too_large(K::input_size(&wit), &settings.limits) {
+        return failed(failure, Some(wit), CallCost::default());
+    }
+    let call = {
+        let (module, settings) = (module.clone(), settings.clone());
+        move || {
+            let report = module.call(&settings, &wit);
+            (report, wit)
+        }
+    };
+    let (report, wit) = match tokio::task::spawn_blocking(call).await {
+        Ok((report, wit)) => (report, Some(wit)),
+        Err(e) => (
+            CallReport::failed(Failure::new(
+                FailureKind::Host,
+                format!("call task failed: {e}"),
+            )),
+            None,
+        ),
+    };
+    let cost = report.cost;
+    match report
+        .result
+        .and_then(|raw| validated::<K>(raw, &settings.limits))
+    {
+        Ok(answer) => Decided {
+            output: K::finish(
+                &state,
+                &settings,
+                input,
+                answer,
+                DecisionSource::new(policy.clone(), false),
+            ),
+            record: DecisionRecord::new(Some(module.clone()), wit, cost),
+        },
+        Err(failure) => failed(failure, wit, cost),
+    }
+}
+
+/// The decision log's entry for one decision.
+pub fn entry<K: SlotKind>(
+    id: DecisionId,
+    role: DecisionRole,
+    live_id: Option<DecisionId>,
+    request_id: Option<String>,
+    input: &K::Input,
+    decided: &Decided<K>,
+) -> DecisionEntry {
+    let record = &decided.record;
+    let json = |value: Result<String, serde_json::Error>| {
+        value.unwrap_or_else(|e| serde_json::json!({ "unserializable": e.to_string() }).to_string())
+    };
+    let source = K::source(&decided.output);
+    DecisionEntry {
+        id,
+        slot: K::SLOT.as_str(),
+        role,
+        live_id,
+        policy: source.policy.clone(),
+        module_sha256: record.module.as_ref().map(|m| m.sha256.clone()),
+        input: json(serde_json::to_string(input)),
+        output: json(serde_json::to_string(&decided.output)),
+        outcome: K::outcome(&decided.output),
+        fallback: source.fallback,
+        failure_kind: record.failure.as_ref().map(|f| f.kind.as_str().to_owned()),
+        failure: record.failure.as_ref().map(|f| f.message.clone()),
+        fuel: record.cost.fuel_used,
+        duration_us: record.cost.elapsed.as_micros() as u64,
+        request_id: request_id.filter(|id| !id.is_empty()),
+        gpu_id: Some(K::gpu_id(input).to_owned()),
+        decided_at: Timestamp::now(),
+    }
 }

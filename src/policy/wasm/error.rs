@@ -28,6 +28,11 @@ pub enum PolicyError {
     #[error("the {0} slot has no previous version to roll back to")]
     NoPreviousVersion(Slot),
 
+    /// Promote asked for with no candidate that could serve (none configured, none loaded, stopped or
+    /// already live).
+    #[error("the {slot} slot has no candidate to promote: {reason}")]
+    NoCandidate { slot: Slot, reason: String },
+
     /// The input given to `test_module` does not match the slot's contract.
     #[error("invalid {slot} input: {reason}")]
     InvalidInput { slot: Slot, reason: String },
@@ -66,7 +71,9 @@ impl PolicyError {
         match self {
             Self::UnknownSlot(_) => PolicyErrorKind::NotFound,
             Self::InvalidModule { .. } | Self::InvalidInput { .. } => PolicyErrorKind::BadRequest,
-            Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) => PolicyErrorKind::Conflict,
+            Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) | Self::NoCandidate { .. } => {
+                PolicyErrorKind::Conflict
+            }
             Self::Config { .. } | Self::Io { .. } | Self::Internal(_) => PolicyErrorKind::Internal,
         }
     }

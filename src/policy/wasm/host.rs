@@ -1,10 +1,14 @@
-//! [`Host`]: what every slot's serving code shares: the policies directory and the metrics; and the
-//! way guest calls run, each under a permit of its own slot.
+//! [`Host`]: what every slot's serving code shares: the policies directory, the metrics and the
+//! decision log's sink; and the way guest calls run, each under a permit of its own slot.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::mpsc::Sender;
+
+use crate::domain::DecisionEntry;
 
 use super::call::{CallReport, Failure, FailureKind};
 use super::engine::permits;
@@ -17,6 +21,35 @@ pub struct Host {
     /// Canonical path of the policies directory.
     pub dir: PathBuf,
     pub metrics: PolicyMetrics,
+    pub decisions: Arc<DecisionSink>,
+}
+
+/// Where decisions go once the server attaches the decision log's writer; until then (and in the CLI
+/// helpers) they are not recorded and carry no decision id.
+#[derive(Default)]
+pub struct DecisionSink {
+    writer: OnceLock<Sender<DecisionEntry>>,
+}
+
+impl DecisionSink {
+    /// Sends every later decision to `writer`; false when a writer is attached already.
+    pub fn attach(&self, writer: Sender<DecisionEntry>) -> bool {
+        self.writer.set(writer).is_ok()
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.writer.get().is_some()
+    }
+
+    /// Hands `entry` to the writer. Waits only when the writer is a whole queue behind (the database
+    /// is slower than the decisions): back-pressure rather than a lost entry.
+    pub async fn record(&self, entry: DecisionEntry) {
+        if let Some(writer) = self.writer.get()
+            && writer.send(entry).await.is_err()
+        {
+            tracing::warn!("the decision log's writer has stopped; a decision was not recorded");
+        }
+    }
 }
 
 impl Host {
@@ -24,6 +57,7 @@ impl Host {
         Self {
             dir,
             metrics: PolicyMetrics::default(),
+            decisions: Arc::default(),
         }
     }
 

@@ -27,6 +27,7 @@
 
 mod admin;
 mod call;
+mod candidate;
 mod cell;
 mod checks;
 mod cli;
@@ -49,10 +50,11 @@ mod text;
 mod watch;
 
 pub use call::{CallCost, Failure, FailureKind};
+pub use candidate::CandidateStatus;
 pub use cell::SlotStatus;
 pub use checks::{CONTRACT_PACKAGE, CONTRACT_VERSION, CheckStep, SampleRun};
 pub use cli::{CheckReport, check_module, test_module};
-pub use config::CONFIG_FILE;
+pub use config::{CONFIG_FILE, CandidateRole};
 pub use decide::{Decided, DecisionRecord};
 pub use engine::{SlotBudget, budget};
 pub use error::{PolicyError, PolicyErrorKind};

@@ -44,6 +44,19 @@ impl<K: SlotKind> PolicyModule<K> {
         format!("{}@{}", self.file, self.version())
     }
 
+    /// The same compiled version under another file name: a candidate promoted to serve the slot.
+    pub fn relabeled(&self, file: &str) -> Self {
+        Self {
+            file: file.to_owned(),
+            sha256: self.sha256.clone(),
+            loaded_at: Utc::now(),
+            bytes: self.bytes.clone(),
+            compiled_bytes: self.compiled_bytes,
+            pre: self.pre.clone(),
+            inline: InlineGate::default(),
+        }
+    }
+
     /// One decision on a fresh instance in a fresh store under the slot's limits. Blocking.
     pub fn call(
         &self,

@@ -131,6 +131,24 @@ impl PolicyRuntime {
         Ok(self.status(slot))
     }
 
+    /// Makes the slot's running candidate (canary first, else shadow) its live version, atomically.
+    pub async fn promote(&self, slot: Slot) -> Result<SlotStatus, PolicyError> {
+        let _admin = self.admin.lock().await;
+        let role = self.slot(slot).promote(&self.host).await?;
+        tracing::info!(%slot, role = role.as_str(), "candidate promoted");
+        Ok(self.status(slot))
+    }
+
+    /// Sends every later decision to the decision log's writer (the server attaches it once).
+    pub fn log_decisions_to(
+        &self,
+        writer: tokio::sync::mpsc::Sender<crate::domain::DecisionEntry>,
+    ) {
+        if !self.host.decisions.attach(writer) {
+            tracing::warn!("the decision log was attached twice; the first writer keeps it");
+        }
+    }
+
     /// Re-reads `policies.toml` and the configured modules now, slot by slot. A slot whose file and
     /// settings are unchanged is left alone; a candidate failing any check is rejected and the slot's
     /// current version keeps serving. The watcher calls this; it is public for tests and signals.
@@ -157,7 +175,11 @@ impl PolicyRuntime {
     async fn apply(&self, mut config: PoliciesConfig) {
         for slot in Slot::ALL {
             let desired = config.slots.remove(&slot);
+            let candidates = config.candidates.remove(&slot).unwrap_or_default();
             self.slot(slot).reload(&self.host, desired).await;
+            self.slot(slot)
+                .reload_candidates(&self.host, candidates)
+                .await;
         }
     }
 }

@@ -238,10 +238,7 @@ impl<K: SlotKind> Tenant<K> {
     }
 
     fn source(&self, fallback: bool) -> DecisionSource {
-        DecisionSource {
-            policy: self.policy.clone(),
-            fallback,
-        }
+        DecisionSource::new(self.policy.clone(), fallback)
     }
 
     fn conclude(

@@ -4,6 +4,7 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
+use crate::domain::Outcome;
 use crate::policy::{DecisionSource, ModerationDecision, ModerationRequest, ModerationVerdict};
 
 use super::super::call::{Failure, FailureKind};
@@ -68,6 +69,32 @@ impl SlotKind for ModerationSlot {
             gpu_total_reviews: request.gpu_total_reviews,
             now_unix: request.now_unix,
         }
+    }
+
+    fn routing_key(request: &ModerationRequest) -> String {
+        // A review is decided once: the same review sent again goes to the same arm.
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            request.gpu_id,
+            request.rating,
+            request.comment.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn gpu_id(request: &ModerationRequest) -> &str {
+        &request.gpu_id
+    }
+
+    fn outcome(decision: &ModerationDecision) -> Outcome {
+        Outcome::Verdict(decision.verdict.as_str().to_owned())
+    }
+
+    fn source(decision: &ModerationDecision) -> &DecisionSource {
+        &decision.source
+    }
+
+    fn source_mut(decision: &mut ModerationDecision) -> &mut DecisionSource {
+        &mut decision.source
     }
 
     fn input_size(facts: &wit::ReviewFacts) -> usize {

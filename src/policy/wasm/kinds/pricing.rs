@@ -4,6 +4,7 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
+use crate::domain::Outcome;
 use crate::policy::{DecisionSource, PriceQuote, PricingRequest};
 
 use super::super::call::{Failure, FailureKind};
@@ -99,6 +100,26 @@ impl SlotKind for PricingSlot {
             },
             previous_multiplier: previous.map(|p| p.last_multiplier),
         }
+    }
+
+    fn routing_key(request: &PricingRequest) -> String {
+        request.gpu.gpu_id.clone()
+    }
+
+    fn gpu_id(request: &PricingRequest) -> &str {
+        &request.gpu.gpu_id
+    }
+
+    fn outcome(quote: &PriceQuote) -> Outcome {
+        Outcome::Price(quote.price_per_hour)
+    }
+
+    fn source(quote: &PriceQuote) -> &DecisionSource {
+        &quote.source
+    }
+
+    fn source_mut(quote: &mut PriceQuote) -> &mut DecisionSource {
+        &mut quote.source
     }
 
     fn input_size(request: &wit::PricingRequest) -> usize {

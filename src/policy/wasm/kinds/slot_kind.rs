@@ -12,6 +12,7 @@ use wasmtime::Store;
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{ComponentNamedList, InstancePre, Lift, Lower};
 
+use crate::domain::Outcome;
 use crate::policy::DecisionSource;
 
 use super::super::call::{Failure, FailureKind};
@@ -22,10 +23,11 @@ use super::super::slot::Slot;
 pub trait SlotKind: Sized + Send + Sync + 'static {
     const SLOT: Slot;
 
-    /// What the market asks, e.g. [`PricingRequest`](crate::policy::PricingRequest).
-    type Input: Send + Sync + 'static;
+    /// What the market asks, e.g. [`PricingRequest`](crate::policy::PricingRequest). Its JSON is
+    /// what the decision log keeps and `policy replay` feeds back.
+    type Input: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
     /// What the market gets back, e.g. [`PriceQuote`](crate::policy::PriceQuote).
-    type Output: Send + 'static;
+    type Output: Serialize + Send + 'static;
     /// The slot's WIT request record. Its serde form (snake_case fields) is the JSON shape of sample
     /// inputs in `policies.toml` and of `policy test` inputs.
     type WitInput: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
@@ -106,6 +108,20 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
 
     /// The input used to exercise a module when `policies.toml` lists no samples for its slot.
     fn default_sample() -> serde_json::Value;
+
+    /// What a canary's share is sticky by: the same key always goes to the same arm (pricing: the
+    /// GPU; booking timeout: the booking; moderation: the review's GPU and text).
+    fn routing_key(input: &Self::Input) -> String;
+
+    /// The GPU a decision is about, for the decision log's `gpu_id` filter.
+    fn gpu_id(input: &Self::Input) -> &str;
+
+    /// What the decision comes down to, for comparing two modules' answers.
+    fn outcome(output: &Self::Output) -> Outcome;
+
+    /// The source inside an output: who decided, and the decision id the runtime gives it.
+    fn source(output: &Self::Output) -> &DecisionSource;
+    fn source_mut(output: &mut Self::Output) -> &mut DecisionSource;
 
     /// Inputs near `input` that exercise other branches, for the stateless check.
     fn variants(input: &Self::WitInput) -> Vec<Self::WitInput> {

@@ -4,6 +4,7 @@
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
+use crate::domain::Outcome;
 use crate::policy::{DecisionSource, TimeoutAction, TimeoutDecision, TimeoutRequest};
 
 use super::super::call::{Failure, FailureKind};
@@ -70,6 +71,26 @@ impl SlotKind for TimeoutSlot {
             job_id: request.job_id.clone(),
             extensions: request.extensions,
         }
+    }
+
+    fn routing_key(request: &TimeoutRequest) -> String {
+        request.booking_id.clone()
+    }
+
+    fn gpu_id(request: &TimeoutRequest) -> &str {
+        &request.gpu_id
+    }
+
+    fn outcome(decision: &TimeoutDecision) -> Outcome {
+        Outcome::Verdict(decision.action.word())
+    }
+
+    fn source(decision: &TimeoutDecision) -> &DecisionSource {
+        &decision.source
+    }
+
+    fn source_mut(decision: &mut TimeoutDecision) -> &mut DecisionSource {
+        &mut decision.source
     }
 
     fn input_size(facts: &wit::BookingFacts) -> usize {

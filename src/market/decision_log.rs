@@ -1,0 +1,228 @@
+//! The decision log's moving parts: the writer that batches the runtime's decisions into the
+//! database off the request path, retention, and the admin reads ("why was this booking priced so").
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Market;
+use crate::config::DecisionLogConfig;
+use crate::domain::{DecisionEntry, DecisionRole, Timestamp};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::decisions::{self, DecisionFilter, LoggedDecision};
+
+/// Decisions waiting for the writer; a full queue makes deciders wait (see `DecisionSink::record`).
+const QUEUE: usize = 16_384;
+
+/// The most entries one page of `GET /v1/admin/decisions` returns.
+pub const MAX_PAGE: u32 = 1_000;
+
+/// A running writer: stop it after the last decision was made, and it writes what is queued.
+pub struct DecisionWriter {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl DecisionWriter {
+    /// Starts the writer on `store`; the runtime sends to the returned sender.
+    pub fn start(store: Store, config: &DecisionLogConfig) -> (Self, mpsc::Sender<DecisionEntry>) {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(write_batches(
+            store,
+            receiver,
+            config.batch_size,
+            Duration::from_millis(config.flush_ms),
+            stop.clone(),
+        ));
+        (Self { stop, task }, sender)
+    }
+
+    /// Writes what is queued and stops, by `deadline` at the latest.
+    pub async fn finish(self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout_at(deadline, self.task).await.is_err() {
+            tracing::warn!("the decision log's writer did not finish within the shutdown grace");
+            abort.abort();
+        }
+    }
+}
+
+async fn write_batches(
+    store: Store,
+    mut queue: mpsc::Receiver<DecisionEntry>,
+    batch_size: usize,
+    flush: Duration,
+    stop: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(batch_size);
+    loop {
+        let stopping = tokio::select! {
+            got = queue.recv_many(&mut batch, batch_size) => got == 0,
+            () = stop.cancelled() => true,
+        };
+        if stopping {
+            while let Ok(entry) = queue.try_recv() {
+                batch.push(entry);
+            }
+            for chunk in batch.chunks(batch_size) {
+                write(&store, chunk, true).await;
+            }
+            return;
+        }
+        // One entry arrived: give concurrent decisions a moment to join its transaction.
+        let deadline = tokio::time::Instant::now() + flush;
+        while batch.len() < batch_size {
+            let room = batch_size - batch.len();
+            tokio::select! {
+                got = queue.recv_many(&mut batch, room) => if got == 0 { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = stop.cancelled() => break,
+            }
+        }
+        write(&store, &batch, stop.is_cancelled()).await;
+        batch.clear();
+    }
+}
+
+/// Writes one batch, retrying while the database refuses (entries are not dropped for a passing
+/// failure); when stopping, gives up after a few attempts and says how many were lost.
+async fn write(store: &Store, batch: &[DecisionEntry], stopping: bool) {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match decisions::insert_batch(store, batch).await {
+            Ok(()) => return,
+            Err(e) if stopping && attempt >= 3 => {
+                tracing::error!(
+                    entries = batch.len(),
+                    "decision log entries lost at shutdown: {e}"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    entries = batch.len(),
+                    attempt,
+                    "writing decision log entries failed, retrying: {e}"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Deletes entries past either retention bound, every `prune_interval_ms`, until `shutdown`.
+pub async fn run_retention(market: Market, shutdown: CancellationToken) {
+    let config = market.config.decision_log.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(config.prune_interval_ms));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = prune(&market, &config).await {
+            tracing::warn!("decision log retention failed: {e}");
+        }
+    }
+}
+
+/// One retention pass; returns how many entries went.
+pub async fn prune(market: &Market, config: &DecisionLogConfig) -> Result<u64> {
+    let max_age = i64::try_from(config.max_age_hours.saturating_mul(3600)).unwrap_or(i64::MAX);
+    let older_than = Timestamp::now().minus_seconds(max_age);
+    let pruned = decisions::prune(&market.store, older_than, config.max_rows).await?;
+    if pruned > 0 {
+        tracing::debug!(pruned, "decision log entries past retention deleted");
+    }
+    Ok(pruned)
+}
+
+/// `GET /v1/admin/decisions` after the API parsed it.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionQuery {
+    pub slot: Option<String>,
+    pub role: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub gpu_id: Option<String>,
+    pub fallback: Option<bool>,
+    pub limit: Option<u32>,
+    pub cursor: Option<i64>,
+}
+
+/// One page of entries, newest first, and the cursor of the next page (None: no more).
+pub async fn list(
+    market: &Market,
+    query: DecisionQuery,
+) -> Result<(Vec<LoggedDecision>, Option<i64>)> {
+    if let Some(slot) = &query.slot {
+        slot_name(slot)?;
+    }
+    let role = match &query.role {
+        None => None,
+        Some(role) => Some(DecisionRole::parse(role).ok_or_else(|| {
+            Error::bad_request(format!("role {role:?} must be live, canary or shadow"))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::bad_request(format!(
+            "limit must be within 1-{MAX_PAGE}"
+        )));
+    }
+    let filter = DecisionFilter {
+        slot: query.slot,
+        role,
+        since: query.since,
+        until: query.until,
+        gpu_id: query.gpu_id,
+        fallback: query.fallback,
+        before_seq: query.cursor,
+        limit,
+    };
+    let page = decisions::list(&market.store, &filter).await?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|d| d.seq))
+        .flatten();
+    Ok((page, next))
+}
+
+pub async fn get(market: &Market, id: &str) -> Result<LoggedDecision> {
+    decisions::get(&market.store, id).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "no decision {id} in the log (it may be past retention)"
+        ))
+    })
+}
+
+/// Checks a slot name as the API and CLI spell it.
+pub fn slot_name(slot: &str) -> Result<&'static str> {
+    crate::policy::wasm::Slot::ALL
+        .into_iter()
+        .map(|s| s.as_str())
+        .find(|s| *s == slot)
+        .ok_or_else(|| {
+            Error::bad_request(format!(
+                "unknown slot {slot:?} (expected pricing, booking-timeout or review-moderation)"
+            ))
+        })
+}
+
+/// An instant as the API and CLI take it: RFC 3339 (`2026-11-26T06:00:00Z`) or unix seconds.
+pub fn parse_instant(name: &str, text: &str) -> Result<Timestamp> {
+    if let Ok(seconds) = text.parse::<i64>() {
+        return Ok(Timestamp::from_unix_seconds(seconds));
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| Timestamp::from_micros(t.timestamp_micros()))
+        .map_err(|_| {
+            Error::bad_request(format!(
+                "{name} must be an RFC 3339 time (2026-11-26T06:00:00Z) or unix seconds, not {text:?}"
+            ))
+        })
+}
