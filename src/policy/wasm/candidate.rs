@@ -174,11 +174,7 @@ impl<K: SlotKind> Candidate<K> {
         let Plan::Canary(canary) = &self.plan else {
             return false;
         };
-        let digest = Sha256::digest(K::routing_key(input).as_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        let bucket = u64::from_be_bytes(first) % 10_000;
-        (bucket as f64) < canary.percent * 100.0
+        in_share(&K::routing_key(input), canary.percent)
     }
 
     /// Counts a canary decision and stops the canary when its failure rate passes the threshold.
@@ -294,6 +290,45 @@ impl<K: SlotKind> ShadowWorker<K> {
     }
 }
 
+/// Whether `key` falls in the first `percent` of 10 000 buckets, by the first 64 bits of its sha256.
+fn in_share(key: &str, percent: f64) -> bool {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let bucket = u64::from_be_bytes(first) % 10_000;
+    (bucket as f64) < percent * 100.0
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_share;
+
+    #[test]
+    fn a_share_is_the_configured_percentage_within_statistical_bounds_and_sticky() {
+        let keys: Vec<String> = (0..20_000).map(|i| format!("gpu_{i:08x}")).collect();
+        for percent in [1.0, 10.0, 33.3, 50.0, 90.0] {
+            let taken = keys.iter().filter(|k| in_share(k, percent)).count() as f64;
+            let (n, p) = (keys.len() as f64, percent / 100.0);
+            let sigma = (n * p * (1.0 - p)).sqrt();
+            assert!(
+                (taken - n * p).abs() <= 5.0 * sigma,
+                "{percent} %: {taken} of {n}, expected {} ± {}",
+                n * p,
+                5.0 * sigma
+            );
+        }
+        assert!(keys.iter().all(|k| in_share(k, 100.0)));
+        assert!(!keys.iter().any(|k| in_share(k, 0.0)));
+        // Sticky: the same key, the same answer; a larger share keeps everyone already in it.
+        for key in &keys[..1000] {
+            assert_eq!(in_share(key, 25.0), in_share(key, 25.0));
+            if in_share(key, 10.0) {
+                assert!(in_share(key, 25.0));
+            }
+        }
+    }
 }
