@@ -15,6 +15,7 @@ use super::error::PolicyError;
 use super::host::Host;
 use super::kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
 use super::module::{PolicyModule, sha256_hex};
+use super::signing::{SIGNATURE_SUFFIX, read_signature_beside};
 use super::slot::Slot;
 
 /// One cell per slot kind. Typed code (deciding) reaches a slot by field, so a call on the wrong slot
@@ -59,16 +60,28 @@ pub trait SlotAdmin: Send + Sync {
     /// rejected and the current version keeps serving.
     async fn reload(&self, host: &Host, desired: Option<SlotSettings>);
 
-    /// Checks `bytes` exactly as a file change would be, then writes them into the policies directory
-    /// (temp file + rename) and puts them in service.
-    async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError>;
+    /// Checks `bytes` exactly as a file change would be (`signature`: the signature file's content
+    /// that came with them), then writes them and their signature into the policies directory (temp
+    /// file + rename) and puts them in service.
+    async fn upload(
+        &self,
+        host: &Host,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<(), PolicyError>;
 
     /// Puts the previous good version back in service (and back into the policies directory, so a
     /// restart or reload keeps it), re-checked against the slot's current settings first.
     async fn rollback(&self, host: &Host) -> Result<(), PolicyError>;
 
-    /// Every check a hot reload runs. Blocking.
-    fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome;
+    /// Every check a hot reload runs, the signature (the signature file's content) included.
+    /// Blocking.
+    fn check(
+        &self,
+        bytes: Arc<[u8]>,
+        signature: Option<Arc<[u8]>>,
+        settings: &SlotSettings,
+    ) -> CheckOutcome;
 
     /// Loads `bytes` (without running the samples) and runs one decision from `input`, the slot's WIT
     /// request record as JSON. Blocking. The answer's shape is `policy test`'s (see `cli.rs`).
@@ -133,17 +146,42 @@ impl<K: SlotKind> SlotCell<K> {
     }
 }
 
-/// Compiles and checks a candidate on the blocking pool.
+/// Verifies, compiles and checks a candidate on the blocking pool.
 async fn check_blocking<K: SlotKind>(
     bytes: Arc<[u8]>,
+    signature: Option<Arc<[u8]>>,
     settings: Arc<SlotSettings>,
 ) -> Result<Arc<PolicyModule<K>>, String> {
-    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, &settings).module)
+    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, signature, &settings).module)
         .await
         .unwrap_or_else(|e| Err(format!("module check task: {e}")))
 }
 
-/// Writes a module atomically into the policies directory: a reader (or the watcher) sees the old
+/// Writes a checked version and its signature into the policies directory, the signature first: a
+/// reader that sees the new module also sees its signature. A version without a signature removes
+/// the old one's, which would only describe other bytes.
+async fn write_version<K: SlotKind>(
+    host: &Host,
+    file: &str,
+    module: &PolicyModule<K>,
+) -> Result<(), PolicyError> {
+    let signature_file = format!("{file}{SIGNATURE_SUFFIX}");
+    match &module.signature {
+        Some(signature) => write_module(host, &signature_file, signature.clone()).await?,
+        None => {
+            let path = host.dir.join(&signature_file);
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(PolicyError::io("removing", path, e));
+                }
+                _ => {}
+            }
+        }
+    }
+    write_module(host, file, module.bytes.clone()).await
+}
+
+/// Writes a file atomically into the policies directory: a reader (or the watcher) sees the old
 /// file or the new one, never a partial write.
 async fn write_module(host: &Host, file: &str, bytes: Arc<[u8]>) -> Result<(), PolicyError> {
     let path = host.dir.join(file);
@@ -186,14 +224,20 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             return;
         };
         let path = host.dir.join(&desired.file);
-        let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
-        let bytes = match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = format!("cannot read {}: {e}", desired.file);
-                return self.reject_candidate(host, &current, desired, &reason);
-            }
-        };
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
+            Ok((bytes, signature))
+        })
+        .await;
+        let (bytes, signature) =
+            match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+                Ok(read) => read,
+                Err(e) => {
+                    let reason = format!("cannot read {}: {e}", desired.file);
+                    return self.reject_candidate(host, &current, desired, &reason);
+                }
+            };
         let unchanged = current
             .module
             .as_ref()
@@ -204,7 +248,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         let settings = Arc::new(desired);
         let started = Instant::now();
-        match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        match check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await {
             Ok(module) => {
                 tracing::debug!(%slot, elapsed_ms = started.elapsed().as_millis() as u64, "candidate checked");
                 self.install(host, settings, module, true);
@@ -215,10 +259,17 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
     }
 
-    async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError> {
+    async fn upload(
+        &self,
+        host: &Host,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<(), PolicyError> {
         let slot = K::SLOT;
         let settings = self.settings()?;
-        let module = match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        let checked =
+            check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await;
+        let module = match checked {
             Ok(module) => module,
             Err(reason) => {
                 // Rejected exactly like a file change: visible as the slot's last error too.
@@ -228,7 +279,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
                 return Err(PolicyError::InvalidModule { slot, reason });
             }
         };
-        write_module(host, &settings.file, module.bytes.clone()).await?;
+        write_version(host, &settings.file, &module).await?;
         self.install(host, settings, module, true);
         Ok(())
     }
@@ -239,7 +290,14 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         let previous = self
             .pop_previous()
             .ok_or(PolicyError::NoPreviousVersion(slot))?;
-        let module = match check_blocking::<K>(previous.bytes.clone(), settings.clone()).await {
+        // Verified against the trusted keys configured now, not those it was first accepted under.
+        let checked = check_blocking::<K>(
+            previous.bytes.clone(),
+            previous.signature.clone(),
+            settings.clone(),
+        )
+        .await;
+        let module = match checked {
             Ok(module) => module,
             Err(reason) => {
                 self.push_back(previous);
@@ -249,7 +307,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
                 });
             }
         };
-        if let Err(e) = write_module(host, &settings.file, module.bytes.clone()).await {
+        if let Err(e) = write_version(host, &settings.file, &module).await {
             self.push_back(previous);
             return Err(e);
         }
@@ -257,8 +315,13 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         Ok(())
     }
 
-    fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome {
-        let checked = checks::check::<K>(bytes, settings);
+    fn check(
+        &self,
+        bytes: Arc<[u8]>,
+        signature: Option<Arc<[u8]>>,
+        settings: &SlotSettings,
+    ) -> CheckOutcome {
+        let checked = checks::check::<K>(bytes, signature, settings);
         CheckOutcome {
             passed: checked.module.is_ok(),
             steps: checked.steps,

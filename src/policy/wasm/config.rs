@@ -13,6 +13,10 @@
 //! ```
 //!
 //! A slot without a table (or a missing file) runs the built-in rules.
+//!
+//! `[signing] trusted_keys = ["ed25519:<base64>", ...]` makes every module need a signature by one of
+//! those keys (see `signing.rs`); the keys travel in each slot's settings, so every check of a slot's
+//! candidate sees them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::error::PolicyError;
 use super::guardrails::Guardrails;
 use super::limits::Limits;
+use super::signing::TrustedKeys;
 use super::slot::Slot;
 
 pub const CONFIG_FILE: &str = "policies.toml";
@@ -41,6 +46,10 @@ pub struct SlotSettings {
     pub history: HistoryLimits,
     #[serde(skip)]
     pub samples: Vec<Sample>,
+    /// From `[signing]`; the same for every slot. A change of keys is a change of settings, so the
+    /// slot's module is verified again.
+    #[serde(skip)]
+    pub trusted_keys: TrustedKeys,
 }
 
 impl SlotSettings {
@@ -53,6 +62,7 @@ impl SlotSettings {
             guardrails: Guardrails::default(),
             history: HistoryLimits::default(),
             samples: Vec::new(),
+            trusted_keys: TrustedKeys::default(),
         }
     }
 
@@ -136,6 +146,15 @@ struct RawFile {
     booking_timeout: Option<RawSlot>,
     #[serde(rename = "review-moderation")]
     review_moderation: Option<RawSlot>,
+    signing: Option<RawSigning>,
+}
+
+/// `[signing]`. Only the list of keys: there is no switch that accepts unsigned modules while keys
+/// are listed (an empty list is the only way to turn signing off).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    trusted_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +205,12 @@ impl PoliciesConfig {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let trusted_keys = match raw.signing {
+            Some(signing) => {
+                TrustedKeys::parse(&signing.trusted_keys).map_err(|e| format!("[signing] {e}"))?
+            }
+            None => TrustedKeys::default(),
+        };
         let mut slots = BTreeMap::new();
         for (slot, section) in [
             (Slot::Pricing, raw.pricing),
@@ -194,7 +219,7 @@ impl PoliciesConfig {
         ] {
             let Some(section) = section else { continue };
             let settings = section
-                .into_settings(slot)
+                .into_settings(slot, &trusted_keys)
                 .map_err(|e| format!("[{slot}] {e}"))?;
             if let Some(settings) = settings {
                 slots.insert(slot, settings);
@@ -205,7 +230,11 @@ impl PoliciesConfig {
 }
 
 impl RawSlot {
-    fn into_settings(self, slot: Slot) -> Result<Option<SlotSettings>, String> {
+    fn into_settings(
+        self,
+        slot: Slot,
+        trusted_keys: &TrustedKeys,
+    ) -> Result<Option<SlotSettings>, String> {
         let Some(file) = self.file else {
             return Ok(None);
         };
@@ -249,6 +278,7 @@ impl RawSlot {
             guardrails,
             history: self.history,
             samples,
+            trusted_keys: trusted_keys.clone(),
         }))
     }
 }
@@ -309,6 +339,24 @@ mod tests {
     fn a_file_outside_the_directory_is_refused() {
         let err = PoliciesConfig::parse("[pricing]\nfile = \"../evil.wasm\"\n").unwrap_err();
         assert!(err.contains("plain"), "{err}");
+    }
+
+    #[test]
+    fn trusted_keys_reach_every_slot_and_a_bad_key_rejects_the_file() {
+        let key = crate::policy::wasm::signing::PrivateKey::generate().unwrap();
+        let text = format!(
+            "[signing]\ntrusted_keys = [\"{}\"]\n[pricing]\nfile = \"p.wasm\"\n\
+             [booking-timeout]\nfile = \"t.wasm\"\n",
+            key.public_key_line()
+        );
+        let config = PoliciesConfig::parse(&text).unwrap();
+        assert!(config.slots.values().all(|s| !s.trusted_keys.is_empty()));
+        let bad = text.replace("ed25519:", "ed25519:x");
+        let err = PoliciesConfig::parse(&bad).unwrap_err();
+        assert!(err.contains("[signing] trusted_keys[0]"), "{err}");
+        // No switch may accept unsigned modules while keys are listed.
+        let switch = text.replace("[signing]\n", "[signing]\nrequired = false\n");
+        assert!(PoliciesConfig::parse(&switch).is_err());
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub enum PolicyError {
     #[error("invalid {path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
+    /// A signing key file (`policy keygen`, `policy sign`) cannot be used.
+    #[error("{path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -67,7 +71,9 @@ impl PolicyError {
             Self::UnknownSlot(_) => PolicyErrorKind::NotFound,
             Self::InvalidModule { .. } | Self::InvalidInput { .. } => PolicyErrorKind::BadRequest,
             Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) => PolicyErrorKind::Conflict,
-            Self::Config { .. } | Self::Io { .. } | Self::Internal(_) => PolicyErrorKind::Internal,
+            Self::Config { .. } | Self::Key { .. } | Self::Io { .. } | Self::Internal(_) => {
+                PolicyErrorKind::Internal
+            }
         }
     }
 

@@ -22,6 +22,9 @@ pub struct PolicyModule<K: SlotKind> {
     pub loaded_at: DateTime<Utc>,
     /// Kept so that a rollback can write the version back into the policies directory.
     pub bytes: Arc<[u8]>,
+    /// The signature file it was accepted with (None when no trusted key was configured and it had
+    /// none), kept with the bytes so that a rollback is verified again and restores it beside them.
+    pub signature: Option<Arc<[u8]>>,
     /// Size of the compiled code the host holds for this version.
     pub compiled_bytes: usize,
     pub pre: K::Pre,

@@ -112,10 +112,17 @@ impl PolicyRuntime {
     }
 
     /// Validates `bytes` as the slot's new module exactly as a file change would be, then writes it
-    /// into the policies directory (temp file + rename) and puts it in service.
-    pub async fn upload(&self, slot: Slot, bytes: Vec<u8>) -> Result<SlotStatus, PolicyError> {
+    /// into the policies directory (temp file + rename) and puts it in service. `signature` is the
+    /// content of its signature file (required when `policies.toml` lists trusted keys); it is
+    /// written beside the module.
+    pub async fn upload(
+        &self,
+        slot: Slot,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<SlotStatus, PolicyError> {
         let _admin = self.admin.lock().await;
-        let uploaded = self.slot(slot).upload(&self.host, bytes).await;
+        let uploaded = self.slot(slot).upload(&self.host, bytes, signature).await;
         release_freed_memory();
         uploaded?;
         Ok(self.status(slot))
