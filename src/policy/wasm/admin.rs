@@ -15,7 +15,7 @@ use super::error::PolicyError;
 use super::host::Host;
 use super::kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
 use super::module::{PolicyModule, sha256_hex};
-use super::signing::{SIGNATURE_SUFFIX, read_signature_beside};
+use super::signing::{SIGNATURE_SUFFIX, TrustedKeys, read_signature_beside};
 use super::slot::Slot;
 
 /// One cell per slot kind. Typed code (deciding) reaches a slot by field, so a call on the wrong slot
@@ -94,12 +94,22 @@ pub trait SlotAdmin: Send + Sync {
 }
 
 impl<K: SlotKind> SlotCell<K> {
-    fn settings(&self) -> Result<Arc<SlotSettings>, PolicyError> {
-        self.active
+    /// The serving settings, with the trusted keys `policies.toml` lists now (see [`Host`]).
+    fn settings(&self, host: &Host) -> Result<Arc<SlotSettings>, PolicyError> {
+        let serving = self
+            .active
             .load()
             .settings
             .clone()
-            .ok_or(PolicyError::SlotNotConfigured(K::SLOT))
+            .ok_or(PolicyError::SlotNotConfigured(K::SLOT))?;
+        let trusted_keys = host.trusted_keys();
+        if serving.trusted_keys == *trusted_keys {
+            return Ok(serving);
+        }
+        Ok(Arc::new(SlotSettings {
+            trusted_keys: TrustedKeys::clone(&trusted_keys),
+            ..SlotSettings::clone(&serving)
+        }))
     }
 
     /// Records a rejected candidate. The current version keeps serving; a slot that has no version
@@ -266,7 +276,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         signature: Option<Vec<u8>>,
     ) -> Result<(), PolicyError> {
         let slot = K::SLOT;
-        let settings = self.settings()?;
+        let settings = self.settings(host)?;
         let checked =
             check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await;
         let module = match checked {
@@ -286,7 +296,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
 
     async fn rollback(&self, host: &Host) -> Result<(), PolicyError> {
         let slot = K::SLOT;
-        let settings = self.settings()?;
+        let settings = self.settings(host)?;
         let previous = self
             .pop_previous()
             .ok_or(PolicyError::NoPreviousVersion(slot))?;

@@ -132,10 +132,12 @@ pub struct Sample {
     pub input: serde_json::Value,
 }
 
-/// The parsed file: settings for the slots that have a module configured.
+/// The parsed file: settings for the slots that have a module configured, and the trusted keys
+/// (also copied into each slot's settings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoliciesConfig {
     pub slots: BTreeMap<Slot, SlotSettings>,
+    pub trusted_keys: TrustedKeys,
 }
 
 #[derive(Deserialize)]
@@ -225,7 +227,10 @@ impl PoliciesConfig {
                 slots.insert(slot, settings);
             }
         }
-        Ok(Self { slots })
+        Ok(Self {
+            slots,
+            trusted_keys,
+        })
     }
 }
 

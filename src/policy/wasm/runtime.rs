@@ -162,6 +162,7 @@ impl PolicyRuntime {
 
     /// Brings every slot in line with `config`. The caller holds the admin lock.
     async fn apply(&self, mut config: PoliciesConfig) {
+        self.host.set_trusted_keys(config.trusted_keys.clone());
         for slot in Slot::ALL {
             let desired = config.slots.remove(&slot);
             self.slot(slot).reload(&self.host, desired).await;
