@@ -177,13 +177,13 @@ fn run_policy_command(command: PolicyCommand) -> ExitCode {
         )
         .map(|made| {
             eprintln!(
-                "gpu-market: wrote the private key {} (keep it secret) and the public key {}; \
-                 trust it in policies.toml with:",
+                "gpu-market: wrote the private key {} (keep it secret) and the public key {} \
+                 (key id {}); trust it in policies.toml with:",
                 made.private_key.display(),
-                made.public_key.display()
+                made.public_key.display(),
+                made.id
             );
             println!("[signing]\ntrusted_keys = [\"{}\"]", made.public_key_line);
-            eprintln!("key id {}", made.id);
             true
         })
         .map_err(|err| err.to_string()),

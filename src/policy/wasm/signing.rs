@@ -317,8 +317,10 @@ impl PrivateKey {
 
     /// Reads a PKCS#8 PEM private key file.
     pub fn read(path: &Path) -> Result<Self, PolicyError> {
-        let pem = std::fs::read_to_string(path).map_err(|e| PolicyError::io("reading", path, e))?;
-        SigningKey::from_pkcs8_pem(&pem)
+        let pem = std::fs::read(path).map_err(|e| PolicyError::io("reading", path, e))?;
+        std::str::from_utf8(&pem)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| SigningKey::from_pkcs8_pem(pem).map_err(|e| e.to_string()))
             .map(Self)
             .map_err(|e| PolicyError::Key {
                 path: path.to_owned(),
@@ -521,7 +523,7 @@ mod tests {
             "ed25519:not base64!".to_owned(),
             format!("ed25519:{}", BASE64.encode([1u8; 31])),
         ] {
-            assert!(TrustedKeys::parse(&[bad.clone()]).is_err(), "{bad}");
+            assert!(TrustedKeys::parse(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
         let twice = [key.public_key_line(), key.public_key_line()];
         assert!(TrustedKeys::parse(&twice).unwrap_err().contains("twice"));
