@@ -99,20 +99,24 @@ fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
 
 // ---- the CLI ----------------------------------------------------------------------------------
 
+fn keygen(out: &Path, name: &str) -> std::process::Output {
+    run(&[
+        "policy".as_ref(),
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--name".as_ref(),
+        name.as_ref(),
+    ])
+}
+
 #[test]
 fn keygen_sign_and_check_round_trip_through_the_cli() {
     let keys = tempfile::tempdir().unwrap();
     let policies = tempfile::tempdir().unwrap();
     common::copy_shipped_policies(policies.path());
 
-    let made = run(&[
-        "policy".as_ref(),
-        "keygen".as_ref(),
-        "--out".as_ref(),
-        keys.path().as_os_str(),
-        "--name".as_ref(),
-        "ops".as_ref(),
-    ]);
+    let made = keygen(keys.path(), "ops");
     assert!(made.status.success(), "{made:?}");
     let printed = String::from_utf8(made.stdout).unwrap();
     let line = printed
@@ -172,14 +176,7 @@ fn keygen_sign_and_check_round_trip_through_the_cli() {
     );
 
     // A second keygen under the same name never replaces the key.
-    let again = run(&[
-        "policy".as_ref(),
-        "keygen".as_ref(),
-        "--out".as_ref(),
-        keys.path().as_os_str(),
-        "--name".as_ref(),
-        "ops".as_ref(),
-    ]);
+    let again = keygen(keys.path(), "ops");
     assert_eq!(again.status.code(), Some(2));
     assert_eq!(
         PrivateKey::read(&keys.path().join("ops.key")).unwrap().id(),

@@ -523,7 +523,10 @@ mod tests {
             "ed25519:not base64!".to_owned(),
             format!("ed25519:{}", BASE64.encode([1u8; 31])),
         ] {
-            assert!(TrustedKeys::parse(std::slice::from_ref(&bad)).is_err(), "{bad}");
+            assert!(
+                TrustedKeys::parse(std::slice::from_ref(&bad)).is_err(),
+                "{bad}"
+            );
         }
         let twice = [key.public_key_line(), key.public_key_line()];
         assert!(TrustedKeys::parse(&twice).unwrap_err().contains("twice"));
