@@ -73,7 +73,7 @@ pub fn check<K: SlotKind>(
         .trusted_keys
         .verify(&settings.file, &bytes, signature.as_deref())
         .map(|verified| verified.to_string());
-    let module = record(&mut steps, "signed by a trusted key", verified)
+    let module = record(&mut steps, "signature", verified)
         .and_then(|()| check_steps(bytes, signature, settings, true, &mut steps, &mut samples));
     Checked {
         steps,

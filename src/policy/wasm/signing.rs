@@ -36,7 +36,6 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
 use super::error::PolicyError;
-use super::module::sha256_hex;
 
 /// The signature file of `module.wasm` is `module.wasm.sig`.
 pub const SIGNATURE_SUFFIX: &str = ".sig";
@@ -170,7 +169,8 @@ impl TrustedKeys {
                 self.ids()
             ));
         };
-        let sha256 = sha256_hex(bytes);
+        let digest = ModuleDigest::of(bytes);
+        let sha256 = digest.hex();
         if signature.sha256 != sha256 {
             return Err(format!(
                 "bad signature: {file_name} was changed after it was signed (its sha256 is {sha256}, \
@@ -180,7 +180,7 @@ impl TrustedKeys {
         }
         trusted
             .key
-            .verify_strict(&signed_message(bytes), &signature.signature)
+            .verify_strict(&digest.signed_message(), &signature.signature)
             .map_err(|_| {
                 format!(
                     "bad signature: the signature of {file_name} does not verify with key {} \
@@ -205,11 +205,23 @@ fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_bytes(&raw).map_err(|_| "not a valid ed25519 public key".to_owned())
 }
 
-/// The message an ed25519 signature of a module covers.
-fn signed_message(module: &[u8]) -> Vec<u8> {
-    let mut message = SIGNED_CONTEXT.to_vec();
-    message.extend_from_slice(&Sha256::digest(module));
-    message
+/// A module's SHA-256, computed once per verification (a module may be tens of MB).
+struct ModuleDigest([u8; 32]);
+
+impl ModuleDigest {
+    fn of(module: &[u8]) -> Self {
+        Self(Sha256::digest(module).into())
+    }
+
+    /// As the admin API and the signature file show it.
+    fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The message an ed25519 signature of the module covers.
+    fn signed_message(&self) -> Vec<u8> {
+        [SIGNED_CONTEXT, &self.0].concat()
+    }
 }
 
 /// One parsed signature file.
@@ -340,10 +352,11 @@ impl PrivateKey {
     /// The signature file's line for a module with these bytes.
     pub fn sign(&self, module: &[u8]) -> String {
         use ed25519_dalek::Signer as _;
+        let digest = ModuleDigest::of(module);
         ModuleSignature {
             key_id: self.id(),
-            sha256: sha256_hex(module),
-            signature: self.0.sign(&signed_message(module)),
+            sha256: digest.hex(),
+            signature: self.0.sign(&digest.signed_message()),
         }
         .line()
     }
@@ -487,7 +500,9 @@ mod tests {
             "{tampered}"
         );
         // A signature file whose digest was edited to match the tampered module.
-        let forged = line.replace(&sha256_hex(b"module"), &sha256_hex(b"module!"));
+        let (signed, changed) = (ModuleDigest::of(b"module"), ModuleDigest::of(b"module!"));
+        assert_eq!(signed.hex(), crate::policy::wasm::sha256_hex(b"module"));
+        let forged = line.replace(&signed.hex(), &changed.hex());
         let forged = verify(b"module!", Some(&forged));
         assert!(
             forged.starts_with("bad signature") && forged.contains("does not verify"),
