@@ -1,7 +1,7 @@
 //! The checks every candidate module goes through before it may serve: it is signed by a trusted key
-//! when `policies.toml` lists any (checked first: nothing unsigned is even compiled), it compiles, imports nothing
-//! outside the allow-list, exports the slot's interface at a compatible contract version with the
-//! right types, and answers each sample input validly within its limits.
+//! when `policies.toml` lists any (checked first: nothing unsigned is even compiled), it compiles,
+//! imports nothing outside the allow-list, exports the slot's interface at a compatible contract
+//! version with the right types, and answers each sample input validly within its limits.
 //!
 //! Hot reload, upload, rollback, simulation tenants and the `policy check` CLI all run these same
 //! checks.
