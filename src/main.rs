@@ -98,6 +98,23 @@ enum PolicyCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Make an ed25519 key pair for signing modules: DIR/NAME.key (private, mode 0600) and
+    /// DIR/NAME.pub (the line to list in policies.toml's [signing] trusted_keys).
+    Keygen {
+        /// Directory to write the key files into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Base name of the key files.
+        #[arg(long, default_value = "policy-signing")]
+        name: String,
+    },
+    /// Sign a module with a private key: writes FILE.sig beside it.
+    Sign {
+        file: PathBuf,
+        /// The private key file (`policy keygen`'s NAME.key, or any ed25519 PKCS#8 PEM key).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Write the default policies embedded in the binary (policies.toml and its modules) into DIR.
     Init {
         dir: PathBuf,
@@ -236,6 +253,30 @@ fn run_policy_command(command: PolicyCommand) -> ExitCode {
     use gpu_market::policy::wasm::{Slot, check_module, test_module};
     let parse_slot = |name: &str| name.parse::<Slot>().map_err(|err| err.to_string());
     let result = match command {
+        PolicyCommand::Keygen { out, name } => gpu_market::policy::wasm::generate_key_files(
+            &out, &name,
+        )
+        .map(|made| {
+            eprintln!(
+                "gpu-market: wrote the private key {} (keep it secret) and the public key {} \
+                 (key id {}); trust it in policies.toml with:",
+                made.private_key.display(),
+                made.public_key.display(),
+                made.id
+            );
+            println!("[signing]\ntrusted_keys = [\"{}\"]", made.public_key_line);
+            true
+        })
+        .map_err(|err| err.to_string()),
+        PolicyCommand::Sign { file, key } => {
+            gpu_market::policy::wasm::sign_module_file(&file, &key)
+                .map(|(path, line)| {
+                    println!("wrote {}", path.display());
+                    eprintln!("{line}");
+                    true
+                })
+                .map_err(|err| err.to_string())
+        }
         PolicyCommand::Init { dir, force } => gpu_market::policy::defaults::write_to(&dir, force)
             .map(|written| {
                 for path in written {

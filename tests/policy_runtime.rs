@@ -448,6 +448,7 @@ async fn upload_validates_writes_and_swaps_and_rollback_restores() {
         .upload(
             Slot::Pricing,
             std::fs::read(fixture("wasi-import.wasm")).unwrap(),
+            None,
         )
         .await
         .unwrap_err();
@@ -458,7 +459,10 @@ async fn upload_validates_writes_and_swaps_and_rollback_restores() {
     );
 
     let flat = std::fs::read(fixture("pricing-flat.wasm")).unwrap();
-    let status = runtime.upload(Slot::Pricing, flat.clone()).await.unwrap();
+    let status = runtime
+        .upload(Slot::Pricing, flat.clone(), None)
+        .await
+        .unwrap();
     assert_ne!(status.sha256.as_deref(), Some(original.as_str()));
     assert_eq!(
         std::fs::read(dir.path().join("pricing-demand.wasm")).unwrap(),

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use crate::domain::Timestamp;
 use crate::error::{Error, Result};
 use crate::market::decision_log::parse_instant;
 use crate::market::policy_admin::{CanaryReport, ShadowReport, SlotStatus};
+use crate::policy::wasm::SIGNATURE_HEADER;
 
 /// Modules are bigger than API bodies: a Python or JavaScript component is 12-20 MB.
 const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
@@ -82,16 +84,32 @@ pub async fn list(State(ctx): State<ApiContext>, _: Admin) -> Result<Json<Vec<Sl
 
 /// Upload a module (the raw `.wasm` bytes) for a slot; it is checked exactly like a file change, then
 /// written into the policies directory and served (admin).
-#[utoipa::path(put, path = "/v1/admin/policies/{slot}", tag = "admin", security(("api_key" = [])), params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation")), request_body(content = Vec<u8>, content_type = "application/wasm"),
+///
+/// When `policies.toml` lists trusted keys (`[signing] trusted_keys`), the module must come with its
+/// signature in the `X-Policy-Signature` header: the one line of the `.sig` file that
+/// `gpu-market policy sign` writes. A missing, malformed, unknown-key or non-verifying signature is a
+/// 400 naming the reason. The signature is written beside the module as `<file>.sig`.
+#[utoipa::path(put, path = "/v1/admin/policies/{slot}", tag = "admin", security(("api_key" = [])),
+    params(("slot" = String, Path, description = "pricing, booking-timeout or review-moderation"),
+        ("X-Policy-Signature" = Option<String>, Header, description = "the module's signature: the line of its .sig file (`gpu-market-signature-v1 key=... sha256=... ed25519=...`); required when policies.toml lists trusted keys")),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 200, description = "the slot's new status"), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn upload(
     State(ctx): State<ApiContext>,
     Admin(caller): Admin,
     Path(slot): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<SlotStatus>> {
-    let status = ctx.policy_admin.upload(&slot, body.to_vec()).await?;
+    // Passed on as given: a signature that does not parse is refused by the runtime with its reason.
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .map(|value| value.as_bytes().to_vec());
+    let status = ctx
+        .policy_admin
+        .upload(&slot, body.to_vec(), signature)
+        .await?;
     tracing::info!(%slot, by = %caller.id, sha256 = ?status.sha256, "policy uploaded");
     Ok(Json(status))
 }

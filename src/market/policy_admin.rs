@@ -58,9 +58,15 @@ impl PolicyAdmin {
         Ok(self.runtime()?.statuses())
     }
 
-    /// Checks `module` exactly like a file change, then writes it into the policies directory and
-    /// serves it. `slot` is the slot's name as the API spells it.
-    pub async fn upload(&self, slot: &str, module: Vec<u8>) -> Result<SlotStatus> {
+    /// Checks `module` exactly like a file change, then writes it (and `signature`, the content of
+    /// its signature file, beside it) into the policies directory and serves it. `slot` is the slot's
+    /// name as the API spells it.
+    pub async fn upload(
+        &self,
+        slot: &str,
+        module: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<SlotStatus> {
         let slot = parse_slot(slot)?;
         if module.is_empty() {
             // Worded for the API, the one caller that can send nothing.
@@ -69,7 +75,7 @@ impl PolicyAdmin {
             ));
         }
         self.runtime()?
-            .upload(slot, module)
+            .upload(slot, module, signature)
             .await
             .map_err(policy_error)
     }

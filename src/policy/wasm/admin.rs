@@ -16,6 +16,7 @@ use super::error::PolicyError;
 use super::host::Host;
 use super::kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
 use super::module::{PolicyModule, sha256_hex};
+use super::signing::{SIGNATURE_SUFFIX, TrustedKeys, read_signature_beside};
 use super::slot::Slot;
 
 /// One cell per slot kind. Typed code (deciding) reaches a slot by field, so a call on the wrong slot
@@ -71,16 +72,28 @@ pub trait SlotAdmin: Send + Sync {
     /// rollback history. Returns the promoted candidate's role.
     async fn promote(&self, host: &Host) -> Result<CandidateRole, PolicyError>;
 
-    /// Checks `bytes` exactly as a file change would be, then writes them into the policies directory
-    /// (temp file + rename) and puts them in service.
-    async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError>;
+    /// Checks `bytes` exactly as a file change would be (`signature`: the signature file's content
+    /// that came with them), then writes them and their signature into the policies directory (temp
+    /// file + rename) and puts them in service.
+    async fn upload(
+        &self,
+        host: &Host,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<(), PolicyError>;
 
     /// Puts the previous good version back in service (and back into the policies directory, so a
     /// restart or reload keeps it), re-checked against the slot's current settings first.
     async fn rollback(&self, host: &Host) -> Result<(), PolicyError>;
 
-    /// Every check a hot reload runs. Blocking.
-    fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome;
+    /// Every check a hot reload runs, the signature (the signature file's content) included.
+    /// Blocking.
+    fn check(
+        &self,
+        bytes: Arc<[u8]>,
+        signature: Option<Arc<[u8]>>,
+        settings: &SlotSettings,
+    ) -> CheckOutcome;
 
     /// Loads `bytes` (without running the samples) and runs one decision from `input`, the slot's WIT
     /// request record as JSON. Blocking. The answer's shape is `policy test`'s (see `cli.rs`).
@@ -109,26 +122,33 @@ impl<K: SlotKind> SlotCell<K> {
             Plan::Canary(canary) => canary.settings.clone(),
         };
         let path = host.dir.join(&settings.file);
-        let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
-        let bytes = match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = format!(
-                    "{role}: cannot read {}: {e}",
-                    settings.file,
-                    role = role.as_str()
-                );
-                tracing::warn!(%slot, "{reason}");
-                return self.candidate_error(role, Some(reason));
-            }
-        };
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
+            Ok((bytes, signature))
+        })
+        .await;
+        let (bytes, signature) =
+            match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+                Ok(read) => read,
+                Err(e) => {
+                    let reason = format!(
+                        "{role}: cannot read {}: {e}",
+                        settings.file,
+                        role = role.as_str()
+                    );
+                    tracing::warn!(%slot, "{reason}");
+                    return self.candidate_error(role, Some(reason));
+                }
+            };
         let unchanged = current
             .get(role)
             .is_some_and(|c| c.plan == plan && c.sha256() == Some(sha256_hex(&bytes).as_str()));
         if unchanged {
             return;
         }
-        match check_blocking::<K>(bytes.into(), Arc::new(settings)).await {
+        match check_blocking::<K>(bytes.into(), signature.map(Into::into), Arc::new(settings)).await
+        {
             Ok(module) => {
                 tracing::info!(%slot, role = role.as_str(), policy = %module.label(), "candidate loaded");
                 let candidate = Candidate::start(plan, module, host.decisions.clone());
@@ -144,12 +164,22 @@ impl<K: SlotKind> SlotCell<K> {
         }
     }
 
-    fn settings(&self) -> Result<Arc<SlotSettings>, PolicyError> {
-        self.active
+    /// The serving settings, with the trusted keys `policies.toml` lists now (see [`Host`]).
+    fn settings(&self, host: &Host) -> Result<Arc<SlotSettings>, PolicyError> {
+        let serving = self
+            .active
             .load()
             .settings
             .clone()
-            .ok_or(PolicyError::SlotNotConfigured(K::SLOT))
+            .ok_or(PolicyError::SlotNotConfigured(K::SLOT))?;
+        let trusted_keys = host.trusted_keys();
+        if serving.trusted_keys == *trusted_keys {
+            return Ok(serving);
+        }
+        Ok(Arc::new(SlotSettings {
+            trusted_keys: TrustedKeys::clone(&trusted_keys),
+            ..SlotSettings::clone(&serving)
+        }))
     }
 
     /// Records a rejected candidate. The current version keeps serving; a slot that has no version
@@ -196,17 +226,42 @@ impl<K: SlotKind> SlotCell<K> {
     }
 }
 
-/// Compiles and checks a candidate on the blocking pool.
+/// Verifies, compiles and checks a candidate on the blocking pool.
 async fn check_blocking<K: SlotKind>(
     bytes: Arc<[u8]>,
+    signature: Option<Arc<[u8]>>,
     settings: Arc<SlotSettings>,
 ) -> Result<Arc<PolicyModule<K>>, String> {
-    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, &settings).module)
+    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, signature, &settings).module)
         .await
         .unwrap_or_else(|e| Err(format!("module check task: {e}")))
 }
 
-/// Writes a module atomically into the policies directory: a reader (or the watcher) sees the old
+/// Writes a checked version and its signature into the policies directory, the signature first: a
+/// reader that sees the new module also sees its signature. A version without a signature removes
+/// the old one's, which would only describe other bytes.
+async fn write_version<K: SlotKind>(
+    host: &Host,
+    file: &str,
+    module: &PolicyModule<K>,
+) -> Result<(), PolicyError> {
+    let signature_file = format!("{file}{SIGNATURE_SUFFIX}");
+    match &module.signature {
+        Some(signature) => write_module(host, &signature_file, signature.clone()).await?,
+        None => {
+            let path = host.dir.join(&signature_file);
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(PolicyError::io("removing", path, e));
+                }
+                _ => {}
+            }
+        }
+    }
+    write_module(host, file, module.bytes.clone()).await
+}
+
+/// Writes a file atomically into the policies directory: a reader (or the watcher) sees the old
 /// file or the new one, never a partial write.
 async fn write_module(host: &Host, file: &str, bytes: Arc<[u8]>) -> Result<(), PolicyError> {
     let path = host.dir.join(file);
@@ -249,14 +304,20 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             return;
         };
         let path = host.dir.join(&desired.file);
-        let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
-        let bytes = match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                let reason = format!("cannot read {}: {e}", desired.file);
-                return self.reject_candidate(host, &current, desired, &reason);
-            }
-        };
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
+            Ok((bytes, signature))
+        })
+        .await;
+        let (bytes, signature) =
+            match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
+                Ok(read) => read,
+                Err(e) => {
+                    let reason = format!("cannot read {}: {e}", desired.file);
+                    return self.reject_candidate(host, &current, desired, &reason);
+                }
+            };
         let unchanged = current
             .module
             .as_ref()
@@ -267,7 +328,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         let settings = Arc::new(desired);
         let started = Instant::now();
-        match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        match check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await {
             Ok(module) => {
                 tracing::debug!(%slot, elapsed_ms = started.elapsed().as_millis() as u64, "candidate checked");
                 self.install(host, settings, module, true);
@@ -278,10 +339,17 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
     }
 
-    async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError> {
+    async fn upload(
+        &self,
+        host: &Host,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<(), PolicyError> {
         let slot = K::SLOT;
-        let settings = self.settings()?;
-        let module = match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        let settings = self.settings(host)?;
+        let checked =
+            check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await;
+        let module = match checked {
             Ok(module) => module,
             Err(reason) => {
                 // Rejected exactly like a file change: visible as the slot's last error too.
@@ -291,18 +359,25 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
                 return Err(PolicyError::InvalidModule { slot, reason });
             }
         };
-        write_module(host, &settings.file, module.bytes.clone()).await?;
+        write_version(host, &settings.file, &module).await?;
         self.install(host, settings, module, true);
         Ok(())
     }
 
     async fn rollback(&self, host: &Host) -> Result<(), PolicyError> {
         let slot = K::SLOT;
-        let settings = self.settings()?;
+        let settings = self.settings(host)?;
         let previous = self
             .pop_previous()
             .ok_or(PolicyError::NoPreviousVersion(slot))?;
-        let module = match check_blocking::<K>(previous.bytes.clone(), settings.clone()).await {
+        // Verified against the trusted keys configured now, not those it was first accepted under.
+        let checked = check_blocking::<K>(
+            previous.bytes.clone(),
+            previous.signature.clone(),
+            settings.clone(),
+        )
+        .await;
+        let module = match checked {
             Ok(module) => module,
             Err(reason) => {
                 self.push_back(previous);
@@ -312,7 +387,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
                 });
             }
         };
-        if let Err(e) = write_module(host, &settings.file, module.bytes.clone()).await {
+        if let Err(e) = write_version(host, &settings.file, &module).await {
             self.push_back(previous);
             return Err(e);
         }
@@ -348,7 +423,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
 
     async fn promote(&self, host: &Host) -> Result<CandidateRole, PolicyError> {
         let slot = K::SLOT;
-        let settings = self.settings()?;
+        let settings = self.settings(host)?;
         let active = self.active.load_full();
         let tried = self.candidates.load_full();
         let no_candidate = |reason: String| PolicyError::NoCandidate { slot, reason };
@@ -380,14 +455,19 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
                 reason: format!("under the slot's settings: {reason}"),
             });
         }
-        write_module(host, &settings.file, live.bytes.clone()).await?;
+        write_version(host, &settings.file, &live).await?;
         self.install(host, settings, live, true);
         candidate.set_state(CandidateState::Promoted);
         Ok(candidate.plan.role())
     }
 
-    fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome {
-        let checked = checks::check::<K>(bytes, settings);
+    fn check(
+        &self,
+        bytes: Arc<[u8]>,
+        signature: Option<Arc<[u8]>>,
+        settings: &SlotSettings,
+    ) -> CheckOutcome {
+        let checked = checks::check::<K>(bytes, signature, settings);
         CheckOutcome {
             passed: checked.module.is_ok(),
             steps: checked.steps,

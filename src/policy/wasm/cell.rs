@@ -20,12 +20,13 @@ use super::limits::Limits;
 use super::module::PolicyModule;
 use super::slot::Slot;
 
-/// An earlier good version kept for rollback: its file bytes only. A rollback compiles and checks it
-/// again, so history costs the bytes of the files, never their compiled code.
+/// An earlier good version kept for rollback: its file bytes and signature only. A rollback verifies,
+/// compiles and checks it again, so history costs the bytes of the files, never their compiled code.
 #[derive(Clone)]
 pub struct Previous {
     pub sha256: String,
     pub bytes: Arc<[u8]>,
+    pub signature: Option<Arc<[u8]>>,
 }
 
 /// What serves a slot. Calls take a snapshot, so a swap never affects a call already started.
@@ -189,6 +190,7 @@ impl<K: SlotKind> SlotCell<K> {
             history.push(Previous {
                 sha256: old.sha256.clone(),
                 bytes: old.bytes.clone(),
+                signature: old.signature.clone(),
             });
         }
         trim(&mut history, &bounds);

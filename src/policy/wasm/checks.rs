@@ -1,6 +1,7 @@
-//! The checks every candidate module goes through before it may serve: it compiles, imports nothing
-//! outside the allow-list, exports the slot's interface at a compatible contract version with the
-//! right types, and answers each sample input validly within its limits.
+//! The checks every candidate module goes through before it may serve: it is signed by a trusted key
+//! when `policies.toml` lists any (checked first: nothing unsigned is even compiled), it compiles,
+//! imports nothing outside the allow-list, exports the slot's interface at a compatible contract
+//! version with the right types, and answers each sample input validly within its limits.
 //!
 //! Hot reload, upload, rollback, simulation tenants and the `policy check` CLI all run these same
 //! checks.
@@ -57,28 +58,39 @@ pub struct Checked<K: SlotKind> {
     pub module: Result<Arc<PolicyModule<K>>, String>,
 }
 
-/// Compiles and checks `bytes` as a module of slot `K` under `settings`. Blocking (compilation takes
-/// tens of milliseconds for a Rust module, seconds for an interpreter-based one).
-pub fn check<K: SlotKind>(bytes: Arc<[u8]>, settings: &SlotSettings) -> Checked<K> {
-    checked(bytes, settings, true)
+/// Verifies `signature` (the content of the module's signature file, if it has one) against the
+/// settings' trusted keys, then compiles and checks `bytes` as a module of slot `K` under `settings`.
+/// Blocking (compilation takes tens of milliseconds for a Rust module, seconds for an
+/// interpreter-based one).
+pub fn check<K: SlotKind>(
+    bytes: Arc<[u8]>,
+    signature: Option<Arc<[u8]>>,
+    settings: &SlotSettings,
+) -> Checked<K> {
+    let mut steps = Vec::new();
+    let mut samples = Vec::new();
+    let verified = settings
+        .trusted_keys
+        .verify(&settings.file, &bytes, signature.as_deref())
+        .map(|verified| verified.to_string());
+    let module = record(&mut steps, "signature", verified)
+        .and_then(|()| check_steps(bytes, signature, settings, true, &mut steps, &mut samples));
+    Checked {
+        steps,
+        samples,
+        module,
+    }
 }
 
-/// Like [`check`] but without running the sample inputs (for `policy test`, which runs its own).
+/// Like [`check`] but without the signature and the sample inputs (for `policy test`, which runs its
+/// own on a module that never serves).
 pub fn load_unchecked_samples<K: SlotKind>(
     bytes: Arc<[u8]>,
     settings: &SlotSettings,
 ) -> Checked<K> {
-    checked(bytes, settings, false)
-}
-
-fn checked<K: SlotKind>(
-    bytes: Arc<[u8]>,
-    settings: &SlotSettings,
-    run_samples: bool,
-) -> Checked<K> {
     let mut steps = Vec::new();
     let mut samples = Vec::new();
-    let module = check_steps(bytes, settings, run_samples, &mut steps, &mut samples);
+    let module = check_steps(bytes, None, settings, false, &mut steps, &mut samples);
     Checked {
         steps,
         samples,
@@ -106,6 +118,7 @@ fn record(
 
 fn check_steps<K: SlotKind>(
     bytes: Arc<[u8]>,
+    signature: Option<Arc<[u8]>>,
     settings: &SlotSettings,
     run_samples: bool,
     steps: &mut Vec<CheckStep>,
@@ -201,6 +214,7 @@ fn check_steps<K: SlotKind>(
         sha256,
         loaded_at: Utc::now(),
         bytes,
+        signature,
         compiled_bytes,
         pre,
         inline: InlineGate::default(),

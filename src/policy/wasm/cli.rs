@@ -13,6 +13,7 @@ use super::config::SlotSettings;
 use super::error::PolicyError;
 use super::limits::Limits;
 use super::module::{read_module, sha256_hex};
+use super::signing::read_signature_beside;
 use super::slot::Slot;
 
 /// What `policy check` found: each check in order (stopping at the first failure), and the fuel, time
@@ -67,7 +68,8 @@ impl fmt::Display for CheckReport {
 
 /// Checks `path` as the `slot` module exactly as a hot reload would, with the limits, configuration
 /// and sample inputs `policies_dir/policies.toml` gives the slot (the published defaults and a
-/// built-in sample when it gives none). Module problems are in the report (`passed == false`); an
+/// built-in sample when it gives none). When that `policies.toml` lists trusted keys, the signature
+/// file beside `path` must verify, as on the server. Module problems are in the report (`passed == false`); an
 /// `Err` means the file or `policies.toml` could not be read.
 pub fn check_module(
     path: &Path,
@@ -77,7 +79,10 @@ pub fn check_module(
     let settings = SlotSettings::for_module(path, slot, Some(policies_dir))?;
     let bytes = read_module(path)?;
     let sha256 = sha256_hex(&bytes);
-    let checked = Cells::default().admin(slot).check(bytes, &settings);
+    let signature = read_signature_beside(path)?.map(Into::into);
+    let checked = Cells::default()
+        .admin(slot)
+        .check(bytes, signature, &settings);
     Ok(CheckReport {
         slot,
         path: path.to_owned(),

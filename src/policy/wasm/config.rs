@@ -13,6 +13,10 @@
 //! ```
 //!
 //! A slot without a table (or a missing file) runs the built-in rules.
+//!
+//! `[signing] trusted_keys = ["ed25519:<base64>", ...]` makes every module need a signature by one of
+//! those keys (see `signing.rs`); the keys travel in each slot's settings, so every check of a slot's
+//! candidate sees them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::error::PolicyError;
 use super::guardrails::Guardrails;
 use super::limits::Limits;
+use super::signing::TrustedKeys;
 use super::slot::Slot;
 
 pub const CONFIG_FILE: &str = "policies.toml";
@@ -41,6 +46,10 @@ pub struct SlotSettings {
     pub history: HistoryLimits,
     #[serde(skip)]
     pub samples: Vec<Sample>,
+    /// From `[signing]`; the same for every slot. A change of keys is a change of settings, so the
+    /// slot's module is verified again.
+    #[serde(skip)]
+    pub trusted_keys: TrustedKeys,
 }
 
 impl SlotSettings {
@@ -53,6 +62,7 @@ impl SlotSettings {
             guardrails: Guardrails::default(),
             history: HistoryLimits::default(),
             samples: Vec::new(),
+            trusted_keys: TrustedKeys::default(),
         }
     }
 
@@ -127,6 +137,8 @@ pub struct Sample {
 pub struct PoliciesConfig {
     pub slots: BTreeMap<Slot, SlotSettings>,
     pub candidates: BTreeMap<Slot, SlotCandidates>,
+    /// Also copied into each slot's settings (and its candidates').
+    pub trusted_keys: TrustedKeys,
 }
 
 /// The modules a slot tries before one serves everything: a shadow that sees every live input and
@@ -183,6 +195,15 @@ struct RawFile {
     booking_timeout: Option<RawSlot>,
     #[serde(rename = "review-moderation")]
     review_moderation: Option<RawSlot>,
+    signing: Option<RawSigning>,
+}
+
+/// `[signing]`. Only the list of keys: there is no switch that accepts unsigned modules while keys
+/// are listed (an empty list is the only way to turn signing off).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    trusted_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -267,6 +288,12 @@ impl PoliciesConfig {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let raw: RawFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let trusted_keys = match raw.signing {
+            Some(signing) => {
+                TrustedKeys::parse(&signing.trusted_keys).map_err(|e| format!("[signing] {e}"))?
+            }
+            None => TrustedKeys::default(),
+        };
         let mut slots = BTreeMap::new();
         let mut candidates = BTreeMap::new();
         for (slot, section) in [
@@ -276,7 +303,7 @@ impl PoliciesConfig {
         ] {
             let Some(section) = section else { continue };
             let parsed = section
-                .into_settings(slot)
+                .into_settings(slot, &trusted_keys)
                 .map_err(|e| format!("[{slot}] {e}"))?;
             if let Some((settings, tried)) = parsed {
                 slots.insert(slot, settings);
@@ -285,12 +312,20 @@ impl PoliciesConfig {
                 }
             }
         }
-        Ok(Self { slots, candidates })
+        Ok(Self {
+            slots,
+            candidates,
+            trusted_keys,
+        })
     }
 }
 
 impl RawSlot {
-    fn into_settings(self, slot: Slot) -> Result<Option<(SlotSettings, SlotCandidates)>, String> {
+    fn into_settings(
+        self,
+        slot: Slot,
+        trusted_keys: &TrustedKeys,
+    ) -> Result<Option<(SlotSettings, SlotCandidates)>, String> {
         let Some(file) = self.file else {
             if self.shadow.is_some() || self.canary.is_some() {
                 return Err("a shadow or canary needs the slot's own `file` too".into());
@@ -337,6 +372,7 @@ impl RawSlot {
             guardrails,
             history: self.history,
             samples,
+            trusted_keys: trusted_keys.clone(),
         };
         let candidates = SlotCandidates {
             shadow: self
@@ -484,6 +520,24 @@ mod tests {
         ] {
             assert!(PoliciesConfig::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn trusted_keys_reach_every_slot_and_a_bad_key_rejects_the_file() {
+        let key = crate::policy::wasm::signing::PrivateKey::generate().unwrap();
+        let text = format!(
+            "[signing]\ntrusted_keys = [\"{}\"]\n[pricing]\nfile = \"p.wasm\"\n\
+             [booking-timeout]\nfile = \"t.wasm\"\n",
+            key.public_key_line()
+        );
+        let config = PoliciesConfig::parse(&text).unwrap();
+        assert!(config.slots.values().all(|s| !s.trusted_keys.is_empty()));
+        let bad = text.replace("ed25519:", "ed25519:x");
+        let err = PoliciesConfig::parse(&bad).unwrap_err();
+        assert!(err.contains("[signing] trusted_keys[0]"), "{err}");
+        // No switch may accept unsigned modules while keys are listed.
+        let switch = text.replace("[signing]\n", "[signing]\nrequired = false\n");
+        assert!(PoliciesConfig::parse(&switch).is_err());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum PolicyError {
     #[error("invalid {path}: {reason}")]
     Config { path: PathBuf, reason: String },
 
+    /// A signing key file (`policy keygen`, `policy sign`) cannot be used.
+    #[error("{path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -74,7 +78,9 @@ impl PolicyError {
             Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) | Self::NoCandidate { .. } => {
                 PolicyErrorKind::Conflict
             }
-            Self::Config { .. } | Self::Io { .. } | Self::Internal(_) => PolicyErrorKind::Internal,
+            Self::Config { .. } | Self::Key { .. } | Self::Io { .. } | Self::Internal(_) => {
+                PolicyErrorKind::Internal
+            }
         }
     }
 

@@ -1,9 +1,12 @@
 //! [`Host`]: what every slot's serving code shares: the policies directory, the metrics and the
-//! decision log's sink; and the way guest calls run, each under a permit of its own slot.
+//! decision log's sink and the trusted signing keys; and the way guest calls run, each under a
+//! permit of its own slot.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::Sender;
@@ -15,12 +18,17 @@ use super::engine::permits;
 use super::inline::{Attempt, InlineGate};
 use super::limits::Limits;
 use super::metrics::PolicyMetrics;
+use super::signing::TrustedKeys;
 use super::slot::Slot;
 
 pub struct Host {
     /// Canonical path of the policies directory.
     pub dir: PathBuf,
     pub metrics: PolicyMetrics,
+    /// The keys of the last `policies.toml` read without error. Uploads and rollbacks are verified
+    /// against these, not against the keys a slot's serving version was accepted under: a slot that
+    /// refused the new keys (its module is not signed by them) still takes only their signatures.
+    trusted_keys: ArcSwap<TrustedKeys>,
     pub decisions: Arc<DecisionSink>,
 }
 
@@ -58,7 +66,16 @@ impl Host {
             dir,
             metrics: PolicyMetrics::default(),
             decisions: Arc::default(),
+            trusted_keys: ArcSwap::default(),
         }
+    }
+
+    pub fn trusted_keys(&self) -> Arc<TrustedKeys> {
+        self.trusted_keys.load_full()
+    }
+
+    pub fn set_trusted_keys(&self, keys: TrustedKeys) {
+        self.trusted_keys.store(Arc::new(keys));
     }
 
     /// Runs blocking guest work of `slot` on the blocking pool under one of the slot's permits

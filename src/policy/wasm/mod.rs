@@ -17,6 +17,8 @@
 //!   watcher.
 //! - `tenant`: simulation tenants (one reused instance per simulation); `strategy`: the built-in
 //!   rules or a tenant, as a simulation lists the policies it compares.
+//! - `signing`: ed25519 keys, signature files and the trusted keys every candidate is verified
+//!   against (the first candidate check).
 //! - `config`: `policies.toml`; `guardrails`: pricing bounds; `metrics`: Prometheus metrics;
 //!   `cli`: `policy check` / `policy test`; `error`: [`PolicyError`].
 //!
@@ -43,6 +45,7 @@ mod limits;
 mod metrics;
 mod module;
 mod runtime;
+mod signing;
 mod slot;
 mod strategy;
 mod tenant;
@@ -63,6 +66,10 @@ pub use kinds::{ModerationSlot, PricingSlot, SlotKind, TimeoutSlot};
 pub use limits::Limits;
 pub use module::{PolicyModule, sha256_hex, sha256_prefix};
 pub use runtime::PolicyRuntime;
+pub use signing::{
+    GeneratedKey, KeyId, PrivateKey, SIGNATURE_HEADER, SIGNATURE_SUFFIX, TrustedKeys, Verified,
+    generate_key_files, read_signature_beside, sign_module_file, signature_path,
+};
 pub use slot::Slot;
 pub use strategy::{PricingStrategy, Strategy, TimeoutStrategy};
 pub use tenant::{PricingTenant, Tenant, TenantAnswer, TenantQuote, TimeoutAnswer, TimeoutTenant};

@@ -22,6 +22,9 @@ pub struct PolicyModule<K: SlotKind> {
     pub loaded_at: DateTime<Utc>,
     /// Kept so that a rollback can write the version back into the policies directory.
     pub bytes: Arc<[u8]>,
+    /// The signature file it was accepted with (None when no trusted key was configured and it had
+    /// none), kept with the bytes so that a rollback is verified again and restores it beside them.
+    pub signature: Option<Arc<[u8]>>,
     /// Size of the compiled code the host holds for this version.
     pub compiled_bytes: usize,
     pub pre: K::Pre,
@@ -51,6 +54,7 @@ impl<K: SlotKind> PolicyModule<K> {
             sha256: self.sha256.clone(),
             loaded_at: Utc::now(),
             bytes: self.bytes.clone(),
+            signature: self.signature.clone(),
             compiled_bytes: self.compiled_bytes,
             pre: self.pre.clone(),
             inline: InlineGate::default(),

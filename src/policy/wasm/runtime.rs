@@ -112,10 +112,17 @@ impl PolicyRuntime {
     }
 
     /// Validates `bytes` as the slot's new module exactly as a file change would be, then writes it
-    /// into the policies directory (temp file + rename) and puts it in service.
-    pub async fn upload(&self, slot: Slot, bytes: Vec<u8>) -> Result<SlotStatus, PolicyError> {
+    /// into the policies directory (temp file + rename) and puts it in service. `signature` is the
+    /// content of its signature file (required when `policies.toml` lists trusted keys); it is
+    /// written beside the module.
+    pub async fn upload(
+        &self,
+        slot: Slot,
+        bytes: Vec<u8>,
+        signature: Option<Vec<u8>>,
+    ) -> Result<SlotStatus, PolicyError> {
         let _admin = self.admin.lock().await;
-        let uploaded = self.slot(slot).upload(&self.host, bytes).await;
+        let uploaded = self.slot(slot).upload(&self.host, bytes, signature).await;
         release_freed_memory();
         uploaded?;
         Ok(self.status(slot))
@@ -173,6 +180,7 @@ impl PolicyRuntime {
 
     /// Brings every slot in line with `config`. The caller holds the admin lock.
     async fn apply(&self, mut config: PoliciesConfig) {
+        self.host.set_trusted_keys(config.trusted_keys.clone());
         for slot in Slot::ALL {
             let desired = config.slots.remove(&slot);
             let candidates = config.candidates.remove(&slot).unwrap_or_default();

@@ -26,6 +26,7 @@ use super::error::PolicyError;
 use super::kinds::{PricingSlot, SlotKind, TimeoutSlot, batch_answers, validated};
 use super::limits::{CallState, Limits};
 use super::module::{PolicyModule, read_module};
+use super::signing::read_signature_beside;
 
 /// One decision of a tenant or strategy.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,11 +144,11 @@ impl<K: SlotKind> Tenant<K> {
     /// Reads the module at `module_path` and checks it exactly as a hot reload of the slot would, under
     /// the slot's settings (limits, config, guardrails, samples) from `policies_dir/policies.toml`
     /// (`policies_dir` may also be that file itself), or the published defaults without one. A module failing a check is an
-    /// [`InvalidModule`](PolicyError::InvalidModule) error naming the reason.
+    /// [`InvalidModule`](PolicyError::InvalidModule) error naming the reason. When that
+    /// `policies.toml` lists trusted keys, the signature file beside the module must verify.
     pub fn load(module_path: &Path, policies_dir: Option<&Path>) -> Result<Self, PolicyError> {
         let settings = SlotSettings::for_module(module_path, K::SLOT, policies_dir)?;
-        let bytes = read_module(module_path)?;
-        Self::checked(bytes, settings)
+        Self::checked(module_path, settings)
     }
 
     /// The module `policies_dir/policies.toml` (or `policies_dir` itself, when it is a file)
@@ -164,12 +165,14 @@ impl<K: SlotKind> Tenant<K> {
         } else {
             policies_dir
         };
-        let bytes = read_module(&dir.join(&settings.file))?;
-        Self::checked(bytes, settings).map(Some)
+        Self::checked(&dir.join(&settings.file), settings).map(Some)
     }
 
-    fn checked(bytes: Arc<[u8]>, settings: SlotSettings) -> Result<Self, PolicyError> {
-        let module = checks::check::<K>(bytes, &settings)
+    /// Reads the module at `path` and its signature file, and checks them as a reload would.
+    fn checked(path: &Path, settings: SlotSettings) -> Result<Self, PolicyError> {
+        let bytes = read_module(path)?;
+        let signature = read_signature_beside(path)?.map(Into::into);
+        let module = checks::check::<K>(bytes, signature, &settings)
             .module
             .map_err(|reason| PolicyError::InvalidModule {
                 slot: K::SLOT,

@@ -2,7 +2,8 @@
 //! directory has been quiet for a moment.
 //!
 //! Events are debounced (the directory must be quiet for [`DEBOUNCE`]) and filtered by name: only
-//! `policies.toml` and `*.wasm` count, editor temp files (`.swp`, `~`, `4913`, `#...#`) and our own
+//! `policies.toml`, `*.wasm` and their signatures `*.wasm.sig` count (a signature copied after its
+//! module must reload it), editor temp files (`.swp`, `~`, `4913`, `#...#`) and our own
 //! `.tmp` files do not. A module written in place may still be seen half-written; it then fails to
 //! compile, is rejected (the old version keeps serving), and the event of the finished write reloads
 //! it. Writing to a temp file and renaming, as `upload` and `plugins/build.sh` do, avoids that.
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::CONFIG_FILE;
 use super::error::PolicyError;
+use super::signing::SIGNATURE_SUFFIX;
 
 /// How long the directory must be quiet before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -85,7 +87,8 @@ fn is_relevant(event: &notify::Event) -> bool {
     kind_counts && event.paths.iter().any(|p| is_policy_file(p))
 }
 
-/// `policies.toml` or a `*.wasm` module, and not an editor's or our own temporary file.
+/// `policies.toml`, a `*.wasm` module or its signature, and not an editor's or our own temporary
+/// file.
 pub fn is_policy_file(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
@@ -97,7 +100,8 @@ pub fn is_policy_file(path: &Path) -> bool {
         || [".swp", ".swx", ".swo", ".tmp", ".bak"]
             .iter()
             .any(|ext| name.ends_with(ext));
-    !temporary && (name == CONFIG_FILE || name.ends_with(".wasm"))
+    let module = name.strip_suffix(SIGNATURE_SUFFIX).unwrap_or(name);
+    !temporary && (name == CONFIG_FILE || module.ends_with(".wasm"))
 }
 
 #[cfg(test)]
@@ -106,7 +110,7 @@ mod tests {
 
     #[test]
     fn editor_temp_files_are_ignored() {
-        for name in ["policies.toml", "pricing.wasm"] {
+        for name in ["policies.toml", "pricing.wasm", "pricing.wasm.sig"] {
             assert!(is_policy_file(Path::new(name)), "{name}");
         }
         for name in [
@@ -115,6 +119,8 @@ mod tests {
             "4913",
             "#pricing.wasm#",
             ".pricing.wasm.42.tmp",
+            ".pricing.wasm.sig.42.tmp",
+            "policies.toml.sig",
             "notes.txt",
         ] {
             assert!(!is_policy_file(Path::new(name)), "{name}");
