@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use chrono::Utc;
 
-use super::cell::{Active, SlotCell, SlotStatus};
+use super::cell::{Active, Compiling, SlotCell, SlotStatus};
 use super::checks::{self, CheckStep, SampleRun};
 use super::config::SlotSettings;
 use super::error::PolicyError;
@@ -133,14 +134,27 @@ impl<K: SlotKind> SlotCell<K> {
     }
 }
 
-/// Compiles and checks a candidate on the blocking pool.
-async fn check_blocking<K: SlotKind>(
-    bytes: Arc<[u8]>,
-    settings: Arc<SlotSettings>,
-) -> Result<Arc<PolicyModule<K>>, String> {
-    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, &settings).module)
+impl<K: SlotKind> SlotCell<K> {
+    /// Compiles (or loads from the host's compile cache) and checks a candidate on the blocking pool,
+    /// shown as the slot's `compiling` state meanwhile; the active version keeps serving.
+    async fn check_candidate(
+        &self,
+        host: &Host,
+        bytes: Arc<[u8]>,
+        settings: Arc<SlotSettings>,
+    ) -> Result<Arc<PolicyModule<K>>, String> {
+        let _compiling = self.compiling(Compiling {
+            file: settings.file.clone(),
+            sha256: sha256_hex(&bytes),
+            since: Utc::now(),
+        });
+        let cache = host.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            checks::check::<K>(bytes, &settings, cache.as_deref()).module
+        })
         .await
         .unwrap_or_else(|e| Err(format!("module check task: {e}")))
+    }
 }
 
 /// Writes a module atomically into the policies directory: a reader (or the watcher) sees the old
@@ -204,7 +218,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         let settings = Arc::new(desired);
         let started = Instant::now();
-        match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        match self.check_candidate(host, bytes.into(), settings.clone()).await {
             Ok(module) => {
                 tracing::debug!(%slot, elapsed_ms = started.elapsed().as_millis() as u64, "candidate checked");
                 self.install(host, settings, module, true);
@@ -218,7 +232,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
     async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError> {
         let slot = K::SLOT;
         let settings = self.settings()?;
-        let module = match check_blocking::<K>(bytes.into(), settings.clone()).await {
+        let module = match self.check_candidate(host, bytes.into(), settings.clone()).await {
             Ok(module) => module,
             Err(reason) => {
                 // Rejected exactly like a file change: visible as the slot's last error too.
@@ -239,7 +253,9 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         let previous = self
             .pop_previous()
             .ok_or(PolicyError::NoPreviousVersion(slot))?;
-        let module = match check_blocking::<K>(previous.bytes.clone(), settings.clone()).await {
+        let module = match self
+            .check_candidate(host, previous.bytes.clone(), settings.clone())
+            .await {
             Ok(module) => module,
             Err(reason) => {
                 self.push_back(previous);
@@ -258,7 +274,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
     }
 
     fn check(&self, bytes: Arc<[u8]>, settings: &SlotSettings) -> CheckOutcome {
-        let checked = checks::check::<K>(bytes, settings);
+        let checked = checks::check::<K>(bytes, settings, None);
         CheckOutcome {
             passed: checked.module.is_ok(),
             steps: checked.steps,

@@ -67,6 +67,8 @@ pub struct SlotCell<K: SlotKind> {
     last_error: Mutex<Option<String>>,
     /// Why the latest call fell back (`kind: reason`, escaped and bounded); cleared by a new version.
     last_failure: Mutex<Option<String>>,
+    /// The candidate being compiled and checked, if any (the active version serves meanwhile).
+    compiling: Mutex<Option<Compiling>>,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub fallbacks: AtomicU64,
@@ -99,6 +101,17 @@ pub struct SlotStatus {
     pub previous_versions: usize,
     /// What the slot holds in host memory.
     pub memory: SlotMemory,
+    /// A candidate being compiled and checked (reload, upload, rollback) while the current version
+    /// keeps serving; None when there is none.
+    pub compiling: Option<Compiling>,
+}
+
+/// A candidate version under compilation and checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compiling {
+    pub file: String,
+    pub sha256: String,
+    pub since: DateTime<Utc>,
 }
 
 /// Host memory a slot holds: the serving version (its file and its compiled code) and the rollback
@@ -120,6 +133,7 @@ impl<K: SlotKind> Default for SlotCell<K> {
             history: Mutex::default(),
             last_error: Mutex::default(),
             last_failure: Mutex::default(),
+            compiling: Mutex::default(),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -177,6 +191,12 @@ impl<K: SlotKind> SlotCell<K> {
         trim(&mut history, &bounds);
     }
 
+    /// Shows `candidate` as compiling until the returned guard is dropped.
+    pub fn compiling(&self, candidate: Compiling) -> CompilingGuard<'_> {
+        *lock(&self.compiling) = Some(candidate);
+        CompilingGuard(&self.compiling)
+    }
+
     pub fn reject(&self, error: String) {
         *lock(&self.last_error) = Some(error);
     }
@@ -203,6 +223,7 @@ impl<K: SlotKind> SlotCell<K> {
             limits: active.settings.as_ref().map(|s| s.limits),
             previous_versions,
             memory: self.memory(&active),
+            compiling: lock(&self.compiling).clone(),
         }
     }
 
@@ -217,6 +238,15 @@ impl<K: SlotKind> SlotCell<K> {
             total_bytes: module_bytes + compiled_bytes + history_bytes,
             history_limits: history_limits(active),
         }
+    }
+}
+
+/// Clears the slot's compiling state when the candidate's checks end, however they end.
+pub struct CompilingGuard<'a>(&'a Mutex<Option<Compiling>>);
+
+impl Drop for CompilingGuard<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) = None;
     }
 }
 

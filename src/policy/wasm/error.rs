@@ -43,6 +43,10 @@ pub enum PolicyError {
         source: std::io::Error,
     },
 
+    /// The compile cache cannot be used as configured (its key file, its place).
+    #[error("policy compile cache: {0}")]
+    Cache(String),
+
     /// Something inside the runtime that the caller cannot fix (engine set-up, a panicked task).
     #[error("policy runtime: {0}")]
     Internal(String),
@@ -67,7 +71,9 @@ impl PolicyError {
             Self::UnknownSlot(_) => PolicyErrorKind::NotFound,
             Self::InvalidModule { .. } | Self::InvalidInput { .. } => PolicyErrorKind::BadRequest,
             Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) => PolicyErrorKind::Conflict,
-            Self::Config { .. } | Self::Io { .. } | Self::Internal(_) => PolicyErrorKind::Internal,
+            Self::Config { .. } | Self::Io { .. } | Self::Cache(_) | Self::Internal(_) => {
+                PolicyErrorKind::Internal
+            },
         }
     }
 

@@ -1,11 +1,13 @@
-//! [`Host`]: what every slot's serving code shares: the policies directory and the metrics; and the
-//! way guest calls run, each under a permit of its own slot.
+//! [`Host`]: what every slot's serving code shares: the policies directory, the metrics and the compile
+//! cache; and the way guest calls run, each under a permit of its own slot.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::cache::ArtifactCache;
 use super::call::{CallReport, Failure, FailureKind};
 use super::engine::permits;
 use super::inline::{Attempt, InlineGate};
@@ -17,13 +19,16 @@ pub struct Host {
     /// Canonical path of the policies directory.
     pub dir: PathBuf,
     pub metrics: PolicyMetrics,
+    /// Code this host compiled earlier; None: every candidate is compiled.
+    pub cache: Option<Arc<ArtifactCache>>,
 }
 
 impl Host {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, cache: Option<Arc<ArtifactCache>>) -> Self {
         Self {
             dir,
             metrics: PolicyMetrics::default(),
+            cache,
         }
     }
 
@@ -146,7 +151,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_outgrows_the_inline_slice_is_answered_on_the_pool_with_the_whole_budget() {
-        let host = Host::new(PathBuf::from("."));
+        let host = Host::new(PathBuf::from("."), None);
         let (gate, limits) = (InlineGate::default(), Limits::default());
         let (report, data) = host
             .call_fitting(Slot::Pricing, &gate, &limits, 41, needs_the_whole_budget)

@@ -169,7 +169,7 @@ impl<K: SlotKind> Tenant<K> {
     }
 
     fn checked(bytes: Arc<[u8]>, settings: SlotSettings) -> Result<Self, PolicyError> {
-        let module = checks::check::<K>(bytes, &settings)
+        let module = checks::check::<K>(bytes, &settings, None)
             .module
             .map_err(|reason| PolicyError::InvalidModule {
                 slot: K::SLOT,
