@@ -18,11 +18,11 @@ use crate::api::cache::ResponseCache;
 use crate::api::limits::WriteLimiter;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
+use crate::config::PolicyCacheConfig;
 use crate::market::policy_admin::PolicyAdmin;
 use crate::market::{Market, idempotency, price_refresh, sweeper};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::config::PolicyCacheConfig;
 use crate::policy::wasm::{ArtifactCache, PolicyRuntime};
 use crate::store::Store;
 

@@ -1,6 +1,6 @@
 //! The pricing-demand formula's behaviour, run on every module that implements it: the Rust
 //! `policies/pricing-demand.wasm` always, and the JavaScript `plugins/js/pricing-demand` when
-//! `GPU_MARKET_JS_PRICING` names its built component (`.ci/run` builds it and sets the variable; set
+//! `GPU_MARKET_TEST_JS_PRICING` names its built component (`.ci/run` builds it and sets the variable; set
 //! and missing fails). Each case checks the Rust module's answers against the formula and the
 //! JavaScript module's answers against the Rust module's, field by field, explanation included.
 //!
@@ -15,7 +15,7 @@ use gpu_market::policy::{
     GpuFacts, MarketFacts, PriceState, PricingRequest, RequestFacts, TimeFacts,
 };
 
-const JS_ENV: &str = "GPU_MARKET_JS_PRICING";
+const JS_ENV: &str = "GPU_MARKET_TEST_JS_PRICING";
 const NOW: i64 = 1_767_225_600;
 
 /// The shipped configuration's formula keys, with guardrails that never bind.

@@ -218,7 +218,10 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         let settings = Arc::new(desired);
         let started = Instant::now();
-        match self.check_candidate(host, bytes.into(), settings.clone()).await {
+        match self
+            .check_candidate(host, bytes.into(), settings.clone())
+            .await
+        {
             Ok(module) => {
                 tracing::debug!(%slot, elapsed_ms = started.elapsed().as_millis() as u64, "candidate checked");
                 self.install(host, settings, module, true);
@@ -232,7 +235,10 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
     async fn upload(&self, host: &Host, bytes: Vec<u8>) -> Result<(), PolicyError> {
         let slot = K::SLOT;
         let settings = self.settings()?;
-        let module = match self.check_candidate(host, bytes.into(), settings.clone()).await {
+        let module = match self
+            .check_candidate(host, bytes.into(), settings.clone())
+            .await
+        {
             Ok(module) => module,
             Err(reason) => {
                 // Rejected exactly like a file change: visible as the slot's last error too.
@@ -255,7 +261,8 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             .ok_or(PolicyError::NoPreviousVersion(slot))?;
         let module = match self
             .check_candidate(host, previous.bytes.clone(), settings.clone())
-            .await {
+            .await
+        {
             Ok(module) => module,
             Err(reason) => {
                 self.push_back(previous);

@@ -167,13 +167,16 @@ impl ArtifactCache {
             let _ = std::fs::remove_file(&tmp);
             PolicyError::io("renaming into", &path, e)
         })?;
-        self.evict()
+        self.evict(&path)
     }
 
     /// The MAC of an artifact stored at `path`: over the file name (the artifact's key) and bytes.
     fn mac(&self, path: &Path, artifact: &[u8]) -> HmacSha256 {
         let mut mac = self.mac.clone();
-        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or(b"");
         mac.update(&(name.len() as u64).to_le_bytes());
         mac.update(name);
         mac.update(artifact);
@@ -186,8 +189,9 @@ impl ArtifactCache {
         Miss::Rejected(reason)
     }
 
-    /// Removes the least recently used artifacts until the total size is within the bound.
-    fn evict(&self) -> Result<(), PolicyError> {
+    /// Removes the least recently used artifacts, never `newest` (just stored), until the total size
+    /// is within the bound.
+    fn evict(&self, newest: &Path) -> Result<(), PolicyError> {
         let entries =
             std::fs::read_dir(&self.dir).map_err(|e| PolicyError::io("listing", &self.dir, e))?;
         let mut artifacts: Vec<(SystemTime, u64, PathBuf)> = entries
@@ -205,6 +209,9 @@ impl ArtifactCache {
         for (_, len, path) in artifacts {
             if total <= self.max_bytes {
                 break;
+            }
+            if path == newest {
+                continue;
             }
             match std::fs::remove_file(&path) {
                 Ok(()) => {
@@ -248,7 +255,10 @@ impl Hasher for Sha256Hasher {
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let mut nonce = [0u8; 8];
     // A collision of two writers only costs one of them its rename.
     let _ = OsRng.try_fill_bytes(&mut nonce);
@@ -325,4 +335,159 @@ fn read_key(path: &Path) -> Result<[u8; KEY_BYTES], PolicyError> {
         )));
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::wasm::engine::engine;
+
+    fn compiled(file: &str) -> (String, Component) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("policies")
+            .join(file);
+        let bytes = std::fs::read(&path).expect("a shipped policy module");
+        let component =
+            Component::new(engine(Slot::Pricing).unwrap(), &bytes).expect("it compiles");
+        (sha256_hex(&bytes), component)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_artifact_this_host_stored_loads_and_only_this_user_can_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(&dir.path().join("cache"), 64 << 20).unwrap();
+        let engine = engine(Slot::Pricing).unwrap();
+        let (sha, component) = compiled("pricing-demand.wasm");
+        assert_eq!(
+            cache.load(engine, Slot::Pricing, &sha).err(),
+            Some(Miss::Absent)
+        );
+        cache
+            .store(engine, Slot::Pricing, &sha, &component)
+            .unwrap();
+        let loaded = cache
+            .load(engine, Slot::Pricing, &sha)
+            .expect("a cache hit");
+        assert_eq!(loaded.serialize().unwrap(), component.serialize().unwrap());
+        assert_eq!(mode(cache.dir()), 0o700);
+        assert_eq!(mode(&cache.dir().join(KEY_FILE)), 0o600);
+        assert_eq!(mode(&cache.path(engine, Slot::Pricing, &sha)), 0o600);
+        // Another slot's engine is another key: never offered this artifact.
+        let timeout = engine_for(Slot::BookingTimeout);
+        assert_eq!(
+            cache.load(timeout, Slot::BookingTimeout, &sha).err(),
+            Some(Miss::Absent)
+        );
+        // The same directory opened again (a restart) keeps its key and its artifacts.
+        let reopened = ArtifactCache::open(cache.dir(), 64 << 20).unwrap();
+        assert!(reopened.load(engine, Slot::Pricing, &sha).is_ok());
+    }
+
+    fn engine_for(slot: Slot) -> &'static Engine {
+        engine(slot).unwrap()
+    }
+
+    #[test]
+    fn a_tampered_or_planted_artifact_is_rejected_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(&dir.path().join("ours"), 64 << 20).unwrap();
+        let elsewhere = ArtifactCache::open(&dir.path().join("theirs"), 64 << 20).unwrap();
+        let engine = engine_for(Slot::Pricing);
+        let (sha, component) = compiled("pricing-demand.wasm");
+        let path = cache.path(engine, Slot::Pricing, &sha);
+
+        // One flipped byte of code.
+        cache
+            .store(engine, Slot::Pricing, &sha, &component)
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            cache.load(engine, Slot::Pricing, &sha),
+            Err(Miss::Rejected(reason)) if reason.contains("MAC")
+        ));
+        assert!(!path.exists(), "the rejected file is removed");
+
+        // A genuine wasmtime artifact of the same module, written by another host (another key).
+        elsewhere
+            .store(engine, Slot::Pricing, &sha, &component)
+            .unwrap();
+        std::fs::copy(elsewhere.path(engine, Slot::Pricing, &sha), &path).unwrap();
+        assert!(matches!(
+            cache.load(engine, Slot::Pricing, &sha),
+            Err(Miss::Rejected(reason)) if reason.contains("not written by this host")
+        ));
+
+        // A bare artifact without a MAC, and a file too short to hold one.
+        std::fs::write(&path, component.serialize().unwrap()).unwrap();
+        assert!(matches!(
+            cache.load(engine, Slot::Pricing, &sha),
+            Err(Miss::Rejected(_))
+        ));
+        std::fs::write(&path, b"short").unwrap();
+        assert!(matches!(
+            cache.load(engine, Slot::Pricing, &sha),
+            Err(Miss::Rejected(_))
+        ));
+
+        // Our own artifact renamed to another module's key does not pass either.
+        let (other_sha, _) = compiled("pricing-scarcity.wasm");
+        cache
+            .store(engine, Slot::Pricing, &sha, &component)
+            .unwrap();
+        std::fs::rename(&path, cache.path(engine, Slot::Pricing, &other_sha)).unwrap();
+        assert!(matches!(
+            cache.load(engine, Slot::Pricing, &other_sha),
+            Err(Miss::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn the_least_recently_used_artifacts_go_beyond_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_for(Slot::Pricing);
+        let modules = ["pricing-demand.wasm", "pricing-scarcity.wasm"].map(compiled);
+        let sizes = modules
+            .each_ref()
+            .map(|(_, c)| c.serialize().unwrap().len() as u64);
+        // Room for either artifact but not both.
+        let bound = sizes[0].max(sizes[1]) + MAC_BYTES as u64;
+        let cache = ArtifactCache::open(&dir.path().join("cache"), bound).unwrap();
+        let [(first, a), (second, b)] = &modules;
+        cache.store(engine, Slot::Pricing, first, a).unwrap();
+        cache.store(engine, Slot::Pricing, second, b).unwrap();
+        assert_eq!(
+            cache.load(engine, Slot::Pricing, first).err(),
+            Some(Miss::Absent)
+        );
+        assert!(cache.load(engine, Slot::Pricing, second).is_ok());
+
+        // An artifact larger than the whole bound is not stored at all.
+        let tiny = ArtifactCache::open(&dir.path().join("tiny"), 1024).unwrap();
+        tiny.store(engine, Slot::Pricing, first, a).unwrap();
+        assert_eq!(
+            tiny.load(engine, Slot::Pricing, first).err(),
+            Some(Miss::Absent)
+        );
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("cache");
+        ArtifactCache::open(&cache_dir, 1 << 20).unwrap();
+        let key = cache_dir.join(KEY_FILE);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = ArtifactCache::open(&cache_dir, 1 << 20).err().unwrap();
+        assert!(refused.to_string().contains("mode 0600"), "{refused}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&key, b"too short").unwrap();
+        assert!(ArtifactCache::open(&cache_dir, 1 << 20).is_err());
+    }
 }

@@ -274,3 +274,24 @@ fn trim(history: &mut Vec<Previous>, bounds: &HistoryLimits) {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::wasm::kinds::PricingSlot;
+
+    #[test]
+    fn a_compiling_candidate_shows_in_the_status_until_its_checks_end() {
+        let cell = SlotCell::<PricingSlot>::default();
+        assert_eq!(cell.status(None).compiling, None);
+        let candidate = Compiling {
+            file: "pricing.wasm".into(),
+            sha256: "ab".repeat(32),
+            since: Utc::now(),
+        };
+        let guard = cell.compiling(candidate.clone());
+        assert_eq!(cell.status(None).compiling, Some(candidate));
+        drop(guard);
+        assert_eq!(cell.status(None).compiling, None);
+    }
+}

@@ -87,7 +87,14 @@ fn checked<K: SlotKind>(
 ) -> Checked<K> {
     let mut steps = Vec::new();
     let mut samples = Vec::new();
-    let module = check_steps(bytes, settings, run_samples, cache, &mut steps, &mut samples);
+    let module = check_steps(
+        bytes,
+        settings,
+        run_samples,
+        cache,
+        &mut steps,
+        &mut samples,
+    );
     Checked {
         steps,
         samples,
@@ -130,7 +137,10 @@ fn check_steps<K: SlotKind>(
     let from_cache = matches!(cached, Some(Ok(_)));
     let (component, how) = match cached {
         Some(Ok(component)) => (Ok(component), "loaded from this host's compile cache"),
-        Some(Err(Miss::Rejected(_))) => (compile(engine, slot, &bytes), "compiled (cached code rejected)"),
+        Some(Err(Miss::Rejected(_))) => (
+            compile(engine, slot, &bytes),
+            "compiled (cached code rejected)",
+        ),
         Some(Err(Miss::Absent)) | None => (compile(engine, slot, &bytes), "compiled"),
     };
     let detail = format!(

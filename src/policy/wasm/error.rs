@@ -73,7 +73,7 @@ impl PolicyError {
             Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) => PolicyErrorKind::Conflict,
             Self::Config { .. } | Self::Io { .. } | Self::Cache(_) | Self::Internal(_) => {
                 PolicyErrorKind::Internal
-            },
+            }
         }
     }
 
