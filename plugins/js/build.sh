@@ -2,6 +2,9 @@
 # Builds the JavaScript policies into WebAssembly components that import nothing.
 #
 #   (cd plugins/js && npm ci)       # componentize-js and jco, pinned by package-lock.json
+#
+# package.json lists @bytecodealliance/preview2-shim because componentize-js 0.23.0 imports it without
+# declaring it (it only worked when another package's copy happened to be hoisted).
 #   plugins/js/build.sh [OUT_DIR]   # default: plugins/js/out; writes OUT_DIR/pricing-demand-js.wasm
 #
 # `-d stdio random clocks http fetch-event` leaves out every WASI feature of the embedded JS engine
