@@ -40,6 +40,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Directory holding `policies.toml` and the deployed `.wasm` modules.
     pub policies_dir: PathBuf,
+    /// Where the code this host compiles from policy modules is kept across restarts.
+    pub policy_cache: PolicyCacheConfig,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Serve with no API keys on a non-loopback address (everyone gets every role). Off by default.
@@ -70,6 +72,7 @@ impl Default for Config {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 18000)),
             policies_dir: PathBuf::from("policies"),
+            policy_cache: PolicyCacheConfig::default(),
             max_body_bytes: 64 * 1024,
             allow_open_access: false,
             trusted_proxies: Vec::new(),
@@ -277,6 +280,46 @@ impl Default for ServerConfig {
             max_concurrent_requests: 1_024,
             shutdown_grace_ms: 10_000,
             idempotency_ttl_seconds: 24 * 3600,
+        }
+    }
+}
+
+/// The compile cache of policy modules: a JavaScript or Python module takes seconds to compile, its
+/// cached code milliseconds to load. Only code this host compiled itself is ever loaded (each file is
+/// authenticated with a key the host generates into the directory, mode 0600).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyCacheConfig {
+    /// Default: `$XDG_CACHE_HOME/gpu-market/policy-cache`, else `~/.cache/gpu-market/policy-cache`,
+    /// else `data/policy-cache`. Never inside `policies_dir`.
+    pub dir: Option<PathBuf>,
+    /// Bound on the cached code's total size; the least recently used goes first (a JavaScript
+    /// module's code is about 40 MiB, a Rust one's under 1 MiB). 0 turns the cache off.
+    pub max_mib: u64,
+}
+
+impl Default for PolicyCacheConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_mib: 512,
+        }
+    }
+}
+
+impl PolicyCacheConfig {
+    /// The directory to use, resolving the default from the environment.
+    pub fn resolved_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.dir {
+            return dir.clone();
+        }
+        let nonempty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        let base = nonempty("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| nonempty("HOME").map(|home| PathBuf::from(home).join(".cache")));
+        match base {
+            Some(base) => base.join("gpu-market").join("policy-cache"),
+            None => PathBuf::from("data").join("policy-cache"),
         }
     }
 }

@@ -18,12 +18,13 @@ use crate::api::cache::ResponseCache;
 use crate::api::limits::WriteLimiter;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
+use crate::config::PolicyCacheConfig;
 use crate::market::decision_log::{self, DecisionWriter};
 use crate::market::policy_admin::PolicyAdmin;
 use crate::market::{Market, idempotency, price_refresh, sweeper};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::policy::wasm::PolicyRuntime;
+use crate::policy::wasm::{ArtifactCache, PolicyRuntime};
 use crate::store::Store;
 
 /// A ready service: migrated database, policies loaded, router built. Nothing runs until
@@ -49,7 +50,8 @@ impl App {
         let policies_dir = embedded
             .as_ref()
             .map_or(config.policies_dir.as_path(), |dir| dir.path());
-        let runtime = PolicyRuntime::start(policies_dir, policy_watch.clone())
+        let cache = open_policy_cache(&config.policy_cache);
+        let runtime = PolicyRuntime::start_with_cache(policies_dir, cache, policy_watch.clone())
             .await
             .with_context(|| format!("cannot load policies from {}", policies_dir.display()))?;
         for status in runtime.statuses() {
@@ -226,6 +228,25 @@ impl App {
             tracing::warn!("the database pool did not close within the shutdown grace");
         }
         result.context("HTTP server failed")
+    }
+}
+
+/// The compile cache as configured, or None (turned off, or unusable: the service then compiles every
+/// module at start, which is slower but as safe, so a cache problem does not stop it).
+fn open_policy_cache(config: &PolicyCacheConfig) -> Option<ArtifactCache> {
+    if config.max_mib == 0 {
+        return None;
+    }
+    let dir = config.resolved_dir();
+    match ArtifactCache::open(&dir, config.max_mib.saturating_mul(1 << 20)) {
+        Ok(cache) => {
+            tracing::info!(dir = %cache.dir().display(), max_mib = config.max_mib, "policy compile cache");
+            Some(cache)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "policy compile cache unusable, every module is compiled at start: {e}");
+            None
+        }
     }
 }
 

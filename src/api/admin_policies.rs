@@ -75,7 +75,7 @@ async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits (admin).
+/// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits, compiling (admin).
 #[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", security(("api_key" = [])),
     responses((status = 200, description = "one entry per slot"), (status = 403, body = ErrorBody)))]
 pub async fn list(State(ctx): State<ApiContext>, _: Admin) -> Result<Json<Vec<SlotStatus>>> {

@@ -53,7 +53,7 @@ impl PolicyAdmin {
         Self { runtime }
     }
 
-    /// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits.
+    /// Every slot: file, sha256, loaded_at, calls, failures, fallbacks, last_error, limits, compiling.
     pub fn statuses(&self) -> Result<Vec<SlotStatus>> {
         Ok(self.runtime()?.statuses())
     }

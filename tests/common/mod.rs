@@ -320,6 +320,8 @@ pub fn test_config(database_url: &str, policies_dir: PathBuf) -> Config {
     config.heartbeat.timeout_seconds = 1;
     config.heartbeat.check_interval_ms = 100;
     config.pricing.refresh_interval_ms = 1_000;
+    // Tests leave the user's cache directory alone; tests/policy_cache.rs gives its servers their own.
+    config.policy_cache.max_mib = 0;
     config
 }
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use chrono::Utc;
 
 use super::candidate::{Candidate, CandidateState, Plan};
-use super::cell::{Active, SlotCell, SlotStatus};
+use super::cell::{Active, Compiling, SlotCell, SlotStatus};
 use super::checks::{self, CheckStep, SampleRun};
 use super::config::{CandidateRole, SlotCandidates, SlotSettings};
 use super::error::PolicyError;
@@ -147,7 +148,13 @@ impl<K: SlotKind> SlotCell<K> {
         if unchanged {
             return;
         }
-        match check_blocking::<K>(bytes.into(), signature.map(Into::into), Arc::new(settings)).await
+        match check_blocking::<K>(
+            host,
+            bytes.into(),
+            signature.map(Into::into),
+            Arc::new(settings),
+        )
+        .await
         {
             Ok(module) => {
                 tracing::info!(%slot, role = role.as_str(), policy = %module.label(), "candidate loaded");
@@ -226,15 +233,39 @@ impl<K: SlotKind> SlotCell<K> {
     }
 }
 
-/// Verifies, compiles and checks a candidate on the blocking pool.
+/// Verifies, compiles (or loads from the host's compile cache) and checks a candidate on the
+/// blocking pool.
 async fn check_blocking<K: SlotKind>(
+    host: &Host,
     bytes: Arc<[u8]>,
     signature: Option<Arc<[u8]>>,
     settings: Arc<SlotSettings>,
 ) -> Result<Arc<PolicyModule<K>>, String> {
-    tokio::task::spawn_blocking(move || checks::check::<K>(bytes, signature, &settings).module)
-        .await
-        .unwrap_or_else(|e| Err(format!("module check task: {e}")))
+    let cache = host.cache.clone();
+    tokio::task::spawn_blocking(move || {
+        checks::check::<K>(bytes, signature, &settings, cache.as_deref()).module
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("module check task: {e}")))
+}
+
+impl<K: SlotKind> SlotCell<K> {
+    /// [`check_blocking`], shown as the slot's `compiling` state meanwhile; the active version keeps
+    /// serving.
+    async fn check_candidate(
+        &self,
+        host: &Host,
+        bytes: Arc<[u8]>,
+        signature: Option<Arc<[u8]>>,
+        settings: Arc<SlotSettings>,
+    ) -> Result<Arc<PolicyModule<K>>, String> {
+        let _compiling = self.compiling(Compiling {
+            file: settings.file.clone(),
+            sha256: sha256_hex(&bytes),
+            since: Utc::now(),
+        });
+        check_blocking::<K>(host, bytes, signature, settings).await
+    }
 }
 
 /// Writes a checked version and its signature into the policies directory, the signature first: a
@@ -328,7 +359,15 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         let settings = Arc::new(desired);
         let started = Instant::now();
-        match check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await {
+        match self
+            .check_candidate(
+                host,
+                bytes.into(),
+                signature.map(Into::into),
+                settings.clone(),
+            )
+            .await
+        {
             Ok(module) => {
                 tracing::debug!(%slot, elapsed_ms = started.elapsed().as_millis() as u64, "candidate checked");
                 self.install(host, settings, module, true);
@@ -347,8 +386,14 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
     ) -> Result<(), PolicyError> {
         let slot = K::SLOT;
         let settings = self.settings(host)?;
-        let checked =
-            check_blocking::<K>(bytes.into(), signature.map(Into::into), settings.clone()).await;
+        let checked = self
+            .check_candidate(
+                host,
+                bytes.into(),
+                signature.map(Into::into),
+                settings.clone(),
+            )
+            .await;
         let module = match checked {
             Ok(module) => module,
             Err(reason) => {
@@ -371,12 +416,14 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             .pop_previous()
             .ok_or(PolicyError::NoPreviousVersion(slot))?;
         // Verified against the trusted keys configured now, not those it was first accepted under.
-        let checked = check_blocking::<K>(
-            previous.bytes.clone(),
-            previous.signature.clone(),
-            settings.clone(),
-        )
-        .await;
+        let checked = self
+            .check_candidate(
+                host,
+                previous.bytes.clone(),
+                previous.signature.clone(),
+                settings.clone(),
+            )
+            .await;
         let module = match checked {
             Ok(module) => module,
             Err(reason) => {
@@ -467,7 +514,7 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         signature: Option<Arc<[u8]>>,
         settings: &SlotSettings,
     ) -> CheckOutcome {
-        let checked = checks::check::<K>(bytes, signature, settings);
+        let checked = checks::check::<K>(bytes, signature, settings, None);
         CheckOutcome {
             passed: checked.module.is_ok(),
             steps: checked.steps,

@@ -105,6 +105,8 @@ pub struct SlotCell<K: SlotKind> {
     last_error: Mutex<Option<String>>,
     /// Why the latest call fell back (`kind: reason`, escaped and bounded); cleared by a new version.
     last_failure: Mutex<Option<String>>,
+    /// The candidate being compiled and checked, if any (the active version serves meanwhile).
+    compiling: Mutex<Option<Compiling>>,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub fallbacks: AtomicU64,
@@ -143,6 +145,17 @@ pub struct SlotStatus {
     pub canary: Option<CandidateStatus>,
     /// What the slot holds in host memory.
     pub memory: SlotMemory,
+    /// A candidate being compiled and checked (reload, upload, rollback) while the current version
+    /// keeps serving; None when there is none.
+    pub compiling: Option<Compiling>,
+}
+
+/// A candidate version under compilation and checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compiling {
+    pub file: String,
+    pub sha256: String,
+    pub since: DateTime<Utc>,
 }
 
 /// Host memory a slot holds: the serving version (its file and its compiled code) and the rollback
@@ -166,6 +179,7 @@ impl<K: SlotKind> Default for SlotCell<K> {
             history: Mutex::default(),
             last_error: Mutex::default(),
             last_failure: Mutex::default(),
+            compiling: Mutex::default(),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -222,6 +236,12 @@ impl<K: SlotKind> SlotCell<K> {
         let mut history = lock(&self.history);
         history.push(previous);
         trim(&mut history, &bounds);
+    }
+
+    /// Shows `candidate` as compiling until the returned guard is dropped.
+    pub fn compiling(&self, candidate: Compiling) -> CompilingGuard<'_> {
+        *lock(&self.compiling) = Some(candidate);
+        CompilingGuard(&self.compiling)
     }
 
     pub fn reject(&self, error: String) {
@@ -283,6 +303,7 @@ impl<K: SlotKind> SlotCell<K> {
             shadow: self.candidate_status(CandidateRole::Shadow, &active),
             canary: self.candidate_status(CandidateRole::Canary, &active),
             memory: self.memory(&active),
+            compiling: lock(&self.compiling).clone(),
         }
     }
 
@@ -297,6 +318,15 @@ impl<K: SlotKind> SlotCell<K> {
             total_bytes: module_bytes + compiled_bytes + history_bytes,
             history_limits: history_limits(active),
         }
+    }
+}
+
+/// Clears the slot's compiling state when the candidate's checks end, however they end.
+pub struct CompilingGuard<'a>(&'a Mutex<Option<Compiling>>);
+
+impl Drop for CompilingGuard<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) = None;
     }
 }
 
@@ -330,4 +360,25 @@ fn role_index(role: CandidateRole) -> usize {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::wasm::kinds::PricingSlot;
+
+    #[test]
+    fn a_compiling_candidate_shows_in_the_status_until_its_checks_end() {
+        let cell = SlotCell::<PricingSlot>::default();
+        assert_eq!(cell.status(None).compiling, None);
+        let candidate = Compiling {
+            file: "pricing.wasm".into(),
+            sha256: "ab".repeat(32),
+            since: Utc::now(),
+        };
+        let guard = cell.compiling(candidate.clone());
+        assert_eq!(cell.status(None).compiling, Some(candidate));
+        drop(guard);
+        assert_eq!(cell.status(None).compiling, None);
+    }
 }

@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
+use super::cache::{ArtifactCache, Miss};
 use super::call::{self, CallCost};
 use super::config::SlotSettings;
 use super::engine::{budget, engine};
@@ -61,11 +63,13 @@ pub struct Checked<K: SlotKind> {
 /// Verifies `signature` (the content of the module's signature file, if it has one) against the
 /// settings' trusted keys, then compiles and checks `bytes` as a module of slot `K` under `settings`.
 /// Blocking (compilation takes tens of milliseconds for a Rust module, seconds for an
-/// interpreter-based one).
+/// interpreter-based one). With a `cache`, the code this host compiled earlier for the same module is
+/// loaded instead of compiled, and a module compiled here that passes every check is stored in it.
 pub fn check<K: SlotKind>(
     bytes: Arc<[u8]>,
     signature: Option<Arc<[u8]>>,
     settings: &SlotSettings,
+    cache: Option<&ArtifactCache>,
 ) -> Checked<K> {
     let mut steps = Vec::new();
     let mut samples = Vec::new();
@@ -73,8 +77,17 @@ pub fn check<K: SlotKind>(
         .trusted_keys
         .verify(&settings.file, &bytes, signature.as_deref())
         .map(|verified| verified.to_string());
-    let module = record(&mut steps, "signature", verified)
-        .and_then(|()| check_steps(bytes, signature, settings, true, &mut steps, &mut samples));
+    let module = record(&mut steps, "signature", verified).and_then(|()| {
+        check_steps(
+            bytes,
+            signature,
+            settings,
+            true,
+            cache,
+            &mut steps,
+            &mut samples,
+        )
+    });
     Checked {
         steps,
         samples,
@@ -90,7 +103,7 @@ pub fn load_unchecked_samples<K: SlotKind>(
 ) -> Checked<K> {
     let mut steps = Vec::new();
     let mut samples = Vec::new();
-    let module = check_steps(bytes, None, settings, false, &mut steps, &mut samples);
+    let module = check_steps(bytes, None, settings, false, None, &mut steps, &mut samples);
     Checked {
         steps,
         samples,
@@ -121,6 +134,7 @@ fn check_steps<K: SlotKind>(
     signature: Option<Arc<[u8]>>,
     settings: &SlotSettings,
     run_samples: bool,
+    cache: Option<&ArtifactCache>,
     steps: &mut Vec<CheckStep>,
     samples: &mut Vec<SampleRun>,
 ) -> Result<Arc<PolicyModule<K>>, String> {
@@ -129,21 +143,18 @@ fn check_steps<K: SlotKind>(
     let sha256 = sha256_hex(&bytes);
 
     let started = Instant::now();
-    // With the pooling allocator, compiling already refuses a component that needs more core
-    // instances, memories or tables per instance than the slot's pool allows.
-    let component = Component::new(engine, &bytes).map_err(|e| {
-        let e = format!("{e:#}");
-        if e.contains("pooling allocator") {
-            format!(
-                "needs more than the {slot} slot's budget ({}): {e}",
-                budget_summary(slot)
-            )
-        } else {
-            format!("not a valid WebAssembly component: {e}")
-        }
-    });
+    let cached = cache.map(|cache| cache.load(engine, slot, &sha256));
+    let from_cache = matches!(cached, Some(Ok(_)));
+    let (component, how) = match cached {
+        Some(Ok(component)) => (Ok(component), "loaded from this host's compile cache"),
+        Some(Err(Miss::Rejected(_))) => (
+            compile(engine, slot, &bytes),
+            "compiled (cached code rejected)",
+        ),
+        Some(Err(Miss::Absent)) | None => (compile(engine, slot, &bytes), "compiled"),
+    };
     let detail = format!(
-        "{} bytes in {} ms",
+        "{} bytes {how} in {} ms",
         bytes.len(),
         started.elapsed().as_millis()
     );
@@ -222,7 +233,29 @@ fn check_steps<K: SlotKind>(
     if run_samples {
         check_samples(&module, settings, steps, samples)?;
     }
+    if let Some(cache) = cache.filter(|_| !from_cache)
+        && let Err(e) = cache.store(engine, slot, &module.sha256, &component)
+    {
+        // Only a later load is slower; the module itself passed.
+        tracing::warn!(%slot, "compiled policy module not cached: {e}");
+    }
     Ok(Arc::new(module))
+}
+
+/// Compiles a candidate. With the pooling allocator, compiling already refuses a component that
+/// needs more core instances, memories or tables per instance than the slot's pool allows.
+fn compile(engine: &Engine, slot: Slot, bytes: &[u8]) -> Result<Component, String> {
+    Component::new(engine, bytes).map_err(|e| {
+        let e = format!("{e:#}");
+        if e.contains("pooling allocator") {
+            format!(
+                "needs more than the {slot} slot's budget ({}): {e}",
+                budget_summary(slot)
+            )
+        } else {
+            format!("not a valid WebAssembly component: {e}")
+        }
+    })
 }
 
 /// Instantiates the module once under the slot's limits: the pool refuses a component that needs more

@@ -48,7 +48,7 @@ pub struct SlotBudget {
     /// Guest calls of this slot in flight at once; more wait for a permit.
     pub concurrent_calls: u32,
     /// Core module instances one instantiation may create (a Rust component needs 1-3, a
-    /// componentize-py one 38).
+    /// componentize-js one 1, a componentize-py one 38).
     pub core_instances: u32,
     pub memories: u32,
     pub tables: u32,

@@ -52,6 +52,10 @@ pub enum PolicyError {
         source: std::io::Error,
     },
 
+    /// The compile cache cannot be used as configured (its key file, its place).
+    #[error("policy compile cache: {0}")]
+    Cache(String),
+
     /// Something inside the runtime that the caller cannot fix (engine set-up, a panicked task).
     #[error("policy runtime: {0}")]
     Internal(String),
@@ -78,9 +82,11 @@ impl PolicyError {
             Self::SlotNotConfigured(_) | Self::NoPreviousVersion(_) | Self::NoCandidate { .. } => {
                 PolicyErrorKind::Conflict
             }
-            Self::Config { .. } | Self::Key { .. } | Self::Io { .. } | Self::Internal(_) => {
-                PolicyErrorKind::Internal
-            }
+            Self::Config { .. }
+            | Self::Key { .. }
+            | Self::Io { .. }
+            | Self::Cache(_)
+            | Self::Internal(_) => PolicyErrorKind::Internal,
         }
     }
 

@@ -1,6 +1,6 @@
-//! [`Host`]: what every slot's serving code shares: the policies directory, the metrics and the
-//! decision log's sink and the trusted signing keys; and the way guest calls run, each under a
-//! permit of its own slot.
+//! [`Host`]: what every slot's serving code shares: the policies directory, the metrics, the
+//! decision log's sink, the trusted signing keys and the compile cache; and the way guest calls run,
+//! each under a permit of its own slot.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use tokio::sync::mpsc::Sender;
 
 use crate::domain::DecisionEntry;
 
+use super::cache::ArtifactCache;
 use super::call::{CallReport, Failure, FailureKind};
 use super::engine::permits;
 use super::inline::{Attempt, InlineGate};
@@ -25,6 +26,8 @@ pub struct Host {
     /// Canonical path of the policies directory.
     pub dir: PathBuf,
     pub metrics: PolicyMetrics,
+    /// Code this host compiled earlier; None: every candidate is compiled.
+    pub cache: Option<Arc<ArtifactCache>>,
     /// The keys of the last `policies.toml` read without error. Uploads and rollbacks are verified
     /// against these, not against the keys a slot's serving version was accepted under: a slot that
     /// refused the new keys (its module is not signed by them) still takes only their signatures.
@@ -61,12 +64,13 @@ impl DecisionSink {
 }
 
 impl Host {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, cache: Option<Arc<ArtifactCache>>) -> Self {
         Self {
             dir,
             metrics: PolicyMetrics::default(),
             decisions: Arc::default(),
             trusted_keys: ArcSwap::default(),
+            cache,
         }
     }
 
@@ -197,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_outgrows_the_inline_slice_is_answered_on_the_pool_with_the_whole_budget() {
-        let host = Host::new(PathBuf::from("."));
+        let host = Host::new(PathBuf::from("."), None);
         let (gate, limits) = (InlineGate::default(), Limits::default());
         let (report, data) = host
             .call_fitting(Slot::Pricing, &gate, &limits, 41, needs_the_whole_budget)

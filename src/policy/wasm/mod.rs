@@ -9,7 +9,7 @@
 //! - `engine`: one wasmtime engine, instance pool and call permits per slot kind (the slot's budget);
 //!   `call`: one limited guest call, its answer budget and its failures (trap reasons);
 //!   `limits`: per-slot limits; `module`: a checked version and its calls; `checks`: the checks
-//!   every candidate passes; `text`: [`guest_text`], the escaping of every guest-provided text.
+//!   every candidate passes; `cache`: the code this host compiled, kept on disk across restarts; `text`: [`guest_text`], the escaping of every guest-provided text.
 //! - `cell`: one slot's serving state; `decide`: deciding (call, check, finish or fall back);
 //!   `admin`: reload, upload, rollback, `policy check/test`, and the [`SlotAdmin`] view by [`Slot`].
 //! - `runtime`: [`PolicyRuntime`], the three cells behind [`Policies`]; `host`: what the cells
@@ -28,6 +28,7 @@
 //! [`Policies`]: crate::policy::Policies
 
 mod admin;
+mod cache;
 mod call;
 mod candidate;
 mod cell;
@@ -52,9 +53,10 @@ mod tenant;
 mod text;
 mod watch;
 
+pub use cache::ArtifactCache;
 pub use call::{CallCost, Failure, FailureKind};
 pub use candidate::CandidateStatus;
-pub use cell::SlotStatus;
+pub use cell::{Compiling, SlotStatus};
 pub use checks::{CONTRACT_PACKAGE, CONTRACT_VERSION, CheckStep, SampleRun};
 pub use cli::{CheckReport, check_module, test_module};
 pub use config::{CONFIG_FILE, CandidateRole};

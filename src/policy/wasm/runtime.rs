@@ -14,6 +14,7 @@ use crate::policy::{
 };
 
 use super::admin::{Cells, SlotAdmin};
+use super::cache::ArtifactCache;
 use super::cell::SlotStatus;
 use super::config::PoliciesConfig;
 use super::engine::engine;
@@ -44,7 +45,17 @@ impl PolicyRuntime {
         policies_dir: &Path,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, PolicyError> {
-        let runtime = Self::start_unwatched(policies_dir).await?;
+        Self::start_with_cache(policies_dir, None, shutdown).await
+    }
+
+    /// [`start`](Self::start) with a compile cache: modules this host compiled before (another
+    /// run, an earlier version of a slot) load in milliseconds instead of compiling again.
+    pub async fn start_with_cache(
+        policies_dir: &Path,
+        cache: Option<ArtifactCache>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, PolicyError> {
+        let runtime = Self::start_unwatched_with_cache(policies_dir, cache).await?;
         let weak = Arc::downgrade(&runtime);
         watch::spawn(&runtime.host.dir, shutdown, move || {
             let runtime = weak.upgrade()?;
@@ -56,13 +67,31 @@ impl PolicyRuntime {
     /// The same runtime without a directory watcher (tests, one-shot tools); call
     /// [`reload`](Self::reload) to pick up changes.
     pub async fn start_unwatched(policies_dir: &Path) -> Result<Arc<Self>, PolicyError> {
+        Self::start_unwatched_with_cache(policies_dir, None).await
+    }
+
+    pub async fn start_unwatched_with_cache(
+        policies_dir: &Path,
+        cache: Option<ArtifactCache>,
+    ) -> Result<Arc<Self>, PolicyError> {
         for slot in Slot::ALL {
             engine(slot)?;
         }
         let dir = std::fs::canonicalize(policies_dir)
             .map_err(|e| PolicyError::io("opening", policies_dir, e))?;
+        // The policies directory holds sources that anyone deploying a policy writes; compiled code
+        // there could be swapped in by them.
+        if let Some(cache) = &cache
+            && cache.dir().starts_with(&dir)
+        {
+            return Err(PolicyError::Cache(format!(
+                "{} may not lie inside the policies directory {}",
+                cache.dir().display(),
+                dir.display()
+            )));
+        }
         let runtime = Arc::new(Self {
-            host: Host::new(dir),
+            host: Host::new(dir, cache.map(Arc::new)),
             cells: Cells::default(),
             admin: tokio::sync::Mutex::new(()),
             config_error: Mutex::default(),

@@ -172,7 +172,7 @@ impl<K: SlotKind> Tenant<K> {
     fn checked(path: &Path, settings: SlotSettings) -> Result<Self, PolicyError> {
         let bytes = read_module(path)?;
         let signature = read_signature_beside(path)?.map(Into::into);
-        let module = checks::check::<K>(bytes, signature, &settings)
+        let module = checks::check::<K>(bytes, signature, &settings, None)
             .module
             .map_err(|reason| PolicyError::InvalidModule {
                 slot: K::SLOT,
