@@ -6,6 +6,7 @@
 pub mod bids;
 pub mod bookings;
 pub mod gpus;
+mod group_commit;
 pub mod idempotency;
 pub mod price_state;
 pub mod prices;
@@ -13,8 +14,10 @@ pub mod reviews;
 mod sql;
 
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
+pub use group_commit::{Statement, WriteFuture};
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -41,6 +44,11 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// The commit of a group of writes failed: none of them is on disk.
+    #[error("database commit failed: {0}")]
+    Commit(Arc<sqlx::Error>),
+    #[error("the database writer has stopped")]
+    WriterStopped,
     /// A row holds a value its type does not allow (written by hand, or by a newer version).
     #[error("database holds an invalid value: {0}")]
     InvalidValue(String),
@@ -58,12 +66,13 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connection pools. SQLite allows one writer at a time, so it gets a single-connection writer pool
-/// (writers queue in the pool instead of failing with SQLITE_BUSY) beside a pool of readers; on
-/// PostgreSQL both are the same pool.
+/// (writers queue in the pool instead of failing with SQLITE_BUSY) beside a pool of readers, and its
+/// writes go through the group-commit queue ([`Store::write`]); on PostgreSQL both pools are the same.
 #[derive(Debug, Clone)]
 pub struct Store {
     reader: AnyPool,
     writer: AnyPool,
+    writes: Option<group_commit::WriteQueue>,
     backend: Backend,
     url: String,
 }
@@ -91,6 +100,7 @@ impl Store {
                 Self {
                     reader: pool.clone(),
                     writer: pool,
+                    writes: None,
                     backend,
                     url: redacted,
                 }
@@ -118,6 +128,7 @@ impl Store {
                 };
                 Self {
                     reader,
+                    writes: Some(group_commit::WriteQueue::start(writer.clone())),
                     writer,
                     backend,
                     url: redacted,
