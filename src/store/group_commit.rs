@@ -15,9 +15,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
 use sqlx::any::{AnyArguments, AnyQueryResult};
+use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,6 +84,25 @@ where
 #[derive(Debug, Clone)]
 pub(super) struct WriteQueue {
     jobs: mpsc::UnboundedSender<Job>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    waiting: AtomicU64,
+    groups: AtomicU64,
+    committed: AtomicU64,
+}
+
+/// What the SQLite write queue has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Writes sent and not answered yet.
+    pub waiting: u64,
+    /// Transactions committed, each holding one group of writes.
+    pub groups: u64,
+    /// Writes committed.
+    pub committed: u64,
 }
 
 impl WriteQueue {
@@ -89,8 +110,33 @@ impl WriteQueue {
     /// other users of the writer wait between groups) and stops when every `Store` is gone.
     pub(super) fn start(writer: AnyPool) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(coordinate(writer, queue));
-        Self { jobs }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(coordinate(writer, queue, Arc::clone(&counters)));
+        Self { jobs, counters }
+    }
+
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            waiting: self.counters.waiting.load(Ordering::Relaxed),
+            groups: self.counters.groups.load(Ordering::Relaxed),
+            committed: self.counters.committed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts a write as waiting until its caller has its answer or gives up.
+struct Waiting<'a>(&'a Counters);
+
+impl<'a> Waiting<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -128,6 +174,11 @@ impl Store {
         }
     }
 
+    /// The SQLite write queue's counters; `None` on PostgreSQL, which has no queue.
+    pub fn write_stats(&self) -> Option<WriteStats> {
+        self.writes.as_ref().map(WriteQueue::stats)
+    }
+
     /// Runs one write statement (see [`Store::write_statement`]).
     pub async fn execute(&self, statement: Statement) -> StoreResult<AnyQueryResult> {
         self.write_statement(move |conn| {
@@ -142,6 +193,7 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + 'static,
 {
+    let _waiting = Waiting::new(&queue.counters);
     let (answer, answered) = oneshot::channel();
     queue
         .jobs
@@ -160,53 +212,66 @@ fn shared_failure(failure: &Arc<sqlx::Error>) -> StoreError {
     }
 }
 
-async fn coordinate(writer: AnyPool, mut queue: mpsc::UnboundedReceiver<Job>) {
-    let mut pending = VecDeque::new();
-    loop {
-        if pending.is_empty() {
-            match queue.recv().await {
-                Some(job) => pending.push_back(job),
-                None => return,
-            }
-        }
-        // Whatever queued while the previous group was committing joins this one: the group grows
-        // with the load, and a lone write waits for nobody.
-        while pending.len() < MAX_GROUP {
+async fn coordinate(
+    writer: AnyPool,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    counters: Arc<Counters>,
+) {
+    let mut group = VecDeque::new();
+    while let Some(first) = queue.recv().await {
+        group.push_back(first);
+        let conn = writer.acquire().await;
+        // Whatever queued while the previous group was committing (or while the connection was
+        // busy) joins this one: the group grows with the load, and a lone write waits for nobody.
+        while group.len() < MAX_GROUP {
             match queue.try_recv() {
-                Ok(job) => pending.push_back(job),
+                Ok(job) => group.push_back(job),
                 Err(_) => break,
             }
         }
-        commit_group(&writer, &mut pending).await;
+        match conn {
+            Ok(conn) => {
+                let committed = commit_group(conn, &mut group).await;
+                if committed > 0 {
+                    counters.groups.fetch_add(1, Ordering::Relaxed);
+                    counters.committed.fetch_add(committed, Ordering::Relaxed);
+                }
+            }
+            Err(err) => fail_group(Vec::new(), &mut group, err),
+        }
     }
 }
 
-/// Runs every write of `pending` in one transaction and commits it. When the transaction fails
-/// before its commit, every write of the group is told so (none of them is on disk), so that a database
-/// that keeps failing still answers everyone.
-async fn commit_group(writer: &AnyPool, pending: &mut VecDeque<Job>) {
-    let mut conn = match writer.acquire().await {
-        Ok(conn) => conn,
-        Err(err) => return fail_group(Vec::new(), pending, err),
-    };
+/// Runs every write of `pending` in one transaction on `conn` and commits it; returns how many writes
+/// it committed (and kept). When the transaction fails before its commit, every write of the group is
+/// told so (none of them is on disk), so that a database that keeps failing still answers everyone.
+async fn commit_group(mut conn: PoolConnection<Any>, pending: &mut VecDeque<Job>) -> u64 {
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
-        Err(err) => return fail_group(Vec::new(), pending, err),
+        Err(err) => {
+            fail_group(Vec::new(), pending, err);
+            return 0;
+        }
     };
+    let mut kept = 0;
     let mut replies: Vec<Reply> = Vec::with_capacity(pending.len());
     while let Some(job) = pending.pop_front() {
         let mut savepoint = match (&mut tx).begin().await {
             Ok(savepoint) => savepoint,
             Err(err) => {
                 pending.push_front(job);
-                return fail_group(replies, pending, err);
+                fail_group(replies, pending, err);
+                return 0;
             }
         };
         let ran = AssertUnwindSafe(job.run(&mut savepoint))
             .catch_unwind()
             .await;
         let (closed, reply) = match ran {
-            Ok((true, reply)) => (savepoint.commit().await, Some(reply)),
+            Ok((true, reply)) => {
+                kept += 1;
+                (savepoint.commit().await, Some(reply))
+            }
             Ok((false, reply)) => (savepoint.rollback().await, Some(reply)),
             // A bug in a write: its caller learns it from the dropped answer; the others go on.
             Err(_) => (savepoint.rollback().await, None),
@@ -214,13 +279,15 @@ async fn commit_group(writer: &AnyPool, pending: &mut VecDeque<Job>) {
         replies.extend(reply);
         if let Err(err) = closed {
             // The transaction is unusable (SQLite ends it on some I/O errors).
-            return fail_group(replies, pending, err);
+            fail_group(replies, pending, err);
+            return 0;
         }
     }
     let committed = tx.commit().await.map_err(Arc::new);
     for reply in replies {
         reply(committed.as_ref().err());
     }
+    if committed.is_ok() { kept } else { 0 }
 }
 
 /// Tells every write of a group that failed before its commit: those that ran and those still waiting.

@@ -14,7 +14,7 @@ pub mod reviews;
 mod sql;
 
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
-pub use group_commit::{Statement, WriteFuture};
+pub use group_commit::{Statement, WriteFuture, WriteStats};
 
 use std::path::Path;
 use std::sync::Arc;
