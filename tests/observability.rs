@@ -123,7 +123,10 @@ async fn metrics_count_sqlite_group_commits_and_their_writes() {
     let text = metrics_text(&app).await;
     let commits = metric_value(&text, "gpu_market_db_commits").expect("a commit gauge");
     let writes = metric_value(&text, "gpu_market_db_writes_committed").expect("a write gauge");
-    assert!(writes >= 3.0, "two registrations and a booking at least:\n{text}");
+    assert!(
+        writes >= 3.0,
+        "two registrations and a booking at least:\n{text}"
+    );
     assert!(
         (1.0..=writes).contains(&commits),
         "commits between 1 and the writes they hold:\n{text}"

@@ -198,9 +198,9 @@ where
     queue
         .jobs
         .send(Box::new(Queued { work, answer }))
-        .map_err(|_| StoreError::WriterStopped)?;
+        .map_err(|_| StoreError::WriteAbandoned)?;
     // A dropped answer: the coordinator stopped, or the write panicked.
-    answered.await.map_err(|_| StoreError::WriterStopped)?
+    answered.await.map_err(|_| StoreError::WriteAbandoned)?
 }
 
 /// One failure (of a commit, say) told to every write it concerns.

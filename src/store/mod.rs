@@ -47,8 +47,10 @@ pub enum StoreError {
     /// The commit of a group of writes failed: none of them is on disk.
     #[error("database commit failed: {0}")]
     Commit(Arc<sqlx::Error>),
-    #[error("the database writer has stopped")]
-    WriterStopped,
+    /// The write's outcome never came: the SQLite write queue stopped, or the write panicked (and
+    /// was rolled back).
+    #[error("the database write was abandoned")]
+    WriteAbandoned,
     /// A row holds a value its type does not allow (written by hand, or by a newer version).
     #[error("database holds an invalid value: {0}")]
     InvalidValue(String),
