@@ -133,9 +133,10 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
 
     // SQLite: while the test holds the writer's connection, every write below queues, and all of them
     // go into the next group once it is released.
-    let held = match before {
-        Some(_) => Some(store.writer().acquire().await.expect("hold the writer")),
-        None => None,
+    let held = if before.is_some() {
+        Some(store.writer().acquire().await.expect("hold the writer"))
+    } else {
+        None
     };
     let contenders: Vec<_> = (0..CONTENDERS)
         .map(|i| {

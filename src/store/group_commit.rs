@@ -42,7 +42,7 @@ type Job = Box<dyn QueuedWrite>;
 /// A write erased to what the coordinator needs.
 trait QueuedWrite: Send {
     /// Runs the write; says whether to keep its changes, and how to answer its caller.
-    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> RanFuture<'c>;
+    fn run(self: Box<Self>, conn: &mut AnyConnection) -> RanFuture<'_>;
     /// Answers without running (its group failed before its turn).
     fn fail(self: Box<Self>, failure: &Arc<sqlx::Error>);
 }
@@ -57,7 +57,7 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + 'static,
 {
-    fn run<'c>(self: Box<Self>, conn: &'c mut AnyConnection) -> RanFuture<'c> {
+    fn run(self: Box<Self>, conn: &mut AnyConnection) -> RanFuture<'_> {
         let Queued { work, answer } = *self;
         Box::pin(async move {
             let outcome = work(conn).await;
