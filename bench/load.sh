@@ -11,7 +11,13 @@
 #   cycle    POST /v1/marketplace/gpu/{id}/book then POST .../release, per GPU, over the 100 GPUs
 # and prints requests/s and p99 latency per scenario (cycles/s for book+release).
 #
-# Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100).
+# Durable writes are measured against the disk they wait for: just before the cycle scenario the script
+# measures the serial sync rate (SQLite: one 4 KiB overwrite + fdatasync after another in the database's
+# directory; PostgreSQL: one autocommit INSERT after another on one connection, each waiting for its WAL
+# flush) and prints committed writes per second (successful books + releases) ÷ serial syncs per second.
+# Above 1, commits share syncs. SQLite runs with sqlite_synchronous = "full".
+#
+# Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100), BENCH_SYNC_SECONDS (3: SQLite's sync probe), BENCH_SYNC_COMMITS (2000: PostgreSQL's).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +26,8 @@ WARMUP="${BENCH_WARMUP:-2}"
 CONNECTIONS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
 GPUS="${BENCH_GPUS:-100}"
+SYNC_SECONDS="${BENCH_SYNC_SECONDS:-3}"
+SYNC_COMMITS="${BENCH_SYNC_COMMITS:-2000}"
 PG_URL="${GPU_MARKET_BENCH_POSTGRES_URL:-}"
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -186,6 +194,65 @@ function response(status, headers, body)
 end
 LUA
 
+# ---- serial sync rate ------------------------------------------------------------------------------
+# SQLite in WAL mode with synchronous = FULL syncs the log once per commit. The probe overwrites 4 KiB
+# blocks of a preallocated file with fdatasync after each: the cheapest sync such a commit can cost, so
+# that a slow probe cannot flatter the ratio.
+serial_syncs_per_second() { # directory
+    python3 - "$1" "$SYNC_SECONDS" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "sync-probe")
+seconds = float(sys.argv[2])
+blocks = 64
+block = os.urandom(4096)
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+try:
+    os.pwrite(fd, b"\0" * (blocks * 4096), 0)
+    os.fsync(fd)
+    syncs = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        os.pwrite(fd, block, (syncs % blocks) * 4096)
+        os.fdatasync(fd)
+        syncs += 1
+    print(f"{syncs / (time.monotonic() - start):.0f}")
+finally:
+    os.close(fd)
+    os.unlink(path)
+PY
+}
+
+# PostgreSQL's disk is the server's: its serial commit rate is one autocommit INSERT after another on
+# one connection (synchronous_commit decides whether each waits for its WAL flush; the report shows it).
+pg_serial_commits_per_second() { # database_url
+    local url="$1"
+    psql "$url" -q -v ON_ERROR_STOP=1 -c "CREATE TABLE bench_sync_probe (n integer)" >/dev/null
+    seq 1 "$SYNC_COMMITS" | sed 's/.*/INSERT INTO bench_sync_probe VALUES (&);/' >"$WORK/sync_probe.sql"
+    local start end
+    start="$(date +%s.%N)"
+    psql "$url" -q -v ON_ERROR_STOP=1 -f "$WORK/sync_probe.sql" >/dev/null
+    end="$(date +%s.%N)"
+    psql "$url" -q -c "DROP TABLE bench_sync_probe" >/dev/null
+    awk -v n="$SYNC_COMMITS" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }'
+}
+
+measure_syncs() { # backend database_url
+    local backend="$1" database_url="$2" rate
+    if [[ "$backend" == sqlite ]]; then
+        rate="$(serial_syncs_per_second "$WORK/sqlite")"
+        RESULT["$backend,sync_how"]="fdatasync, $(df -P "$WORK/sqlite" | awk 'NR == 2 { print $1 }')"
+    else
+        rate="$(pg_serial_commits_per_second "$database_url")"
+        RESULT["$backend,sync_how"]="synchronous_commit=$(psql "$database_url" -Atc 'SHOW synchronous_commit'), fsync=$(psql "$database_url" -Atc 'SHOW fsync')"
+    fi
+    # Measured before and after the cycle run: the mean follows a disk whose speed drifts (shared disks do).
+    if [[ -n "${RESULT["$backend,syncs"]:-}" ]]; then
+        rate="$(awk -v a="${RESULT["$backend,syncs"]}" -v b="$rate" 'BEGIN { printf "%.0f", (a + b) / 2 }')"
+    fi
+    RESULT["$backend,syncs"]="$rate"
+    say "$backend serial syncs: $rate/s (${RESULT["$backend,sync_how"]})"
+}
+
 # ---- one backend ---------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
     || echo $((20000 + RANDOM % 20000)); }
@@ -249,7 +316,7 @@ bench_backend() { # name database_url
     fi
     say "starting gpu-market on $backend ($base), policies: ${BENCH_POLICIES:-wasm}"
     SERVER_LOG="$WORK/$backend/server.log"
-    GPU_MARKET_LOG=warn RUST_LOG=warn "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
+    GPU_MARKET_LOG=warn RUST_LOG=warn GPU_MARKET_DATABASE__SQLITE_SYNCHRONOUS=full "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
         --policies "$WORK/$backend/policies" >"$WORK/$backend/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
@@ -282,7 +349,13 @@ bench_backend() { # name database_url
 
     run_wrk "$backend" list "$WORK/list.lua" "$base/v1/marketplace/gpu/list"
     run_wrk "$backend" details "$WORK/details.lua" "$base/v1/marketplace/gpu/"
+    measure_syncs "$backend" "$database_url"
     run_wrk "$backend" cycle "$WORK/cycle.lua" "$base/v1/marketplace/gpu/"
+    measure_syncs "$backend" "$database_url"
+    # Each cycle commits two writes: its booking and its release.
+    RESULT["$backend,writes"]="$(awk -v c="${RESULT["$backend,cycle,rate"]}" 'BEGIN { printf "%.0f", 2 * c }')"
+    RESULT["$backend,writes_per_sync"]="$(awk -v w="${RESULT["$backend,writes"]}" -v s="${RESULT["$backend,syncs"]}" \
+        'BEGIN { if (s > 0) printf "%.2f", w / s; else print "-" }')"
 
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
@@ -326,6 +399,17 @@ for scenario in list details cycle; do
     fi
     printf '%22s\n' "${TARGET[$scenario]}"
 done
+printf '%-26s' "committed writes/s"
+for b in "${BACKENDS[@]}"; do printf '%16s %12s' "${RESULT["$b,writes"]}" ""; done
+echo
+printf '%-26s' "serial syncs/s"
+for b in "${BACKENDS[@]}"; do printf '%16s %12s' "${RESULT["$b,syncs"]}" ""; done
+echo
+printf '%-26s' "writes per serial sync"
+for b in "${BACKENDS[@]}"; do printf '%16s %12s' "${RESULT["$b,writes_per_sync"]}" ""; done
+[[ ${#BACKENDS[@]} -eq 2 ]] && printf '%18s' ""
+printf '%22s\n' ">= 1.5 (sqlite)"
+for b in "${BACKENDS[@]}"; do echo "  $b sync probe: ${RESULT["$b,sync_how"]}"; done
 echo "p99 target: < 50 ms at $CONNECTIONS connections; postgres target: within 2x of sqlite on reads."
 echo "book+release requests/s (2 per cycle):$(for b in "${BACKENDS[@]}"; do printf ' %s %s;' "$b" "${RESULT["$b,cycle,rps"]}"; done)"
 for b in "${BACKENDS[@]}"; do

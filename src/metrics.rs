@@ -49,6 +49,10 @@ pub struct Metrics {
     pub moderation_fallbacks: Counter,
     pub gpus: Family<StatusLabel, Gauge>,
     pub active_bookings: Gauge,
+    /// SQLite group commits and the writes they held, read at scrape time: their quotient is the
+    /// average group size.
+    pub db_commits: Gauge,
+    pub db_writes_committed: Gauge,
 }
 
 impl Metrics {
@@ -72,6 +76,8 @@ impl Metrics {
             moderation_fallbacks: slot("review-moderation"),
             gpus: Family::default(),
             active_bookings: Gauge::default(),
+            db_commits: Gauge::default(),
+            db_writes_committed: Gauge::default(),
         };
         registry.register(
             "gpu_market_http_requests",
@@ -112,6 +118,16 @@ impl Metrics {
             "gpu_market_active_bookings",
             "Bookings currently active",
             metrics.active_bookings.clone(),
+        );
+        registry.register(
+            "gpu_market_db_commits",
+            "SQLite transactions committed by this process, each holding a group of writes",
+            metrics.db_commits.clone(),
+        );
+        registry.register(
+            "gpu_market_db_writes_committed",
+            "SQLite writes committed by this process",
+            metrics.db_writes_committed.clone(),
         );
         metrics
     }

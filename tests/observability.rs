@@ -103,6 +103,36 @@ async fn metrics_show_gpus_by_status_and_active_bookings() {
     );
 }
 
+/// The value of the metric line that starts with `name` (no labels).
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_sqlite_group_commits_and_their_writes() {
+    let app = TestApp::spawn().await;
+    if app.is_postgres() {
+        return; // PostgreSQL has no write queue of ours to count.
+    }
+    let a = app.register_gpu("RTX 4090", 0.5).await;
+    app.register_gpu("RTX 4090", 0.5).await;
+    app.book(&a, 1.0).await;
+
+    let text = metrics_text(&app).await;
+    let commits = metric_value(&text, "gpu_market_db_commits").expect("a commit gauge");
+    let writes = metric_value(&text, "gpu_market_db_writes_committed").expect("a write gauge");
+    assert!(
+        writes >= 3.0,
+        "two registrations and a booking at least:\n{text}"
+    );
+    assert!(
+        (1.0..=writes).contains(&commits),
+        "commits between 1 and the writes they hold:\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_given_request_id_is_echoed() {
     let app = TestApp::spawn().await;

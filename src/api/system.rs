@@ -81,6 +81,11 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         }
         Err(err) => tracing::warn!(error = %err, "metrics: cannot count bookings"),
     }
+    if let Some(stats) = system::write_stats(&ctx.market) {
+        let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.db_commits.set(saturating(stats.groups));
+        metrics.db_writes_committed.set(saturating(stats.committed));
+    }
     let mut body = String::new();
     if let Err(err) = prometheus_client::encoding::text::encode(&mut body, &ctx.registry) {
         tracing::error!(error = %err, "metrics encoding failed");

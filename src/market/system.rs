@@ -4,7 +4,7 @@
 
 use super::Market;
 use crate::error::Result;
-use crate::store::{bookings, gpus};
+use crate::store::{WriteStats, bookings, gpus};
 
 /// GPUs in the catalogue by status, counted in the shared database so every replica reports the same.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +45,11 @@ pub async fn gpu_counts(market: &Market) -> Result<GpuCounts> {
 
 pub async fn active_bookings(market: &Market) -> Result<i64> {
     Ok(bookings::count_active(&market.store).await?)
+}
+
+/// This replica's SQLite group commits so far (`None` on PostgreSQL).
+pub fn write_stats(market: &Market) -> Option<WriteStats> {
+    market.store.write_stats()
 }
 
 /// Changes whenever this replica commits a write the catalogue shows. Writes by other replicas do not

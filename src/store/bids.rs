@@ -18,20 +18,22 @@ pub struct NewBid {
 }
 
 pub async fn insert(store: &Store, bid: &NewBid) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO bids (id, client_id, provider, gpu_model, capacity, price_micro, notes, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
-    )
-    .bind(&bid.id)
-    .bind(&bid.client_id)
-    .bind(&bid.provider)
-    .bind(&bid.gpu_model)
-    .bind(bid.capacity)
-    .bind(bid.price)
-    .bind(&bid.notes)
-    .bind(bid.created_at)
-    .execute(store.writer())
-    .await?;
+    store
+        .execute(
+            sqlx::query(
+                "INSERT INTO bids (id, client_id, provider, gpu_model, capacity, price_micro, notes, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
+            )
+            .bind(bid.id.clone())
+            .bind(bid.client_id.clone())
+            .bind(bid.provider.clone())
+            .bind(bid.gpu_model.clone())
+            .bind(bid.capacity)
+            .bind(bid.price)
+            .bind(bid.notes.clone())
+            .bind(bid.created_at),
+        )
+        .await?;
     Ok(())
 }
 
@@ -98,10 +100,13 @@ pub async fn list(
 
 /// Cancels a pending bid; false when it is not pending (any more).
 pub async fn cancel(store: &Store, id: &BidId) -> StoreResult<bool> {
-    let result =
-        sqlx::query("UPDATE bids SET status = 'cancelled' WHERE id = $1 AND status = 'pending'")
-            .bind(id)
-            .execute(store.writer())
-            .await?;
+    let result = store
+        .execute(
+            sqlx::query(
+                "UPDATE bids SET status = 'cancelled' WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id.clone()),
+        )
+        .await?;
     Ok(result.rows_affected() == 1)
 }

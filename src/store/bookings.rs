@@ -1,7 +1,11 @@
 //! Bookings, which are also the orders (bills) clients and miners list.
 
+use std::sync::LazyLock;
+
+use sqlx::AnyConnection;
+
 use super::sql::{Sql, qualified};
-use super::{Store, StoreResult};
+use super::{Backend, Statement, Store, StoreResult, gpus};
 use crate::domain::{
     Booking, BookingId, BookingStatus, DecisionId, GpuId, GpuStatus, Money, PriceState,
     PrincipalId, Timestamp,
@@ -20,63 +24,129 @@ pub enum BookOutcome {
     GpuNotAvailable(GpuStatus),
 }
 
-/// Books atomically in one statement: inserting the active booking fires `bookings_claim_gpu`, which
-/// flips the GPU from `available` to `booked` or aborts the insert when it no longer is available, and
-/// the partial unique index `bookings_one_active_per_gpu` rejects a second active booking whatever
-/// happens around it (migrations/*/0002_booking_triggers.sql). The booked quote's guardrail state,
-/// when the pricing policy returned one, is kept for the GPU in the same transaction.
+/// The active booking's row: `$1`..`$16` are bound by [`bind_booking`].
+static INSERT_BOOKING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL, $17, NULL)"
+    )
+});
+
+/// The booking and its quote's guardrail state in one statement (PostgreSQL): a data-modifying CTE
+/// upserts the state from the inserted row, so a failed insert (trigger or unique index) writes
+/// neither.
+static INSERT_BOOKING_WITH_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH booked AS ({} RETURNING gpu_id, created_at) {}",
+        *INSERT_BOOKING,
+        super::price_state::upsert_from_booked()
+    )
+});
+
+fn bind_booking(statement: Statement, booking: &Booking) -> Statement {
+    statement
+        .bind(booking.id.clone())
+        .bind(booking.order_id.clone())
+        .bind(booking.gpu_id.clone())
+        .bind(booking.gpu_model.clone())
+        .bind(booking.miner_id.clone())
+        .bind(booking.client_id.clone())
+        .bind(booking.job_id.clone())
+        .bind(booking.duration.seconds())
+        .bind(booking.price_per_hour)
+        .bind(booking.total)
+        .bind(booking.multiplier)
+        .bind(booking.policy.clone())
+        .bind(booking.priced_by.as_flag())
+        .bind(booking.start_at)
+        .bind(booking.end_at)
+        .bind(booking.created_at)
+        .bind(booking.pricing_decision.clone())
+}
+
+/// The insert failed because the GPU is taken (or was never available): a lost race, not an error.
+fn lost_the_gpu(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.is_unique_violation() || db.message().contains("gpu_not_available"))
+}
+
+/// Books atomically: inserting the active booking fires `bookings_claim_gpu`, which flips the GPU from
+/// `available` to `booked` or aborts the insert when it no longer is available, and the partial unique
+/// index `bookings_one_active_per_gpu` rejects a second active booking whatever happens around it
+/// (migrations/*/0002_booking_triggers.sql). The booked quote's guardrail state, when the pricing
+/// policy returned one, is kept for the GPU in the same transaction.
+///
+/// On SQLite the booking is one write of a group commit; on PostgreSQL it is one statement (one round
+/// trip), the guardrail state written by the same statement.
 pub async fn create(
     store: &Store,
     booking: &Booking,
     price_state: Option<&PriceState>,
 ) -> StoreResult<BookOutcome> {
-    let mut tx = store.writer().begin().await?;
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL, $17, NULL)"
-    ))
-    .bind(&booking.id)
-    .bind(&booking.order_id)
-    .bind(&booking.gpu_id)
-    .bind(&booking.gpu_model)
-    .bind(&booking.miner_id)
-    .bind(&booking.client_id)
-    .bind(&booking.job_id)
-    .bind(booking.duration.seconds())
-    .bind(booking.price_per_hour)
-    .bind(booking.total)
-    .bind(booking.multiplier)
-    .bind(&booking.policy)
-    .bind(booking.priced_by.as_flag())
-    .bind(booking.start_at)
-    .bind(booking.end_at)
-    .bind(booking.created_at)
-    .bind(&booking.pricing_decision)
-    .execute(&mut *tx)
-    .await;
+    match store.backend() {
+        Backend::Sqlite => {
+            let booking = booking.clone();
+            let price_state = price_state.cloned();
+            store
+                .write(move |conn| {
+                    Box::pin(async move { create_in(conn, &booking, price_state.as_ref()).await })
+                })
+                .await
+        }
+        Backend::Postgres => create_in_one_statement(store, booking, price_state).await,
+    }
+}
+
+async fn create_in(
+    conn: &mut AnyConnection,
+    booking: &Booking,
+    price_state: Option<&PriceState>,
+) -> StoreResult<BookOutcome> {
+    let inserted = bind_booking(sqlx::query(&INSERT_BOOKING), booking)
+        .execute(&mut *conn)
+        .await;
     match inserted {
         Ok(_) => {
             if let Some(state) = price_state {
-                super::price_state::record(&mut *tx, &booking.gpu_id, state, booking.created_at)
+                super::price_state::record(&mut *conn, &booking.gpu_id, state, booking.created_at)
                     .await?;
             }
-            tx.commit().await?;
             Ok(BookOutcome::Booked)
         }
-        Err(sqlx::Error::Database(db))
-            if db.is_unique_violation() || db.message().contains("gpu_not_available") =>
-        {
-            // Lost the race (or the GPU was never available): say what the GPU is now, after
-            // rolling back (a failed statement leaves a PostgreSQL transaction unusable).
-            tx.rollback().await?;
-            Ok(
-                match super::gpus::status_of(store, &booking.gpu_id).await? {
-                    None => BookOutcome::GpuMissing,
-                    Some(status) => BookOutcome::GpuNotAvailable(status),
-                },
-            )
+        // SQLite aborts the failed statement alone; the GPU's status as this transaction sees it
+        // includes the writes grouped before this one.
+        Err(err) if lost_the_gpu(&err) => {
+            Ok(lost_outcome(gpus::status_in(conn, &booking.gpu_id).await?))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+async fn create_in_one_statement(
+    store: &Store,
+    booking: &Booking,
+    price_state: Option<&PriceState>,
+) -> StoreResult<BookOutcome> {
+    let statement = match price_state {
+        None => bind_booking(sqlx::query(&INSERT_BOOKING), booking),
+        Some(state) => super::price_state::bind_state(
+            bind_booking(sqlx::query(&INSERT_BOOKING_WITH_STATE), booking),
+            state,
+        ),
+    };
+    match statement.execute(store.writer()).await {
+        Ok(_) => Ok(BookOutcome::Booked),
+        Err(err) if lost_the_gpu(&err) => {
+            Ok(lost_outcome(gpus::status_of(store, &booking.gpu_id).await?))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn lost_outcome(status: Option<GpuStatus>) -> BookOutcome {
+    match status {
+        None => BookOutcome::GpuMissing,
+        Some(status) => BookOutcome::GpuNotAvailable(status),
     }
 }
 
@@ -110,7 +180,7 @@ pub struct Ending<'a> {
 /// only matches while the booking is still active and unchanged, so of two replicas (or a sweeper and
 /// a release) racing, one wins.
 pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
-    let ended = sqlx::query(
+    let ended = store.execute(sqlx::query(
         "UPDATE bookings SET status = $1, ended_at = $2, refund_micro = $3, charged_micro = $4, \
          end_reason = $5, heartbeat_cutoff = $6, timeout_decision = COALESCE($9, timeout_decision) \
          WHERE id = $7 AND status = 'active' AND end_at = $8",
@@ -119,12 +189,11 @@ pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
     .bind(ending.ended_at)
     .bind(ending.refund)
     .bind(ending.charged)
-    .bind(ending.reason)
+    .bind(ending.reason.to_owned())
     .bind(ending.heartbeat_cutoff)
-    .bind(ending.booking_id)
+    .bind(ending.booking_id.clone())
     .bind(ending.expected_end_at)
-    .bind(ending.decision)
-    .execute(store.writer())
+    .bind(ending.decision.cloned()))
     .await?;
     Ok(ended.rows_affected() == 1)
 }
@@ -139,7 +208,7 @@ pub async fn reschedule(
     grace_until: Option<Timestamp>,
     decision: Option<&DecisionId>,
 ) -> StoreResult<bool> {
-    let result = sqlx::query(
+    let result = store.execute(sqlx::query(
         "UPDATE bookings SET end_at = $1, total_micro = $2, grace_until = $3, extensions = extensions + 1, \
          timeout_decision = COALESCE($7, timeout_decision) \
          WHERE id = $4 AND status = 'active' AND end_at = $5 AND extensions = $6",
@@ -147,11 +216,10 @@ pub async fn reschedule(
     .bind(new_end_at)
     .bind(new_total)
     .bind(grace_until)
-    .bind(&booking.id)
+    .bind(booking.id.clone())
     .bind(booking.end_at)
     .bind(booking.extensions)
-    .bind(decision)
-    .execute(store.writer())
+    .bind(decision.cloned()))
     .await?;
     Ok(result.rows_affected() == 1)
 }

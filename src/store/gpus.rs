@@ -1,5 +1,9 @@
 //! The GPU registry table.
 
+use std::sync::LazyLock;
+
+use sqlx::AnyConnection;
+
 use super::sql::{Sql, escape_like, qualified};
 use super::{Store, StoreResult};
 use crate::domain::model_name::PatternPart;
@@ -130,29 +134,35 @@ fn push_capability(sql: &mut Sql, capability: &str) {
         .push(" ESCAPE '\\'");
 }
 
-pub async fn insert(store: &Store, gpu: &Gpu) -> StoreResult<()> {
-    sqlx::query(&format!(
+static INSERT_GPU: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "INSERT INTO gpus ({GPU_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 0, 0, 0, $15, $16)"
-    ))
-    .bind(&gpu.id)
-    .bind(&gpu.miner_id)
-    .bind(&gpu.model)
-    .bind(&gpu.model_key)
-    .bind(gpu.memory_gb)
-    .bind(&gpu.cuda_version)
-    .bind(gpu.cuda_cores)
-    .bind(&gpu.compute_capability)
-    .bind(&gpu.region)
-    .bind(&gpu.description)
-    .bind(gpu.capabilities.to_json())
-    .bind(gpu.asking_price)
-    .bind(gpu.current_price)
-    .bind(gpu.status.as_str())
-    .bind(gpu.last_heartbeat)
-    .bind(gpu.created_at)
-    .execute(store.writer())
-    .await?;
+    )
+});
+
+pub async fn insert(store: &Store, gpu: &Gpu) -> StoreResult<()> {
+    store
+        .execute(
+            sqlx::query(&INSERT_GPU)
+                .bind(gpu.id.clone())
+                .bind(gpu.miner_id.clone())
+                .bind(gpu.model.clone())
+                .bind(gpu.model_key.clone())
+                .bind(gpu.memory_gb)
+                .bind(gpu.cuda_version.clone())
+                .bind(gpu.cuda_cores)
+                .bind(gpu.compute_capability.clone())
+                .bind(gpu.region.clone())
+                .bind(gpu.description.clone())
+                .bind(gpu.capabilities.to_json())
+                .bind(gpu.asking_price)
+                .bind(gpu.current_price)
+                .bind(gpu.status.as_str())
+                .bind(gpu.last_heartbeat)
+                .bind(gpu.created_at),
+        )
+        .await?;
     Ok(())
 }
 
@@ -230,13 +240,15 @@ pub async fn list(
 
 /// Removes a GPU from the catalogue unless it is booked. Rows stay for the order history.
 pub async fn soft_delete(store: &Store, id: &GpuId, now: Timestamp) -> StoreResult<bool> {
-    let result = sqlx::query(
-        "UPDATE gpus SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL AND status <> 'booked'",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(store.writer())
-    .await?;
+    let result = store
+        .execute(
+            sqlx::query(
+                "UPDATE gpus SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL AND status <> 'booked'",
+            )
+            .bind(now)
+            .bind(id.clone()),
+        )
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -247,41 +259,57 @@ pub async fn heartbeat(
     id: &GpuId,
     now: Timestamp,
 ) -> StoreResult<Option<GpuStatus>> {
-    let updated = sqlx::query(
-        "UPDATE gpus SET last_heartbeat = $1, \
-         status = CASE WHEN status = 'offline' THEN 'available' ELSE status END \
-         WHERE id = $2 AND deleted_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(store.writer())
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Ok(None);
-    }
-    status_of(store, id).await
+    let id = id.clone();
+    let status: Option<String> = store
+        .write_statement(move |conn| {
+            Box::pin(async move {
+                Ok(sqlx::query_scalar(
+                    "UPDATE gpus SET last_heartbeat = $1, \
+                     status = CASE WHEN status = 'offline' THEN 'available' ELSE status END \
+                     WHERE id = $2 AND deleted_at IS NULL RETURNING status",
+                )
+                .bind(now)
+                .bind(id)
+                .fetch_optional(conn)
+                .await?)
+            })
+        })
+        .await?;
+    parse_status(status)
 }
 
-/// A GPU's status as the writer sees it now (after a lost race, say).
-pub async fn status_of(store: &Store, id: &GpuId) -> StoreResult<Option<GpuStatus>> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(store.writer())
-            .await?;
+fn parse_status(status: Option<String>) -> StoreResult<Option<GpuStatus>> {
     status
         .map(|s| s.parse().map_err(super::StoreError::from))
         .transpose()
 }
 
+/// A GPU's status as the writer sees it now (after a lost race, say).
+pub async fn status_of(store: &Store, id: &GpuId) -> StoreResult<Option<GpuStatus>> {
+    let mut conn = store.writer().acquire().await?;
+    status_in(&mut conn, id).await
+}
+
+/// A GPU's status as seen from `conn` (inside a write's transaction, say).
+pub(super) async fn status_in(
+    conn: &mut AnyConnection,
+    id: &GpuId,
+) -> StoreResult<Option<GpuStatus>> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    parse_status(status)
+}
+
 /// Available GPUs whose heartbeat went silent turn offline. Booked ones are left to the timeout policy.
 pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResult<u64> {
-    let result = sqlx::query(
+    let result = store.execute(sqlx::query(
         "UPDATE gpus SET status = 'offline' WHERE status = 'available' AND deleted_at IS NULL \
          AND last_heartbeat IS NOT NULL AND last_heartbeat < $1",
     )
-    .bind(cutoff)
-    .execute(store.writer())
+    .bind(cutoff))
     .await?;
     Ok(result.rows_affected())
 }
@@ -289,9 +317,10 @@ pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResul
 /// GPUs per price-update statement (two parameters each, plus the id list).
 const PRICE_UPDATE_CHUNK: usize = 200;
 
-/// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU,
-/// since the writer is shared with bookings.
+/// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU, all
+/// in one transaction, since the writer is shared with bookings.
 pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> StoreResult<()> {
+    let mut statements = Vec::new();
     for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
         let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
         for (id, price) in chunk {
@@ -302,12 +331,18 @@ pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> 
         }
         sql.push(" ELSE current_price_micro END WHERE id IN ")
             .bind_list(chunk.iter().map(|(id, _)| id.clone()));
-        let (text, args) = sql.into_parts();
-        sqlx::query_with(&text, args)
-            .execute(store.writer())
-            .await?;
+        statements.push(sql.into_parts());
     }
-    Ok(())
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                for (text, args) in statements {
+                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
 }
 
 /// The distinct model keys in the catalogue.

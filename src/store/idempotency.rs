@@ -44,43 +44,43 @@ pub async fn claim(
     fingerprint: &Fingerprint,
     times: &ClaimTimes,
 ) -> StoreResult<Claim> {
-    sqlx::query(
+    store.execute(sqlx::query(
         "DELETE FROM idempotency_keys WHERE principal = $1 AND idem_key = $2 AND created_at < $3",
     )
-    .bind(principal)
-    .bind(key)
-    .bind(times.expired_before)
-    .execute(store.writer())
+    .bind(principal.to_owned())
+    .bind(key.to_owned())
+    .bind(times.expired_before))
     .await?;
-    let inserted = sqlx::query(
+    let inserted = store.execute(sqlx::query(
         "INSERT INTO idempotency_keys (principal, idem_key, request, body_sha256, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (principal, idem_key) DO NOTHING",
     )
-    .bind(principal)
-    .bind(key)
-    .bind(&fingerprint.request)
-    .bind(&fingerprint.body_sha256)
-    .bind(times.now)
-    .execute(store.writer())
+    .bind(principal.to_owned())
+    .bind(key.to_owned())
+    .bind(fingerprint.request.clone())
+    .bind(fingerprint.body_sha256.clone())
+    .bind(times.now))
     .await?
     .rows_affected();
     if inserted == 1 {
         return Ok(Claim::Claimed);
     }
-    let taken_over = sqlx::query(
-        "UPDATE idempotency_keys SET created_at = $3 \
+    let taken_over = store
+        .execute(
+            sqlx::query(
+                "UPDATE idempotency_keys SET created_at = $3 \
          WHERE principal = $1 AND idem_key = $2 AND status IS NULL AND created_at < $4 \
          AND request = $5 AND body_sha256 = $6",
-    )
-    .bind(principal)
-    .bind(key)
-    .bind(times.now)
-    .bind(times.stale_before)
-    .bind(&fingerprint.request)
-    .bind(&fingerprint.body_sha256)
-    .execute(store.writer())
-    .await?
-    .rows_affected();
+            )
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .bind(times.now)
+            .bind(times.stale_before)
+            .bind(fingerprint.request.clone())
+            .bind(fingerprint.body_sha256.clone()),
+        )
+        .await?
+        .rows_affected();
     if taken_over == 1 {
         return Ok(Claim::Claimed);
     }
@@ -132,37 +132,32 @@ pub async fn complete(
     status: u16,
     body: &str,
 ) -> StoreResult<()> {
-    sqlx::query(
+    store.execute(sqlx::query(
         "UPDATE idempotency_keys SET status = $3, response = $4 WHERE principal = $1 AND idem_key = $2",
     )
-    .bind(principal)
-    .bind(key)
+    .bind(principal.to_owned())
+    .bind(key.to_owned())
     .bind(i64::from(status))
-    .bind(body)
-    .execute(store.writer())
+    .bind(body.to_owned()))
     .await?;
     Ok(())
 }
 
 /// Gives an unanswered claim up (the request failed on the server's side), so a retry runs again.
 pub async fn release(store: &Store, principal: &str, key: &str) -> StoreResult<()> {
-    sqlx::query(
+    store.execute(sqlx::query(
         "DELETE FROM idempotency_keys WHERE principal = $1 AND idem_key = $2 AND status IS NULL",
     )
-    .bind(principal)
-    .bind(key)
-    .execute(store.writer())
+    .bind(principal.to_owned())
+    .bind(key.to_owned()))
     .await?;
     Ok(())
 }
 
 /// Deletes keys created before `before`; returns how many.
 pub async fn purge(store: &Store, before: i64) -> StoreResult<u64> {
-    Ok(
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(before)
-            .execute(store.writer())
-            .await?
-            .rows_affected(),
-    )
+    Ok(store
+        .execute(sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before))
+        .await?
+        .rows_affected())
 }

@@ -7,6 +7,7 @@ pub mod bids;
 pub mod bookings;
 pub mod decisions;
 pub mod gpus;
+mod group_commit;
 pub mod idempotency;
 pub mod price_state;
 pub mod prices;
@@ -14,8 +15,10 @@ pub mod reviews;
 mod sql;
 
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
+pub use group_commit::{Statement, WriteFuture, WriteStats};
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -42,6 +45,13 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// The commit of a group of writes failed: none of them is on disk.
+    #[error("database commit failed: {0}")]
+    Commit(Arc<sqlx::Error>),
+    /// The write's outcome never came: the SQLite write queue stopped, or the write panicked (and
+    /// was rolled back).
+    #[error("the database write was abandoned")]
+    WriteAbandoned,
     /// A row holds a value its type does not allow (written by hand, or by a newer version).
     #[error("database holds an invalid value: {0}")]
     InvalidValue(String),
@@ -59,12 +69,13 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Connection pools. SQLite allows one writer at a time, so it gets a single-connection writer pool
-/// (writers queue in the pool instead of failing with SQLITE_BUSY) beside a pool of readers; on
-/// PostgreSQL both are the same pool.
+/// (writers queue in the pool instead of failing with SQLITE_BUSY) beside a pool of readers, and its
+/// writes go through the group-commit queue ([`Store::write`]); on PostgreSQL both pools are the same.
 #[derive(Debug, Clone)]
 pub struct Store {
     reader: AnyPool,
     writer: AnyPool,
+    writes: Option<group_commit::WriteQueue>,
     backend: Backend,
     url: String,
 }
@@ -92,6 +103,7 @@ impl Store {
                 Self {
                     reader: pool.clone(),
                     writer: pool,
+                    writes: None,
                     backend,
                     url: redacted,
                 }
@@ -119,6 +131,7 @@ impl Store {
                 };
                 Self {
                     reader,
+                    writes: Some(group_commit::WriteQueue::start(writer.clone())),
                     writer,
                     backend,
                     url: redacted,

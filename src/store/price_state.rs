@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Store, StoreResult};
+use super::{Statement, Store, StoreResult};
 use crate::domain::{GpuId, PriceState, Timestamp};
 
 type Row = (String, f64, i64, f64, f64);
@@ -44,31 +44,49 @@ pub async fn for_model(store: &Store, model_key: &str) -> StoreResult<HashMap<St
         .collect())
 }
 
+/// Replaces a GPU's state with the new one.
+const ON_CONFLICT_REPLACE: &str = "ON CONFLICT (gpu_id) DO UPDATE SET anchor_price = excluded.anchor_price, \
+     anchor_unix = excluded.anchor_unix, last_price = excluded.last_price, \
+     last_multiplier = excluded.last_multiplier, updated_at = excluded.updated_at";
+
+/// Keeps the state bound by [`bind_state`] (`$17`..`$20`, after the booking's sixteen) for the GPU of
+/// the row of a `booked` CTE that inserted a booking (`gpu_id`, `created_at`), in the booking's
+/// statement (PostgreSQL).
+pub(super) fn upsert_from_booked() -> String {
+    format!(
+        "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
+         SELECT gpu_id, $18, $19, $20, $21, created_at FROM booked {ON_CONFLICT_REPLACE}"
+    )
+}
+
+pub(super) fn bind_state(statement: Statement, state: &PriceState) -> Statement {
+    statement
+        .bind(state.anchor_price)
+        .bind(state.anchor_unix)
+        .bind(state.last_price)
+        .bind(state.last_multiplier)
+}
+
 /// Keeps `state` as the GPU's last booked quote (replacing the one before); `bookings::create` calls
 /// it inside the booking's transaction.
-pub(super) async fn record<'e, E>(
-    executor: E,
+pub(super) async fn record(
+    conn: &mut sqlx::AnyConnection,
     gpu_id: &GpuId,
     state: &PriceState,
     now: Timestamp,
-) -> StoreResult<()>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    sqlx::query(
+) -> StoreResult<()> {
+    let sql = format!(
         "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (gpu_id) DO UPDATE SET anchor_price = excluded.anchor_price, \
-         anchor_unix = excluded.anchor_unix, last_price = excluded.last_price, \
-         last_multiplier = excluded.last_multiplier, updated_at = excluded.updated_at",
-    )
-    .bind(gpu_id)
-    .bind(state.anchor_price)
-    .bind(state.anchor_unix)
-    .bind(state.last_price)
-    .bind(state.last_multiplier)
-    .bind(now)
-    .execute(executor)
-    .await?;
+         VALUES ($1, $2, $3, $4, $5, $6) {ON_CONFLICT_REPLACE}"
+    );
+    sqlx::query(&sql)
+        .bind(gpu_id)
+        .bind(state.anchor_price)
+        .bind(state.anchor_unix)
+        .bind(state.last_price)
+        .bind(state.last_multiplier)
+        .bind(now)
+        .execute(conn)
+        .await?;
     Ok(())
 }

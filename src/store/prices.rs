@@ -8,8 +8,26 @@ use crate::domain::{ModelSample, Money, Timestamp};
 /// Records the samples of one bucket; a later sample of the same model and bucket (from this or another
 /// replica) replaces the earlier one.
 pub async fn record(store: &Store, samples: &[ModelSample], now: Timestamp) -> StoreResult<u64> {
-    let mut recorded = 0;
-    for sample in samples {
+    let samples = samples.to_vec();
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                let mut recorded = 0;
+                for sample in &samples {
+                    recorded += record_one(&mut *conn, sample, now).await?;
+                }
+                Ok(recorded)
+            })
+        })
+        .await
+}
+
+async fn record_one(
+    conn: &mut sqlx::AnyConnection,
+    sample: &ModelSample,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    {
         let result = sqlx::query(
             "INSERT INTO price_samples (model_key, bucket, model, average_price_micro, gpu_count, recorded_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -23,11 +41,10 @@ pub async fn record(store: &Store, samples: &[ModelSample], now: Timestamp) -> S
         .bind(sample.average_price)
         .bind(sample.gpu_count)
         .bind(now)
-        .execute(store.writer())
+        .execute(conn)
         .await?;
-        recorded += result.rows_affected();
+        Ok(result.rows_affected())
     }
-    Ok(recorded)
 }
 
 /// The samples of `model_keys` in their latest `points` buckets.

@@ -1,0 +1,315 @@
+//! Writes that share one commit (SQLite's group commit) still get each their own outcome: of bookings
+//! of one GPU exactly one wins, a conflicting or failing write fails alone, and every answered write is
+//! in the database after a reopen. On PostgreSQL (no write queue) the same writes race in the pool, and
+//! the outcomes must be the same.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestDatabase, eventually};
+use gpu_market::config::{DatabaseConfig, Secret};
+use gpu_market::domain::{
+    Booking, BookingDuration, BookingId, Capabilities, Gpu, GpuId, GpuStatus, Money, OrderId,
+    PricedBy, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp,
+};
+use gpu_market::store::bookings::{self, BookOutcome};
+use gpu_market::store::{Store, StoreError, gpus, reviews};
+
+const CONTENDERS: usize = 6;
+const OTHER_GPUS: usize = 5;
+
+async fn open(database: &TestDatabase) -> Store {
+    let config = DatabaseConfig {
+        url: Secret::new(database.url()),
+        ..DatabaseConfig::default()
+    };
+    let store = Store::connect(&config).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+fn gpu(now: Timestamp) -> Gpu {
+    Gpu {
+        id: GpuId::generate(),
+        miner_id: PrincipalId::from("miner"),
+        model: "RTX 4090".to_owned(),
+        model_key: "rtx4090".to_owned(),
+        memory_gb: 24.0,
+        cuda_version: None,
+        cuda_cores: None,
+        compute_capability: None,
+        region: None,
+        description: None,
+        capabilities: Capabilities::try_from("[]".to_owned()).expect("empty capabilities"),
+        asking_price: Money::from_micros(1_000_000),
+        current_price: Money::from_micros(1_000_000),
+        status: GpuStatus::Available,
+        total_bookings: 0,
+        rating_sum: 0,
+        rating_count: 0,
+        last_heartbeat: Some(now),
+        created_at: now,
+    }
+}
+
+fn booking(gpu: &Gpu, client: &str, now: Timestamp) -> Booking {
+    Booking {
+        id: BookingId::generate(),
+        order_id: OrderId::generate(),
+        gpu_id: gpu.id.clone(),
+        gpu_model: gpu.model.clone(),
+        miner_id: gpu.miner_id.clone(),
+        client_id: PrincipalId::from(client),
+        job_id: None,
+        duration: BookingDuration::from_seconds(3_600),
+        price_per_hour: Money::from_micros(1_000_000),
+        total: Money::from_micros(1_000_000),
+        refund: None,
+        charged: None,
+        status: gpu_market::domain::BookingStatus::Active,
+        multiplier: 1.0,
+        policy: "test".to_owned(),
+        priced_by: PricedBy::Policy,
+        extensions: 0,
+        grace_until: None,
+        start_at: now,
+        end_at: now.plus_seconds(3_600),
+        created_at: now,
+        ended_at: None,
+        end_reason: None,
+        pricing_decision: None,
+        timeout_decision: None,
+    }
+}
+
+fn review(gpu_id: &GpuId, now: Timestamp) -> Review {
+    Review {
+        id: ReviewId::generate(),
+        gpu_id: gpu_id.clone(),
+        reviewer_id: PrincipalId::from("reviewer"),
+        rating: Rating::new(4).expect("a valid rating"),
+        comment: None,
+        status: ReviewStatus::Accepted,
+        moderation_reason: String::new(),
+        policy: "test".to_owned(),
+        created_at: now,
+        decided_at: Some(now),
+        decision_id: None,
+    }
+}
+
+/// Inserts the review, then fails (its id again): a write whose first statement succeeded.
+async fn failing_write(store: &Store, review: Review) -> Result<(), StoreError> {
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                for _ in 0..2 {
+                    sqlx::query(
+                        "INSERT INTO reviews (id, gpu_id, reviewer_id, rating, status, policy, created_at) \
+                         VALUES ($1, $2, 'reviewer', 5, 'accepted', 'test', $3)",
+                    )
+                    .bind(review.id.as_str())
+                    .bind(review.gpu_id.as_str())
+                    .bind(review.created_at)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_one_commit_each_get_their_own_outcome() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    let store = open(&database).await;
+    let now = Timestamp::now();
+    let contested = gpu(now);
+    let others: Vec<Gpu> = (0..OTHER_GPUS).map(|_| gpu(now)).collect();
+    for gpu in std::iter::once(&contested).chain(&others) {
+        gpus::insert(&store, gpu).await.expect("register");
+    }
+    let before = store.write_stats();
+
+    // SQLite: while the test holds the writer's connection, every write below queues, and all of them
+    // go into the next group once it is released.
+    let held = if before.is_some() {
+        Some(store.writer().acquire().await.expect("hold the writer"))
+    } else {
+        None
+    };
+    let contenders: Vec<_> = (0..CONTENDERS)
+        .map(|i| {
+            let (store, booking) = (
+                store.clone(),
+                booking(&contested, &format!("client{i}"), now),
+            );
+            tokio::spawn(async move { bookings::create(&store, &booking, None).await })
+        })
+        .collect();
+    let other_bookings: Vec<_> = others
+        .iter()
+        .map(|gpu| {
+            let (store, booking) = (store.clone(), booking(gpu, "other", now));
+            tokio::spawn(async move { bookings::create(&store, &booking, None).await })
+        })
+        .collect();
+    let accepted_review = review(&others[0].id, now);
+    let review_write = {
+        let (store, review) = (store.clone(), accepted_review.clone());
+        tokio::spawn(async move { reviews::insert(&store, &review).await })
+    };
+    let half_written = review(&others[1].id, now);
+    let failing = {
+        let (store, review) = (store.clone(), half_written.clone());
+        tokio::spawn(async move { failing_write(&store, review).await })
+    };
+    let writes = (CONTENDERS + OTHER_GPUS + 2) as u64;
+    if held.is_some() {
+        eventually(Duration::from_secs(10), "every write to queue", || {
+            let stats = store.write_stats();
+            async move { stats.filter(|s| s.waiting == writes).map(|_| ()) }
+        })
+        .await;
+    }
+    drop(held);
+
+    let mut won = 0;
+    for contender in contenders {
+        match contender.await.expect("join").expect("booking") {
+            BookOutcome::Booked => won += 1,
+            BookOutcome::GpuNotAvailable(GpuStatus::Booked) => {}
+            other => panic!("a losing booking of the contested GPU answered {other:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one booking of the contested GPU wins");
+    for other in other_bookings {
+        assert_eq!(
+            other.await.expect("join").expect("booking"),
+            BookOutcome::Booked,
+            "a conflict on another GPU does not fail this booking"
+        );
+    }
+    review_write.await.expect("join").expect("review");
+    assert!(
+        failing.await.expect("join").is_err(),
+        "the failing write reports its own failure"
+    );
+
+    if let (Some(before), Some(after)) = (before, store.write_stats()) {
+        assert_eq!(
+            after.groups,
+            before.groups + 1,
+            "all the writes shared one commit"
+        );
+        // Every write but the failing one (a lost race is an answer, not a failure).
+        assert_eq!(after.committed, before.committed + writes - 1);
+    }
+
+    // Everything answered is in the database, seen from new connections; the failing write left nothing.
+    store.close().await;
+    let store = open(&database).await;
+    let active = bookings::count_active(&store).await.expect("count");
+    assert_eq!(active, 1 + OTHER_GPUS as i64);
+    for gpu in std::iter::once(&contested).chain(&others) {
+        assert_eq!(
+            gpus::status_of(&store, &gpu.id).await.expect("status"),
+            Some(GpuStatus::Booked)
+        );
+    }
+    assert!(
+        reviews::get(&store, &accepted_review.id)
+            .await
+            .expect("review")
+            .is_some()
+    );
+    assert!(
+        reviews::get(&store, &half_written.id)
+            .await
+            .expect("review")
+            .is_none(),
+        "a failed write is rolled back to its savepoint, its first statement too"
+    );
+    let counted = gpus::get(&store, &others[0].id)
+        .await
+        .expect("gpu")
+        .expect("the reviewed GPU");
+    assert_eq!((counted.rating_sum, counted.rating_count), (4, 1));
+    store.close().await;
+}
+
+/// Many concurrent bookings and releases over a few GPUs: never two active bookings on one GPU, and
+/// every answer matches what the database holds at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bookings_and_releases_never_double_book() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    let store = open(&database).await;
+    let now = Timestamp::now();
+    let fleet: Vec<Gpu> = (0..4).map(|_| gpu(now)).collect();
+    for gpu in &fleet {
+        gpus::insert(&store, gpu).await.expect("register");
+    }
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            let booking = booking(&fleet[i % fleet.len()], &format!("client{i}"), now);
+            tokio::spawn(async move {
+                let outcome = bookings::create(&store, &booking, None).await?;
+                if outcome != BookOutcome::Booked || i % 2 == 1 {
+                    return Ok::<_, StoreError>((outcome, None));
+                }
+                // Every other winner releases at once, racing the other bookings of its GPU.
+                let ending = bookings::Ending {
+                    booking_id: &booking.id,
+                    status: gpu_market::domain::BookingStatus::Completed,
+                    ended_at: now,
+                    refund: Money::from_micros(0),
+                    charged: booking.total,
+                    reason: "test",
+                    heartbeat_cutoff: Timestamp::from_micros(0),
+                    expected_end_at: booking.end_at,
+                    decision: None,
+                };
+                let ended = bookings::end(&store, &ending).await?;
+                Ok((outcome, Some((booking.id.clone(), ended))))
+            })
+        })
+        .collect();
+    let mut still_active = 0;
+    for task in tasks {
+        let (outcome, released) = task.await.expect("join").expect("store");
+        match (outcome, released) {
+            (BookOutcome::Booked, Some((_, true))) => {}
+            (BookOutcome::Booked, Some((id, false))) => panic!("release of {id} was refused"),
+            (BookOutcome::Booked, None) => still_active += 1,
+            (BookOutcome::GpuNotAvailable(_), _) => {}
+            (other, _) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert!(
+        still_active <= fleet.len(),
+        "{still_active} active bookings on {} GPUs",
+        fleet.len()
+    );
+    assert_eq!(
+        bookings::count_active(&store).await.expect("count"),
+        still_active as i64
+    );
+    for gpu in &fleet {
+        let active = bookings::active_for_gpu(&store, &gpu.id)
+            .await
+            .expect("active");
+        let status = gpus::status_of(&store, &gpu.id).await.expect("status");
+        let expected = if active.is_some() {
+            GpuStatus::Booked
+        } else {
+            GpuStatus::Available
+        };
+        assert_eq!(status, Some(expected), "GPU status follows its bookings");
+    }
+    store.close().await;
+}
