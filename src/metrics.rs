@@ -2,6 +2,8 @@
 //! the shared database (GPUs by status, active bookings) are read from it at scrape time, so every
 //! replica reports the same truth.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,6 +51,10 @@ pub struct Metrics {
     pub moderation_fallbacks: Counter,
     pub gpus: Family<StatusLabel, Gauge>,
     pub active_bookings: Gauge,
+    /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
+    pub price_refresh_seconds: Gauge<f64, AtomicU64>,
+    pub price_refresh_gpus: Gauge,
+    pub price_refreshes: Counter,
 }
 
 impl Metrics {
@@ -72,6 +78,9 @@ impl Metrics {
             moderation_fallbacks: slot("review-moderation"),
             gpus: Family::default(),
             active_bookings: Gauge::default(),
+            price_refresh_seconds: Gauge::default(),
+            price_refresh_gpus: Gauge::default(),
+            price_refreshes: Counter::default(),
         };
         registry.register(
             "gpu_market_http_requests",
@@ -112,6 +121,21 @@ impl Metrics {
             "gpu_market_active_bookings",
             "Bookings currently active",
             metrics.active_bookings.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refresh_seconds",
+            "Duration of the last full catalogue price refresh",
+            metrics.price_refresh_seconds.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refresh_gpus",
+            "GPUs quoted by the last full catalogue price refresh",
+            metrics.price_refresh_gpus.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refreshes",
+            "Full catalogue price refreshes completed",
+            metrics.price_refreshes.clone(),
         );
         metrics
     }
