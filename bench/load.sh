@@ -417,3 +417,9 @@ for b in "${BACKENDS[@]}"; do
         echo "  $b $scenario: ${RESULT["$b,$scenario,errors"]}"
     done
 done
+
+# ---- optional: the scale scenario (issue 10), owned by bench/scale.sh --------------------------------
+if [[ "${BENCH_SCALE:-0}" == 1 ]]; then
+    echo
+    BENCH_BIN="$BIN" "$ROOT/bench/scale.sh"
+fi

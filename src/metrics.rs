@@ -2,6 +2,8 @@
 //! the shared database (GPUs by status, active bookings) are read from it at scrape time, so every
 //! replica reports the same truth.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,6 +55,10 @@ pub struct Metrics {
     /// average group size.
     pub db_commits: Gauge,
     pub db_writes_committed: Gauge,
+    /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
+    pub price_refresh_seconds: Gauge<f64, AtomicU64>,
+    pub price_refresh_gpus: Gauge,
+    pub price_refreshes: Counter,
 }
 
 impl Metrics {
@@ -78,6 +84,9 @@ impl Metrics {
             active_bookings: Gauge::default(),
             db_commits: Gauge::default(),
             db_writes_committed: Gauge::default(),
+            price_refresh_seconds: Gauge::default(),
+            price_refresh_gpus: Gauge::default(),
+            price_refreshes: Counter::default(),
         };
         registry.register(
             "gpu_market_http_requests",
@@ -128,6 +137,21 @@ impl Metrics {
             "gpu_market_db_writes_committed",
             "SQLite writes committed by this process",
             metrics.db_writes_committed.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refresh_seconds",
+            "Duration of the last full catalogue price refresh",
+            metrics.price_refresh_seconds.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refresh_gpus",
+            "GPUs quoted by the last full catalogue price refresh",
+            metrics.price_refresh_gpus.clone(),
+        );
+        registry.register(
+            "gpu_market_price_refreshes",
+            "Full catalogue price refreshes completed",
+            metrics.price_refreshes.clone(),
         );
         metrics
     }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +21,18 @@ const MAX_MODEL_GPUS: i64 = 100_000;
 /// Market events arriving within this window are folded into one refresh: under a booking storm the
 /// catalogue is repriced at most a few times a second instead of after every booking.
 const REFRESH_DEBOUNCE: Duration = Duration::from_millis(200);
+/// The pause before the next event-driven pass, in multiples of the last pass's duration.
+const REFRESH_PAUSE_FACTOR: u32 = 3;
+
+/// What a refresh did: GPUs quoted, and those whose current price changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    pub quoted: usize,
+    pub changed: usize,
+}
 
 /// Recomputes the current price of every GPU of one model with one batch call.
-pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> Result<usize> {
+pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> Result<Refreshed> {
     let filter = GpuFilter {
         matching: Matching::Model(ModelFilter::exact(model_key)),
         ..GpuFilter::default()
@@ -31,12 +40,13 @@ pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> 
     let rows = gpus::list(
         &market.store,
         &filter,
-        GpuOrder::Id,
+        // The model's listing index gives this order without a sort; any order would do.
+        GpuOrder::CreatedAsc,
         Page::first(MAX_MODEL_GPUS),
     )
     .await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Refreshed::default());
     }
     let keys = [model_key.to_owned()];
     let counts = StatusCounts::of(rows.iter().map(|g| g.status));
@@ -65,15 +75,36 @@ pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> 
         gpus::update_current_prices(&market.store, &changed).await?;
         market.catalogue_changed();
     }
-    Ok(changed.len())
+    Ok(Refreshed {
+        quoted: rows.len(),
+        changed: changed.len(),
+    })
 }
 
-pub async fn refresh_all(market: &Market) -> Result<()> {
+/// Reprices the whole catalogue, model by model, and reports how long it took in the metrics.
+pub async fn refresh_all(market: &Market) -> Result<Refreshed> {
+    let started = Instant::now();
     let now = Timestamp::now();
+    let mut total = Refreshed::default();
     for key in gpus::model_keys(&market.store).await? {
-        refresh_model(market, &key, now).await?;
+        let model = refresh_model(market, &key, now).await?;
+        total.quoted += model.quoted;
+        total.changed += model.changed;
     }
-    Ok(())
+    let seconds = started.elapsed().as_secs_f64();
+    let metrics = &market.metrics;
+    metrics.price_refresh_seconds.set(seconds);
+    metrics
+        .price_refresh_gpus
+        .set(i64::try_from(total.quoted).unwrap_or(i64::MAX));
+    metrics.price_refreshes.inc();
+    tracing::debug!(
+        seconds,
+        quoted = total.quoted,
+        changed = total.changed,
+        "catalogue repriced"
+    );
+    Ok(total)
 }
 
 /// Models whose prices need recomputing after a market event (register, book, release, expiry).
@@ -111,6 +142,7 @@ pub async fn run_refresher(market: Market, shutdown: CancellationToken) {
         market.config.pricing.history_interval_seconds,
     ));
     let wake = market.prices.wake.clone();
+    let mut pause = REFRESH_DEBOUNCE;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -125,13 +157,18 @@ pub async fn run_refresher(market: Market, shutdown: CancellationToken) {
                 }
             }
             () = wake.notified() => {
-                tokio::time::sleep(REFRESH_DEBOUNCE).await;
+                tokio::time::sleep(pause).await;
+                let started = Instant::now();
                 let now = Timestamp::now();
                 for key in market.prices.take_dirty() {
                     if let Err(err) = refresh_model(&market, &key, now).await {
                         tracing::warn!(model = %key, error = %err, "price refresh failed");
                     }
                 }
+                // A model's repricing costs its GPU count: on a large market under a booking storm,
+                // passes back to back would take a core from the requests. Waiting three times as
+                // long as the last pass took keeps repricing to about a quarter of one core.
+                pause = REFRESH_DEBOUNCE.max(started.elapsed() * REFRESH_PAUSE_FACTOR);
                 if let Err(err) = record_history_if_new_bucket(&market).await {
                     tracing::warn!(error = %err, "recording price history failed");
                 }

@@ -5,11 +5,12 @@ use std::sync::LazyLock;
 use sqlx::AnyConnection;
 
 use super::sql::{Sql, escape_like, qualified};
-use super::{Store, StoreResult};
+use super::{Backend, Store, StoreResult};
 use crate::domain::model_name::PatternPart;
 use crate::domain::{
     Gpu, GpuId, GpuStatus, ModelFilter, Money, PrincipalId, StatusCounts, Timestamp,
 };
+use sqlx::Row;
 
 const GPU_COLUMNS: &str = "id, miner_id, model, model_key, memory_gb, cuda_version, cuda_cores, \
     compute_capability, region, description, capabilities, price_micro, current_price_micro, status, \
@@ -104,34 +105,104 @@ fn like_pattern(filter: &ModelFilter) -> String {
     pattern
 }
 
-/// A `LIKE` pattern over the lower-cased JSON text of a capability list that matches one whole element.
-fn capability_pattern(capability: &str) -> String {
-    let quoted = serde_json::to_string(&capability.to_lowercase()).unwrap_or_default();
-    format!("%{}%", escape_like(&quoted))
+/// A capability as stored in `gpu_capabilities` and compared by the filters: case-insensitive.
+fn capability_key(capability: &str) -> String {
+    capability.to_lowercase()
 }
 
-/// A `LIKE` pattern over the lower-cased JSON text of a capability list that matches when one element
-/// contains `text`. The text is JSON-escaped like the stored elements, so a `"` in it is `\"` and can
-/// never match the quote that closes one element and opens the next.
+/// A `LIKE` pattern over capability names that matches when one contains `text`.
 fn capability_substring_pattern(text: &str) -> String {
-    let quoted = serde_json::to_string(&text.to_lowercase()).unwrap_or_default();
-    let inner = quoted
-        .strip_prefix('"')
-        .and_then(|q| q.strip_suffix('"'))
-        .unwrap_or(&quoted);
-    format!("%\"%{}%\"%", escape_like(inner))
+    format!("%{}%", escape_like(&capability_key(text)))
 }
 
-fn push_model(sql: &mut Sql, filter: &ModelFilter) {
-    sql.push("model_key LIKE ")
-        .bind(like_pattern(filter))
-        .push(" ESCAPE '\\'");
+/// Names resolved from a vocabulary table beyond this many are matched by a subquery instead of a
+/// bound list, which both backends cap in size.
+const MAX_BOUND_NAMES: usize = 500;
+
+/// What a name pattern matched in its vocabulary (`gpu_models` or `capability_names`). Patterns are
+/// resolved against those few rows first so the GPUs are then found through exact, indexed values
+/// (a substring `LIKE` over 100 000 rows reads them all); one model key keeps the listing order of
+/// its index, so a page reads only the rows it shows.
+enum Names {
+    None,
+    Listed(Vec<String>),
+    /// Too many to bind: `column IN (SELECT name FROM table WHERE name LIKE pattern)`.
+    Pattern(String),
 }
 
-fn push_capability(sql: &mut Sql, capability: &str) {
-    sql.push("LOWER(capabilities) LIKE ")
-        .bind(capability_pattern(capability))
-        .push(" ESCAPE '\\'");
+impl Names {
+    async fn resolve(
+        store: &Store,
+        table: &str,
+        column: &str,
+        pattern: String,
+    ) -> StoreResult<Self> {
+        let names: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT {column} FROM {table} WHERE {column} LIKE $1 ESCAPE '\\'"
+        ))
+        .bind(&pattern)
+        .fetch_all(store.reader())
+        .await?;
+        Ok(match names.len() {
+            0 => Self::None,
+            n if n > MAX_BOUND_NAMES => Self::Pattern(pattern),
+            _ => Self::Listed(names),
+        })
+    }
+
+    async fn models(store: &Store, filter: &ModelFilter) -> StoreResult<Self> {
+        Self::resolve(store, "gpu_models", "model_key", like_pattern(filter)).await
+    }
+
+    async fn capabilities_containing(store: &Store, text: &str) -> StoreResult<Self> {
+        Self::resolve(
+            store,
+            "capability_names",
+            "capability",
+            capability_substring_pattern(text),
+        )
+        .await
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::None)
+    }
+
+    /// `column` is one of the names (nothing when there are none: check [`Self::is_empty`] first).
+    fn push_match(&self, sql: &mut Sql, column: &str, table: &str, name_column: &str) {
+        match self {
+            Self::None => {}
+            Self::Listed(names) if names.len() == 1 => {
+                sql.push(column).push(" = ").bind(names[0].clone());
+            }
+            Self::Listed(names) => {
+                sql.push(column)
+                    .push(" IN ")
+                    .bind_list(names.iter().cloned());
+            }
+            Self::Pattern(pattern) => {
+                sql.push(column)
+                    .push(&format!(
+                        " IN (SELECT {name_column} FROM {table} WHERE {name_column} LIKE "
+                    ))
+                    .bind(pattern.clone())
+                    .push(" ESCAPE '\\')");
+            }
+        }
+    }
+
+    fn push_model(&self, sql: &mut Sql) {
+        self.push_match(sql, "model_key", "gpu_models", "model_key");
+    }
+}
+
+/// Has this capability (whole, case-insensitive): a probe of `gpu_capabilities` by primary key per row.
+fn push_has_capability(sql: &mut Sql, capability: &str) {
+    sql.push(
+        "EXISTS (SELECT 1 FROM gpu_capabilities c WHERE c.gpu_id = gpus.id AND c.capability = ",
+    )
+    .bind(capability_key(capability))
+    .push(")");
 }
 
 static INSERT_GPU: LazyLock<String> = LazyLock::new(|| {
@@ -141,28 +212,68 @@ static INSERT_GPU: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Registers a GPU with its model and capability names, in one transaction (group-committed on
+/// SQLite).
 pub async fn insert(store: &Store, gpu: &Gpu) -> StoreResult<()> {
+    let gpu = gpu.clone();
     store
-        .execute(
-            sqlx::query(&INSERT_GPU)
-                .bind(gpu.id.clone())
-                .bind(gpu.miner_id.clone())
-                .bind(gpu.model.clone())
-                .bind(gpu.model_key.clone())
-                .bind(gpu.memory_gb)
-                .bind(gpu.cuda_version.clone())
-                .bind(gpu.cuda_cores)
-                .bind(gpu.compute_capability.clone())
-                .bind(gpu.region.clone())
-                .bind(gpu.description.clone())
-                .bind(gpu.capabilities.to_json())
-                .bind(gpu.asking_price)
-                .bind(gpu.current_price)
-                .bind(gpu.status.as_str())
-                .bind(gpu.last_heartbeat)
-                .bind(gpu.created_at),
-        )
+        .write(move |conn| Box::pin(async move { insert_in(conn, &gpu).await }))
+        .await
+}
+
+async fn insert_in(tx: &mut sqlx::AnyConnection, gpu: &Gpu) -> StoreResult<()> {
+    sqlx::query(&INSERT_GPU)
+        .bind(&gpu.id)
+        .bind(&gpu.miner_id)
+        .bind(&gpu.model)
+        .bind(&gpu.model_key)
+        .bind(gpu.memory_gb)
+        .bind(&gpu.cuda_version)
+        .bind(gpu.cuda_cores)
+        .bind(&gpu.compute_capability)
+        .bind(&gpu.region)
+        .bind(&gpu.description)
+        .bind(gpu.capabilities.to_json())
+        .bind(gpu.asking_price)
+        .bind(gpu.current_price)
+        .bind(gpu.status.as_str())
+        .bind(gpu.last_heartbeat)
+        .bind(gpu.created_at)
+        .execute(&mut *tx)
         .await?;
+    sqlx::query("INSERT INTO gpu_models (model_key) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(&gpu.model_key)
+        .execute(&mut *tx)
+        .await?;
+    let mut capabilities: Vec<String> = gpu
+        .capabilities
+        .0
+        .iter()
+        .map(|c| capability_key(c))
+        .collect();
+    capabilities.sort();
+    capabilities.dedup();
+    if !capabilities.is_empty() {
+        let mut rows =
+            Sql::new("INSERT INTO gpu_capabilities (gpu_id, capability, created_at) VALUES ");
+        let mut names = Sql::new("INSERT INTO capability_names (capability) VALUES ");
+        for (i, capability) in capabilities.iter().enumerate() {
+            let separator = if i == 0 { "(" } else { ", (" };
+            rows.push(separator)
+                .bind(gpu.id.clone())
+                .push(", ")
+                .bind(capability.clone())
+                .push(", ")
+                .bind(gpu.created_at)
+                .push(")");
+            names.push(separator).bind(capability.clone()).push(")");
+        }
+        names.push(" ON CONFLICT DO NOTHING");
+        for statement in [rows, names] {
+            let (text, args) = statement.into_parts();
+            sqlx::query_with(&text, args).execute(&mut *tx).await?;
+        }
+    }
     Ok(())
 }
 
@@ -174,37 +285,167 @@ pub async fn get(store: &Store, id: &GpuId) -> StoreResult<Option<Gpu>> {
         .await?)
 }
 
+/// A [`Matching`] with its name patterns resolved; None when it can match nothing.
+enum Resolved<'a> {
+    Any,
+    Model(Names),
+    Capability(&'a str),
+    Both(Names, &'a str),
+    ModelOrCapability(Names, Names),
+}
+
+impl<'a> Resolved<'a> {
+    async fn of(store: &Store, matching: &'a Matching) -> StoreResult<Option<Self>> {
+        let resolved = match matching {
+            Matching::Any => Self::Any,
+            Matching::Model(model) => Self::Model(Names::models(store, model).await?),
+            Matching::Capability(capability) => Self::Capability(capability),
+            Matching::Both(model, capability) => {
+                Self::Both(Names::models(store, model).await?, capability)
+            }
+            Matching::ModelOrCapability(model, text) => Self::ModelOrCapability(
+                Names::models(store, model).await?,
+                Names::capabilities_containing(store, text).await?,
+            ),
+        };
+        let matches_nothing = match &resolved {
+            Self::Model(models) | Self::Both(models, _) => models.is_empty(),
+            Self::ModelOrCapability(models, capabilities) => {
+                models.is_empty() && capabilities.is_empty()
+            }
+            Self::Any | Self::Capability(_) => false,
+        };
+        Ok((!matches_nothing).then_some(resolved))
+    }
+
+    fn capability(&self) -> Option<&'a str> {
+        match self {
+            Self::Capability(capability) | Self::Both(_, capability) => Some(capability),
+            _ => None,
+        }
+    }
+}
+
 pub async fn list(
     store: &Store,
     filter: &GpuFilter,
     order: GpuOrder,
     page: Page,
 ) -> StoreResult<Vec<Gpu>> {
-    let mut sql = Sql::new(format!(
-        "SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"
-    ));
-    match &filter.matching {
-        Matching::Any => {}
-        Matching::Model(model) => {
-            sql.push(" AND ");
-            push_model(&mut sql, model);
+    let Some(sql) = list_query(store, filter, order, page).await? else {
+        return Ok(Vec::new());
+    };
+    let (text, args) = sql.into_parts();
+    Ok(sqlx::query_as_with(&text, args)
+        .fetch_all(store.reader())
+        .await?)
+}
+
+/// The database's plan for [`list`], one line per step (empty when the filter matches nothing
+/// without a query): `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL with sequential scans
+/// and sorts discouraged, so that on a small table (where PostgreSQL rightly prefers reading
+/// everything) it still shows which index can serve the query and its order.
+pub async fn explain_list(
+    store: &Store,
+    filter: &GpuFilter,
+    order: GpuOrder,
+    page: Page,
+) -> StoreResult<Vec<String>> {
+    let Some(sql) = list_query(store, filter, order, page).await? else {
+        return Ok(Vec::new());
+    };
+    let (text, args) = sql.into_parts();
+    let mut tx = store.reader().begin().await?;
+    let (explain, detail_column) = match store.backend() {
+        Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
+        Backend::Postgres => {
+            for setting in ["enable_seqscan", "enable_sort"] {
+                sqlx::query(&format!("SET LOCAL {setting} = off"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            ("EXPLAIN", 0)
         }
-        Matching::Capability(capability) => {
-            sql.push(" AND ");
-            push_capability(&mut sql, capability);
+    };
+    let rows = sqlx::query_with(&format!("{explain} {text}"), args)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<String, _>(detail_column)?))
+        .collect()
+}
+
+/// The catalogue read for a filter, or None when it can match nothing.
+async fn list_query(
+    store: &Store,
+    filter: &GpuFilter,
+    order: GpuOrder,
+    page: Page,
+) -> StoreResult<Option<Sql>> {
+    let Some(matching) = Resolved::of(store, &filter.matching).await? else {
+        return Ok(None);
+    };
+    // A capability filter in the default (creation) order reads the GPUs through the capability's
+    // listing index: a page costs its own rows however rare or common the capability is. In another
+    // order each row is probed instead.
+    let capability_listing = match order {
+        GpuOrder::CreatedAsc => Some("c.created_at ASC, c.gpu_id ASC"),
+        GpuOrder::CreatedDesc => Some("c.created_at DESC, c.gpu_id DESC"),
+        _ => None,
+    }
+    .zip(matching.capability());
+    let mut sql = match capability_listing {
+        Some((_, capability)) => {
+            let mut sql = Sql::new(format!(
+                "SELECT {} FROM gpu_capabilities c JOIN gpus ON gpus.id = c.gpu_id \
+                 WHERE c.capability = ",
+                qualified("gpus", GPU_COLUMNS)
+            ));
+            sql.bind(capability_key(capability))
+                .push(" AND gpus.deleted_at IS NULL");
+            sql
         }
-        Matching::Both(model, capability) => {
+        None => Sql::new(format!(
+            "SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"
+        )),
+    };
+    match &matching {
+        Resolved::Any => {}
+        Resolved::Model(models) => {
             sql.push(" AND ");
-            push_model(&mut sql, model);
-            sql.push(" AND ");
-            push_capability(&mut sql, capability);
+            models.push_model(&mut sql);
         }
-        Matching::ModelOrCapability(model, text) => {
-            sql.push(" AND (");
-            push_model(&mut sql, model);
-            sql.push(" OR LOWER(capabilities) LIKE ")
-                .bind(capability_substring_pattern(text))
-                .push(" ESCAPE '\\')");
+        Resolved::Capability(capability) => {
+            if capability_listing.is_none() {
+                sql.push(" AND ");
+                push_has_capability(&mut sql, capability);
+            }
+        }
+        Resolved::Both(models, capability) => {
+            sql.push(" AND ");
+            models.push_model(&mut sql);
+            if capability_listing.is_none() {
+                sql.push(" AND ");
+                push_has_capability(&mut sql, capability);
+            }
+        }
+        Resolved::ModelOrCapability(models, capabilities) if capabilities.is_empty() => {
+            sql.push(" AND ");
+            models.push_model(&mut sql);
+        }
+        Resolved::ModelOrCapability(models, capabilities) => {
+            // A union of two indexed lookups: an OR of an IN list and an IN subquery is a full
+            // scan on PostgreSQL.
+            sql.push(" AND id IN (");
+            if !models.is_empty() {
+                sql.push("SELECT id FROM gpus WHERE deleted_at IS NULL AND ");
+                models.push_model(&mut sql);
+                sql.push(" UNION ");
+            }
+            sql.push("SELECT gpu_id FROM gpu_capabilities WHERE ");
+            capabilities.push_match(&mut sql, "capability", "capability_names", "capability");
+            sql.push(")");
         }
     }
     if !filter.statuses.is_empty() {
@@ -227,15 +468,13 @@ pub async fn list(
     if let Some(miner_id) = &filter.miner_id {
         sql.push(" AND miner_id = ").bind(miner_id.clone());
     }
-    sql.push(" ORDER BY ").push(order.sql());
+    sql.push(" ORDER BY ")
+        .push(capability_listing.map_or_else(|| order.sql(), |(by, _)| by));
     sql.push(" LIMIT ")
         .bind(page.limit)
         .push(" OFFSET ")
         .bind(page.offset);
-    let (text, args) = sql.into_parts();
-    Ok(sqlx::query_as_with(&text, args)
-        .fetch_all(store.reader())
-        .await?)
+    Ok(Some(sql))
 }
 
 /// Removes a GPU from the catalogue unless it is booked. Rows stay for the order history.
@@ -345,10 +584,11 @@ pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> 
         .await
 }
 
-/// The distinct model keys in the catalogue.
+/// The model keys ever registered (a few may have no GPU left), from their small table rather than
+/// a scan of the catalogue.
 pub async fn model_keys(store: &Store) -> StoreResult<Vec<String>> {
     Ok(
-        sqlx::query_scalar("SELECT DISTINCT model_key FROM gpus WHERE deleted_at IS NULL")
+        sqlx::query_scalar("SELECT model_key FROM gpu_models ORDER BY model_key")
             .fetch_all(store.reader())
             .await?,
     )
@@ -441,14 +681,14 @@ mod tests {
     }
 
     #[test]
-    fn capability_matches_a_whole_quoted_element() {
-        assert_eq!(capability_pattern("FP16"), "%\"fp16\"%");
+    fn capabilities_compare_lower_cased() {
+        assert_eq!(capability_key("FP16"), "fp16");
+        assert_eq!(capability_key("ÜBER"), "über");
     }
 
     #[test]
-    fn capability_substrings_stay_inside_one_element() {
-        assert_eq!(capability_substring_pattern("Llama2"), "%\"%llama2%\"%");
-        // A quote in the text is escaped as the stored JSON escapes it, LIKE wildcards are literal.
-        assert_eq!(capability_substring_pattern("a\"b_"), "%\"%a\\\\\"b\\_%\"%");
+    fn capability_substrings_are_literal_like_patterns() {
+        assert_eq!(capability_substring_pattern("Llama2"), "%llama2%");
+        assert_eq!(capability_substring_pattern("a\"b_%"), "%a\"b\\_\\%%");
     }
 }
