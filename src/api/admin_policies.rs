@@ -18,7 +18,7 @@ use super::error::ErrorBody;
 use super::extract::ApiQuery;
 use crate::domain::Timestamp;
 use crate::error::{Error, Result};
-use crate::market::decision_log::parse_instant;
+use crate::market::decision_log::parse_rfc3339;
 use crate::market::policy_admin::{CanaryReport, ShadowReport, SlotStatus};
 use crate::policy::wasm::SIGNATURE_HEADER;
 
@@ -42,7 +42,9 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportParams {
-    /// RFC 3339 time or unix seconds; default: since the candidate version was loaded.
+    /// From this time on (RFC 3339); default: since the candidate
+    /// version was loaded.
+    #[param(format = DateTime)]
     pub since: Option<String>,
 }
 
@@ -50,8 +52,7 @@ impl ReportParams {
     fn since(&self) -> Result<Option<Timestamp>> {
         self.since
             .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_instant("since", s))
+            .map(|s| parse_rfc3339("since", s))
             .transpose()
     }
 }

@@ -12,7 +12,7 @@ use super::auth::Admin;
 use super::error::ErrorBody;
 use super::extract::ApiQuery;
 use crate::error::Result;
-use crate::market::decision_log::{self, DecisionQuery, parse_instant};
+use crate::market::decision_log::{self, DecisionQuery, parse_rfc3339};
 use crate::store::decisions::LoggedDecision;
 
 pub fn router() -> OpenApiRouter<ApiContext> {
@@ -25,12 +25,16 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[into_params(parameter_in = Query)]
 pub struct DecisionParams {
     /// pricing, booking-timeout or review-moderation.
+    #[param(schema_with = slot_schema)]
     pub slot: Option<String>,
     /// live, canary or shadow.
+    #[param(schema_with = role_schema)]
     pub role: Option<String>,
-    /// RFC 3339 time or unix seconds: decisions at or after it.
+    /// Decisions at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339 time or unix seconds: decisions before it.
+    /// Decisions before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     pub gpu_id: Option<String>,
     /// true: only decisions the fallback answered; false: only the module's own.
@@ -39,6 +43,22 @@ pub struct DecisionParams {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
+}
+
+/// One of `words`, or empty for all.
+fn words_schema(words: &[&str]) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(words.iter().copied().chain([""])))
+        .build()
+}
+
+fn slot_schema() -> utoipa::openapi::Object {
+    words_schema(&["pricing", "booking-timeout", "review-moderation"])
+}
+
+fn role_schema() -> utoipa::openapi::Object {
+    words_schema(&["live", "canary", "shadow"])
 }
 
 /// One page of the decision log.
@@ -58,7 +78,7 @@ pub async fn list_decisions(
     _: Admin,
     ApiQuery(params): ApiQuery<DecisionParams>,
 ) -> Result<Json<DecisionPage>> {
-    let instant = |name, text: Option<String>| text.map(|t| parse_instant(name, &t)).transpose();
+    let instant = |name, text: Option<String>| text.map(|t| parse_rfc3339(name, &t)).transpose();
     let query = DecisionQuery {
         slot: params.slot.filter(|s| !s.is_empty()),
         role: params.role.filter(|s| !s.is_empty()),

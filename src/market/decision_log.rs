@@ -213,16 +213,21 @@ pub fn slot_name(slot: &str) -> Result<&'static str> {
         })
 }
 
-/// An instant as the API and CLI take it: RFC 3339 (`2026-11-26T06:00:00Z`) or unix seconds.
+/// An instant as the CLI takes it: RFC 3339 (`2026-11-26T06:00:00Z`) or unix seconds.
 pub fn parse_instant(name: &str, text: &str) -> Result<Timestamp> {
-    if let Ok(seconds) = text.parse::<i64>() {
-        return Ok(Timestamp::from_unix_seconds(seconds));
+    match text.parse::<i64>() {
+        Ok(seconds) => Ok(Timestamp::from_unix_seconds(seconds)),
+        Err(_) => parse_rfc3339(name, text),
     }
+}
+
+/// An instant as the API takes it (the OpenAPI `date-time` format): RFC 3339.
+pub fn parse_rfc3339(name: &str, text: &str) -> Result<Timestamp> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| Timestamp::from_micros(t.timestamp_micros()))
         .map_err(|_| {
             Error::bad_request(format!(
-                "{name} must be an RFC 3339 time (2026-11-26T06:00:00Z) or unix seconds, not {text:?}"
+                "{name} must be an RFC 3339 time (2026-11-26T06:00:00Z), not {text:?}"
             ))
         })
 }
