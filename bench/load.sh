@@ -17,6 +17,9 @@
 # flush) and prints committed writes per second (successful books + releases) ÷ serial syncs per second.
 # Above 1, commits share syncs. SQLite runs with sqlite_synchronous = "full".
 #
+# BENCH_LIFECYCLE=1 (or only) adds the policy lifecycle's cost: cycles with the decision log off, on, and
+# on with a pricing shadow, alternated over BENCH_ROUNDS (2) rounds on fresh databases.
+#
 # Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100), BENCH_SYNC_SECONDS (3: SQLite's sync probe), BENCH_SYNC_COMMITS (2000: PostgreSQL's).
 set -euo pipefail
 
@@ -263,7 +266,7 @@ run_wrk() { # backend scenario script url
     local backend="$1" scenario="$2" script="$3" url="$4"
     GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$script" "$url" >/dev/null 2>&1 || true
-    if [[ "$scenario" == cycle ]]; then reset_bookings "$url"; fi
+    if [[ "$scenario" == cycle* ]]; then reset_bookings "$url"; fi
     local out
     out="$(GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$script" "$url")"
@@ -284,7 +287,7 @@ run_wrk() { # backend scenario script url
     failed="$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")"
     local rps per_s
     rps="$(awk -v n="$requests" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
-    if [[ "$scenario" == cycle ]]; then
+    if [[ "$scenario" == cycle* ]]; then
         per_s="$(awk -v n="$cycles" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
     else
         per_s="$rps"
@@ -304,28 +307,46 @@ reset_bookings() {
     done <"$WORK/ids"
 }
 
-bench_backend() { # name database_url
-    local backend="$1" database_url="$2"
-    local port base
+# Starts the server on `database_url` with the deployed policies (BENCH_POLICIES=builtin: the native
+# rules) and `variant`'s changes: "log-off" disables the decision log, "shadow" adds
+# pricing-scarcity.wasm as the pricing slot's shadow. Sets SERVER_PID and BASE.
+start_server() { # backend database_url variant
+    local backend="$1" database_url="$2" variant="${3:-}"
+    local port
     port="$(free_port)"
-    base="http://127.0.0.1:$port"
+    BASE="http://127.0.0.1:$port"
+    rm -rf "$WORK/$backend/policies"
     mkdir -p "$WORK/$backend/policies"
-    # The deployed WebAssembly policies by default; BENCH_POLICIES=builtin runs the native built-in rules.
     if [[ "${BENCH_POLICIES:-wasm}" != builtin ]]; then
         cp "$ROOT"/policies/policies.toml "$ROOT"/policies/*.wasm "$WORK/$backend/policies/"
     fi
-    say "starting gpu-market on $backend ($base), policies: ${BENCH_POLICIES:-wasm}"
+    local log_enabled=true
+    case "$variant" in
+        log-off) log_enabled=false ;;
+        shadow) printf '\n[pricing.shadow]\nfile = "pricing-scarcity.wasm"\n' >>"$WORK/$backend/policies/policies.toml" ;;
+    esac
+    say "starting gpu-market on $backend ($BASE), policies: ${BENCH_POLICIES:-wasm}${variant:+, $variant}"
     SERVER_LOG="$WORK/$backend/server.log"
-    GPU_MARKET_LOG=warn RUST_LOG=warn GPU_MARKET_DATABASE__SQLITE_SYNCHRONOUS=full "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
+    GPU_MARKET_LOG=warn RUST_LOG=warn GPU_MARKET_DATABASE__SQLITE_SYNCHRONOUS=full \
+        GPU_MARKET_DECISION_LOG__ENABLED="$log_enabled" "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
         --policies "$WORK/$backend/policies" >"$WORK/$backend/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
-        curl -sf "$base/health" >/dev/null 2>&1 && break
+        curl -sf "$BASE/health" >/dev/null 2>&1 && break
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$WORK/$backend/server.log" >&2; exit 1; fi
         sleep 0.1
     done
-    curl -sf "$base/health" >/dev/null || { cat "$WORK/$backend/server.log" >&2; exit 1; }
+    curl -sf "$BASE/health" >/dev/null || { cat "$WORK/$backend/server.log" >&2; exit 1; }
+}
 
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+register_gpus() { # base
+    local base="$1"
     say "registering $GPUS GPUs"
     local models=("RTX 4090" "RTX 3090" "A100" "H100 SXM" "L40S")
     local regions=("eu-west" "us-east" "ap-south")
@@ -343,6 +364,13 @@ bench_backend() { # name database_url
         grep -o '"gpu_id":"[^"]*"' <<<"$answer" | cut -d'"' -f4 >>"$WORK/ids"
     done
     [[ "$(wc -l <"$WORK/ids")" -eq "$GPUS" ]] || { echo "registration failed" >&2; exit 1; }
+}
+
+bench_backend() { # name database_url
+    local backend="$1" database_url="$2"
+    start_server "$backend" "$database_url"
+    local base="$BASE"
+    register_gpus "$base"
     local list_bytes
     list_bytes="$(curl -s "$base/v1/marketplace/gpu/list" | wc -c)"
     say "list response: $list_bytes bytes"
@@ -356,27 +384,49 @@ bench_backend() { # name database_url
     RESULT["$backend,writes"]="$(awk -v c="${RESULT["$backend,cycle,rate"]}" 'BEGIN { printf "%.0f", 2 * c }')"
     RESULT["$backend,writes_per_sync"]="$(awk -v w="${RESULT["$backend,writes"]}" -v s="${RESULT["$backend,syncs"]}" \
         'BEGIN { if (s > 0) printf "%.2f", w / s; else print "-" }')"
-
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
+    stop_server
 }
 
-BACKENDS=(sqlite)
-bench_backend sqlite "sqlite://$WORK/sqlite/bench.db?mode=rwc"
+# The policy lifecycle's cost (issue 9): book+release cycles with the decision log off, on (the
+# default), and on with a pricing shadow, each on a fresh database, alternated over BENCH_ROUNDS rounds
+# so that a drifting machine weighs on every variant alike.
+LIFECYCLE_VARIANTS=(log-off log-on shadow)
+bench_lifecycle() { # backend database_url_maker
+    local backend="$1" make_url="$2"
+    local round variant url
+    for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
+        for variant in "${LIFECYCLE_VARIANTS[@]}"; do
+            url="$("$make_url" "$round-$variant")"
+            start_server "$backend" "$url" "$variant"
+            register_gpus "$BASE"
+            run_wrk "$backend" "cycle-$variant-$round" "$WORK/cycle.lua" "$BASE/v1/marketplace/gpu/"
+            stop_server
+        done
+    done
+}
 
-if [[ -n "$PG_URL" ]]; then
-    PG_DB="gm_bench_$(date +%s)_$$"
-    psql "$PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
-    pg_database_url="$(python3 - "$PG_URL" "$PG_DB" <<'PY'
+sqlite_url() { mkdir -p "$WORK/sqlite/$1"; echo "sqlite://$WORK/sqlite/$1/bench.db?mode=rwc"; }
+
+# A fresh PostgreSQL database (the same name each time: the previous server is stopped first).
+postgres_url() {
+    psql "$PG_URL" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" \
+        -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
+    python3 - "$PG_URL" "$PG_DB" <<'PY'
 import sys
 from urllib.parse import urlsplit, urlunsplit
 parts = urlsplit(sys.argv[1])
 print(urlunsplit((parts.scheme, parts.netloc, "/" + sys.argv[2], parts.query, parts.fragment)))
 PY
-)"
-    BACKENDS+=(postgres)
-    bench_backend postgres "$pg_database_url"
+}
+
+BACKENDS=(sqlite)
+[[ -n "$PG_URL" ]] && BACKENDS+=(postgres) && PG_DB="gm_bench_$(date +%s)_$$"
+
+# BENCH_LIFECYCLE=only skips the main scenarios.
+if [[ "${BENCH_LIFECYCLE:-0}" != only ]]; then
+bench_backend sqlite "$(sqlite_url main)"
+if [[ -n "$PG_URL" ]]; then
+    bench_backend postgres "$(postgres_url)"
 fi
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -417,6 +467,36 @@ for b in "${BACKENDS[@]}"; do
         echo "  $b $scenario: ${RESULT["$b,$scenario,errors"]}"
     done
 done
+
+fi
+
+# ---- optional: the policy lifecycle's cost (BENCH_LIFECYCLE=1 or only) ------------------------------
+if [[ "${BENCH_LIFECYCLE:-0}" != 0 ]]; then
+    for b in "${BACKENDS[@]}"; do
+        bench_lifecycle "$b" "${b}_url"
+    done
+    echo
+    echo "policy lifecycle cost: book+release cycles/s, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, mean of ${BENCH_ROUNDS:-2} alternated rounds"
+    printf '%-10s %-34s %12s %12s %14s\n' backend variant "cycles/s" "p99 ms" "÷ log off"
+    declare -A VARIANT_LABEL=([log-off]="decision log off" [log-on]="decision log on (default)" [shadow]="log on + pricing shadow")
+    for b in "${BACKENDS[@]}"; do
+        declare -A MEAN=()
+        for variant in "${LIFECYCLE_VARIANTS[@]}"; do
+            rates="" p99s=""
+            for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
+                rates+=" ${RESULT["$b,cycle-$variant-$round,rate"]}"
+                p99s+=" ${RESULT["$b,cycle-$variant-$round,p99"]}"
+            done
+            MEAN["$variant"]="$(awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$rates")"
+            MEAN["$variant,p99"]="$(awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.2f", s / NF }' <<<"$p99s")"
+        done
+        for variant in "${LIFECYCLE_VARIANTS[@]}"; do
+            printf '%-10s %-34s %12s %12s %14s\n' "$b" "${VARIANT_LABEL[$variant]}" "${MEAN[$variant]}" "${MEAN["$variant,p99"]}" \
+                "$(awk -v v="${MEAN[$variant]}" -v o="${MEAN[log-off]}" 'BEGIN { if (o > 0) printf "%.3f", v / o; else print "-" }')"
+        done
+    done
+    echo "targets: decision log on >= 0.90 x log off; a shadow costs no more than noise (its CPU share is capped, default 10 %)"
+fi
 
 # ---- optional: the scale scenario (issue 10), owned by bench/scale.sh --------------------------------
 if [[ "${BENCH_SCALE:-0}" == 1 ]]; then

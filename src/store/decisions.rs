@@ -17,9 +17,11 @@ const COLUMNS: &str = "seq, id, slot, role, live_id, policy, module_sha256, inpu
 /// bound parameters.
 const ROWS_PER_INSERT: usize = 200;
 
-/// Writes `entries` in one transaction.
+/// Writes `entries` in one transaction. The statements are built here, on the caller's task, and
+/// the write joins the other writes' group commit on SQLite: a batch of its own would take the one
+/// writer connection for a transaction and a sync of its own, which bookings would wait behind.
 pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResult<()> {
-    let mut tx = store.writer().begin().await?;
+    let mut statements = Vec::with_capacity(entries.len().div_ceil(ROWS_PER_INSERT));
     for chunk in entries.chunks(ROWS_PER_INSERT) {
         let mut sql = Sql::new(
             "INSERT INTO policy_decisions (id, slot, role, live_id, policy, module_sha256, input, \
@@ -69,11 +71,18 @@ pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResu
                 .bind(e.decided_at.micros())
                 .push(")");
         }
-        let (text, args) = sql.into_parts();
-        sqlx::query_with(&text, args).execute(&mut *tx).await?;
+        statements.push(sql.into_parts());
     }
-    tx.commit().await?;
-    Ok(())
+    store
+        .write(move |conn| {
+            Box::pin(async move {
+                for (text, args) in statements {
+                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
 }
 
 fn saturating_i64(n: u64) -> i64 {

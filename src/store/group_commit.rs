@@ -117,7 +117,7 @@ impl WriteQueue {
 
     pub(super) fn stats(&self) -> WriteStats {
         WriteStats {
-            waiting: self.counters.waiting.load(Ordering::Relaxed),
+            waiting: self.counters.waiting.load(Ordering::Acquire),
             groups: self.counters.groups.load(Ordering::Relaxed),
             committed: self.counters.committed.load(Ordering::Relaxed),
         }
@@ -129,7 +129,7 @@ struct Waiting<'a>(&'a Counters);
 
 impl<'a> Waiting<'a> {
     fn new(counters: &'a Counters) -> Self {
-        counters.waiting.fetch_add(1, Ordering::Relaxed);
+        counters.waiting.fetch_add(1, Ordering::Release);
         Self(counters)
     }
 }
@@ -193,12 +193,13 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + 'static,
 {
-    let _waiting = Waiting::new(&queue.counters);
     let (answer, answered) = oneshot::channel();
     queue
         .jobs
         .send(Box::new(Queued { work, answer }))
         .map_err(|_| StoreError::WriteAbandoned)?;
+    // Counted once queued, so that a count that includes this write means it can be taken.
+    let _waiting = Waiting::new(&queue.counters);
     // A dropped answer: the coordinator stopped, or the write panicked.
     answered.await.map_err(|_| StoreError::WriteAbandoned)?
 }
@@ -230,27 +231,25 @@ async fn coordinate(
             }
         }
         match conn {
-            Ok(conn) => {
-                let committed = commit_group(conn, &mut group).await;
-                if committed > 0 {
-                    counters.groups.fetch_add(1, Ordering::Relaxed);
-                    counters.committed.fetch_add(committed, Ordering::Relaxed);
-                }
-            }
+            Ok(conn) => commit_group(conn, &mut group, &counters).await,
             Err(err) => fail_group(Vec::new(), &mut group, err),
         }
     }
 }
 
-/// Runs every write of `pending` in one transaction on `conn` and commits it; returns how many writes
-/// it committed (and kept). When the transaction fails before its commit, every write of the group is
-/// told so (none of them is on disk), so that a database that keeps failing still answers everyone.
-async fn commit_group(mut conn: PoolConnection<Any>, pending: &mut VecDeque<Job>) -> u64 {
+/// Runs every write of `pending` in one transaction on `conn`, commits it and counts it. When the
+/// transaction fails before its commit, every write of the group is told so (none of them is on disk),
+/// so that a database that keeps failing still answers everyone.
+async fn commit_group(
+    mut conn: PoolConnection<Any>,
+    pending: &mut VecDeque<Job>,
+    counters: &Counters,
+) {
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
         Err(err) => {
             fail_group(Vec::new(), pending, err);
-            return 0;
+            return;
         }
     };
     let mut kept = 0;
@@ -261,7 +260,7 @@ async fn commit_group(mut conn: PoolConnection<Any>, pending: &mut VecDeque<Job>
             Err(err) => {
                 pending.push_front(job);
                 fail_group(replies, pending, err);
-                return 0;
+                return;
             }
         };
         let ran = AssertUnwindSafe(job.run(&mut savepoint))
@@ -280,14 +279,18 @@ async fn commit_group(mut conn: PoolConnection<Any>, pending: &mut VecDeque<Job>
         if let Err(err) = closed {
             // The transaction is unusable (SQLite ends it on some I/O errors).
             fail_group(replies, pending, err);
-            return 0;
+            return;
         }
     }
     let committed = tx.commit().await.map_err(Arc::new);
+    // Counted before anyone is answered, so that a caller reading the counters sees its own write.
+    if committed.is_ok() && kept > 0 {
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters.committed.fetch_add(kept, Ordering::Relaxed);
+    }
     for reply in replies {
         reply(committed.as_ref().err());
     }
-    if committed.is_ok() { kept } else { 0 }
 }
 
 /// Tells every write of a group that failed before its commit: those that ran and those still waiting.
