@@ -18,7 +18,8 @@
 # Above 1, commits share syncs. SQLite runs with sqlite_synchronous = "full".
 #
 # BENCH_LIFECYCLE=1 (or only) adds the policy lifecycle's cost: cycles with the decision log off, on, and
-# on with a pricing shadow, alternated over BENCH_ROUNDS (2) rounds on fresh databases.
+# on with a pricing shadow, alternated over BENCH_ROUNDS (2) rounds on fresh databases (BENCH_VARIANTS
+# picks some of "log-off log-on shadow").
 #
 # Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100), BENCH_SYNC_SECONDS (3: SQLite's sync probe), BENCH_SYNC_COMMITS (2000: PostgreSQL's).
 set -euo pipefail
@@ -390,7 +391,7 @@ bench_backend() { # name database_url
 # The policy lifecycle's cost (issue 9): book+release cycles with the decision log off, on (the
 # default), and on with a pricing shadow, each on a fresh database, alternated over BENCH_ROUNDS rounds
 # so that a drifting machine weighs on every variant alike.
-LIFECYCLE_VARIANTS=(log-off log-on shadow)
+read -r -a LIFECYCLE_VARIANTS <<<"${BENCH_VARIANTS:-log-off log-on shadow}"
 bench_lifecycle() { # backend database_url_maker
     local backend="$1" make_url="$2"
     local round variant url
@@ -400,6 +401,17 @@ bench_lifecycle() { # backend database_url_maker
             start_server "$backend" "$url" "$variant"
             register_gpus "$BASE"
             run_wrk "$backend" "cycle-$variant-$round" "$WORK/cycle.lua" "$BASE/v1/marketplace/gpu/"
+            if [[ "$variant" == shadow ]]; then
+                # How much the shadow did: its pacing decides how many live inputs it skips.
+                curl -s -H 'X-Api-Key: ' "$BASE/v1/admin/policies" | python3 -c '
+import json, sys
+for slot in json.load(sys.stdin):
+    shadow = slot.get("shadow") or {}
+    if shadow:
+        figures = [slot.get(key) for key in ("slot",)] + [shadow.get(key) for key in ("calls", "dropped", "failures")]
+        print("==> %s shadow: %s calls, %s inputs skipped, %s failures" % tuple(figures), file=sys.stderr)
+' || true
+            fi
             stop_server
         done
     done
@@ -492,7 +504,7 @@ if [[ "${BENCH_LIFECYCLE:-0}" != 0 ]]; then
         done
         for variant in "${LIFECYCLE_VARIANTS[@]}"; do
             printf '%-10s %-34s %12s %12s %14s\n' "$b" "${VARIANT_LABEL[$variant]}" "${MEAN[$variant]}" "${MEAN["$variant,p99"]}" \
-                "$(awk -v v="${MEAN[$variant]}" -v o="${MEAN[log-off]}" 'BEGIN { if (o > 0) printf "%.3f", v / o; else print "-" }')"
+                "$(awk -v v="${MEAN[$variant]}" -v o="${MEAN[log-off]:-0}" 'BEGIN { if (o > 0) printf "%.3f", v / o; else print "-" }')"
         done
     done
     echo "targets: decision log on >= 0.90 x log off; a shadow costs no more than noise (its CPU share is capped, default 10 %)"
