@@ -99,6 +99,19 @@ fn review(gpu_id: &GpuId, now: Timestamp) -> Review {
     }
 }
 
+/// One statement that inserts the review twice: its first row goes in, its second fails, and the
+/// statement is undone whole (a one-statement write has no savepoint of its own).
+async fn failing_statement(store: &Store, review: Review) -> Result<(), StoreError> {
+    let statement = sqlx::query(
+        "INSERT INTO reviews (id, gpu_id, reviewer_id, rating, status, policy, created_at) \
+         VALUES ($1, $2, 'reviewer', 5, 'accepted', 'test', $3), ($1, $2, 'reviewer', 5, 'accepted', 'test', $3)",
+    )
+    .bind(review.id.to_string())
+    .bind(review.gpu_id.to_string())
+    .bind(review.created_at);
+    store.execute(statement).await.map(|_| ())
+}
+
 /// Inserts the review, then fails (its id again): a write whose first statement succeeded.
 async fn failing_write(store: &Store, review: Review) -> Result<(), StoreError> {
     store
@@ -167,7 +180,12 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
         let (store, review) = (store.clone(), half_written.clone());
         tokio::spawn(async move { failing_write(&store, review).await })
     };
-    let writes = (CONTENDERS + OTHER_GPUS + 2) as u64;
+    let failed_statement = review(&others[2].id, now);
+    let failing_one_statement = {
+        let (store, review) = (store.clone(), failed_statement.clone());
+        tokio::spawn(async move { failing_statement(&store, review).await })
+    };
+    let writes = (CONTENDERS + OTHER_GPUS + 3) as u64;
     if held.is_some() {
         eventually(Duration::from_secs(10), "every write to queue", || {
             let stats = store.write_stats();
@@ -198,6 +216,10 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
         failing.await.expect("join").is_err(),
         "the failing write reports its own failure"
     );
+    assert!(
+        failing_one_statement.await.expect("join").is_err(),
+        "the failing statement reports its own failure"
+    );
 
     if let (Some(before), Some(after)) = (before, store.write_stats()) {
         assert_eq!(
@@ -205,8 +227,8 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
             before.groups + 1,
             "all the writes shared one commit"
         );
-        // Every write but the failing one (a lost race is an answer, not a failure).
-        assert_eq!(after.committed, before.committed + writes - 1);
+        // Every write but the two failing ones (a lost race is an answer, not a failure).
+        assert_eq!(after.committed, before.committed + writes - 2);
     }
 
     // Everything answered is in the database, seen from new connections; the failing write left nothing.
@@ -232,6 +254,13 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
             .expect("review")
             .is_none(),
         "a failed write is rolled back to its savepoint, its first statement too"
+    );
+    assert!(
+        reviews::get(&store, &failed_statement.id)
+            .await
+            .expect("review")
+            .is_none(),
+        "a failed statement is undone whole, its first row too"
     );
     let counted = gpus::get(&store, &others[0].id)
         .await
