@@ -74,14 +74,19 @@ async fn write_batches(
             }
             return;
         }
-        // One entry arrived: give concurrent decisions a moment to join its transaction.
-        let deadline = tokio::time::Instant::now() + flush;
-        while batch.len() < batch_size {
-            let room = batch_size - batch.len();
+        // One entry arrived: give concurrent decisions a moment to join its transaction. The writer
+        // sleeps through it rather than waking for every entry (a wake-up per decision costs the
+        // request path more than the write), unless a full batch was already waiting.
+        if batch.len() < batch_size {
             tokio::select! {
-                got = queue.recv_many(&mut batch, room) => if got == 0 { break },
-                () = tokio::time::sleep_until(deadline) => break,
-                () = stop.cancelled() => break,
+                () = tokio::time::sleep(flush) => {}
+                () = stop.cancelled() => {}
+            }
+            while batch.len() < batch_size {
+                match queue.try_recv() {
+                    Ok(entry) => batch.push(entry),
+                    Err(_) => break,
+                }
             }
         }
         write(&store, &batch, stop.is_cancelled()).await;

@@ -13,16 +13,31 @@ use crate::domain::{DecisionEntry, DecisionId, DecisionRole, Outcome, Timestamp}
 const COLUMNS: &str = "seq, id, slot, role, live_id, policy, module_sha256, input, output, price, \
     verdict, fallback, failure_kind, failure, fuel, duration_us, request_id, gpu_id, decided_at";
 
-/// Rows per INSERT statement: 18 values each keeps a statement far below both backends' limits on
-/// bound parameters.
-const ROWS_PER_INSERT: usize = 200;
+/// The most rows one INSERT statement carries. A batch goes in chunks of powers of two up to this, so
+/// that only a few statement shapes exist (each prepared once and cached) and each binds few values:
+/// SQLite's driver looks every parameter up by name, which costs quadratically in the parameters.
+const ROWS_PER_INSERT: usize = 8;
+
+/// Splits `n` rows into chunk sizes: as many full chunks as fit, then the powers of two of the rest.
+fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = std::iter::repeat_n(ROWS_PER_INSERT, n / ROWS_PER_INSERT);
+    let rest = n % ROWS_PER_INSERT;
+    let powers = (0..usize::BITS)
+        .rev()
+        .map(|bit| 1usize << bit)
+        .filter(move |size| rest & size != 0);
+    full.chain(powers)
+}
 
 /// Writes `entries` in one transaction. The statements are built here, on the caller's task, and
 /// the write joins the other writes' group commit on SQLite: a batch of its own would take the one
 /// writer connection for a transaction and a sync of its own, which bookings would wait behind.
 pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResult<()> {
-    let mut statements = Vec::with_capacity(entries.len().div_ceil(ROWS_PER_INSERT));
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
+    let mut statements = Vec::new();
+    let mut rest = entries;
+    for size in chunk_sizes(entries.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
         let mut sql = Sql::new(
             "INSERT INTO policy_decisions (id, slot, role, live_id, policy, module_sha256, input, \
              output, price, verdict, fallback, failure_kind, failure, fuel, duration_us, \
@@ -378,4 +393,24 @@ pub async fn replayable(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ROWS_PER_INSERT, chunk_sizes};
+
+    #[test]
+    fn a_batch_goes_in_few_chunk_shapes_that_add_up() {
+        for n in 0..=3 * ROWS_PER_INSERT + 1 {
+            let sizes: Vec<usize> = chunk_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(
+                sizes
+                    .iter()
+                    .all(|s| s.is_power_of_two() && *s <= ROWS_PER_INSERT),
+                "{n}: {sizes:?}"
+            );
+        }
+        assert_eq!(chunk_sizes(23).collect::<Vec<_>>(), [8, 8, 4, 2, 1]);
+    }
 }
