@@ -1,5 +1,6 @@
-//! Opaque ids. New ones carry a prefix naming their kind and 128 random bits, so they never collide
-//! across replicas; ids from requests are taken as given and looked up.
+//! Opaque ids. New ones carry a prefix naming their kind and a UUIDv7 (a millisecond timestamp and 74
+//! random bits), so they never collide across replicas; ids from requests are taken as given and
+//! looked up.
 
 use std::fmt;
 
@@ -17,7 +18,9 @@ macro_rules! id_type {
 
             /// A fresh id, unique across replicas.
             pub fn generate() -> Self {
-                Self(format!("{}_{}", $prefix, uuid::Uuid::new_v4().simple()))
+                // UUIDv7: time-ordered, so the ids of new rows append to their unique indexes
+                // instead of dirtying a random page each (fewer pages per commit to log and sync).
+                Self(format!("{}_{}", $prefix, uuid::Uuid::now_v7().simple()))
             }
 
             pub fn as_str(&self) -> &str {
