@@ -4,7 +4,9 @@
 //! the time from writing a new module into the policies directory to that version serving.
 //!
 //! `cargo bench --bench policy`; criterion prints the medians, and each group prints its summary line
-//! (p50/p99, decisions per second and the WASM/native ratio).
+//! (p50/p99, decisions per second and the WASM/native ratio). With `GPU_MARKET_BENCH_BEFORE` naming
+//! an earlier `pricing-demand.wasm` (e.g. `git show main:policies/pricing-demand.wasm > before.wasm`),
+//! the quote summary measures it too, in the same run.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -97,24 +99,6 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// p50 of `samples` quotes through `runtime` (each on a fresh instance, from async code as the market
-/// calls it).
-fn quote_p50(
-    rt: &tokio::runtime::Runtime,
-    runtime: &PolicyRuntime,
-    req: &PricingRequest,
-    samples: usize,
-) -> (Duration, Duration) {
-    let mut wasm: Vec<Duration> = (0..samples)
-        .map(|_| {
-            let started = Instant::now();
-            std::hint::black_box(rt.block_on(runtime.quote(req.clone())));
-            started.elapsed()
-        })
-        .collect();
-    (percentile(&mut wasm, 0.5), percentile(&mut wasm, 0.99))
-}
-
 /// A policies directory whose pricing slot serves `module` (same configuration and samples).
 fn policies_with_pricing(module: &str) -> tempfile::TempDir {
     let dir = copy_policies();
@@ -132,8 +116,8 @@ fn quote_latency(c: &mut Criterion) {
     let runtime = rt
         .block_on(PolicyRuntime::start_unwatched(dir.path()))
         .unwrap();
-    // The same slot serving a module that does nothing: what the host costs per fresh-instance call
-    // (store, instantiation, arguments in and answer out, permit, guardrails) without the guest's work.
+    // The same slot serving a module that does almost nothing (but whose allocator grows its memory on
+    // every fresh instance): shown for comparison.
     let flat_dir = policies_with_pricing("tests/fixtures/pricing-flat.wasm");
     let flat = rt
         .block_on(PolicyRuntime::start_unwatched(flat_dir.path()))
@@ -158,8 +142,6 @@ fn quote_latency(c: &mut Criterion) {
 
     // p50 / p99 in one place, for the closing note.
     let samples = 5_000;
-    let (wasm50, wasm99) = quote_p50(&rt, &runtime, &req, samples);
-    let (flat50, flat99) = quote_p50(&rt, &flat, &req, samples);
     let mut native: Vec<Duration> = (0..samples)
         .map(|_| {
             let started = Instant::now();
@@ -168,26 +150,96 @@ fn quote_latency(c: &mut Criterion) {
         })
         .collect();
     let (native50, native99) = (percentile(&mut native, 0.5), percentile(&mut native, 0.99));
-    let policies = repo().join("policies");
-    let fuel = PricingTenant::load(&policies.join("pricing-demand.wasm"), Some(&policies))
-        .map(|mut t| t.quote(&req).fuel)
-        .unwrap_or(0);
+    let mut modules = vec![(
+        "after",
+        repo().join("policies/pricing-demand.wasm"),
+        runtime,
+    )];
+    // The module the previous version shipped, when named, measured in the same run by the same
+    // host, its quotes interleaved with the others' so that a change in the machine's load falls
+    // on both alike.
+    let before_dir = std::env::var_os("GPU_MARKET_BENCH_BEFORE").map(|path| {
+        let path = repo().join(path);
+        let dir = policies_with_pricing(&path.to_string_lossy());
+        let before = rt
+            .block_on(PolicyRuntime::start_unwatched(dir.path()))
+            .unwrap();
+        modules.push(("before", path, before));
+        dir
+    });
+    let flat_path = repo().join("tests/fixtures/pricing-flat.wasm");
+    modules.push(("trivial", flat_path, flat));
+    let summaries = summaries(&rt, &modules, &req, samples);
     let ratio = |d: Duration| d.as_secs_f64() / native50.as_secs_f64().max(1e-9);
-    let overhead = flat50.saturating_sub(native50);
+    println!("native formula: p50 {native50:?} p99 {native99:?}");
+    for ((label, path, _), s) in modules.iter().zip(&summaries) {
+        let module = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        println!(
+            "{label}: {module} fresh instance per quote p50 {:?} p99 {:?} ({:.1}x native) | host \
+             overhead beyond the guest's work {:?} p50 (target <= 10us: fresh p50 - reused-instance \
+             p50 {:?}) | {} fuel per quote (target <= 5000)",
+            s.fresh50,
+            s.fresh99,
+            ratio(s.fresh50),
+            s.fresh50.saturating_sub(s.reused50),
+            s.reused50,
+            s.fuel,
+        );
+    }
     println!(
-        "quote latency (fresh instance per call): pricing-demand p50 {wasm50:?} p99 {wasm99:?} \
-         ({:.0}x native, {fuel} fuel per quote) | trivial module p50 {flat50:?} p99 {flat99:?} \
-         ({:.0}x native) | native p50 {native50:?} p99 {native99:?}",
-        ratio(wasm50),
-        ratio(flat50),
+        "(trivial: tests/fixtures/pricing-flat.wasm, whose allocator grows its memory on every fresh \
+         instance)"
     );
-    println!(
-        "host overhead per fresh-instance quote: {overhead:?} p50 (trivial module p50 - native p50; \
-         target <= 10us: {:.2} of target) | guest work: {:?} ({:.0}x native)",
-        overhead.as_secs_f64() / 10e-6,
-        wasm50.saturating_sub(flat50),
-        ratio(wasm50.saturating_sub(flat50)),
-    );
+    drop(before_dir);
+}
+
+/// One module's figures: quotes on a fresh instance each through the live runtime, and the same
+/// quote on a reused instance (a simulation tenant: the same arguments lowered, guest work, answer
+/// lifted and guardrails, without instantiation, teardown and the live path's permit and metrics).
+struct Summary {
+    fresh50: Duration,
+    fresh99: Duration,
+    reused50: Duration,
+    fuel: u64,
+}
+
+fn summaries(
+    rt: &tokio::runtime::Runtime,
+    modules: &[(&str, PathBuf, std::sync::Arc<PolicyRuntime>)],
+    req: &PricingRequest,
+    samples: usize,
+) -> Vec<Summary> {
+    let policies = repo().join("policies");
+    let mut tenants: Vec<PricingTenant> = modules
+        .iter()
+        .map(|(_, path, _)| PricingTenant::load(path, Some(&policies)).unwrap())
+        .collect();
+    let mut fresh = vec![Vec::with_capacity(samples); modules.len()];
+    let mut reused = vec![Vec::with_capacity(samples); modules.len()];
+    for _ in 0..samples {
+        for (i, (_, _, runtime)) in modules.iter().enumerate() {
+            let started = Instant::now();
+            std::hint::black_box(rt.block_on(runtime.quote(req.clone())));
+            fresh[i].push(started.elapsed());
+        }
+        for (i, tenant) in tenants.iter_mut().enumerate() {
+            let started = Instant::now();
+            std::hint::black_box(tenant.quote(std::hint::black_box(req)));
+            reused[i].push(started.elapsed());
+        }
+    }
+    tenants
+        .iter_mut()
+        .zip(fresh.iter_mut().zip(reused.iter_mut()))
+        .map(|(tenant, (fresh, reused))| Summary {
+            fresh50: percentile(fresh, 0.5),
+            fresh99: percentile(fresh, 0.99),
+            reused50: percentile(reused, 0.5),
+            fuel: tenant.quote(req).fuel,
+        })
+        .collect()
 }
 
 fn reload_latency(c: &mut Criterion) {

@@ -39,22 +39,9 @@ static ARENA: Arena = Arena {
 };
 
 impl Arena {
-    /// Grows linear memory so that addresses below `needed` are usable; false if the host refused.
-    fn reach(&self, needed: usize) -> bool {
-        if needed <= self.end.get() {
-            return true;
-        }
-        let pages = (needed - self.end.get()).div_ceil(PAGE);
-        if memory_grow(0, pages) == usize::MAX {
-            return false;
-        }
-        self.end.set(self.end.get() + pages * PAGE);
-        true
-    }
-}
-
-unsafe impl GlobalAlloc for Arena {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+    /// An allocation that sets the arena up or needs more memory.
+    #[cold]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
         if self.start.get() == 0 {
             // The arena starts where the linker put the heap: the rest of the initial memory is
             // usually enough for a call, and a call that never grows memory spares the host two
@@ -77,6 +64,37 @@ unsafe impl GlobalAlloc for Arena {
         self.next.set(end);
         self.live.set(self.live.get() + 1);
         start as *mut u8
+    }
+
+    /// Grows linear memory so that addresses below `needed` are usable; false if the host refused.
+    fn reach(&self, needed: usize) -> bool {
+        if needed <= self.end.get() {
+            return true;
+        }
+        let pages = (needed - self.end.get()).div_ceil(PAGE);
+        if memory_grow(0, pages) == usize::MAX {
+            return false;
+        }
+        self.end.set(self.end.get() + pages * PAGE);
+        true
+    }
+}
+
+unsafe impl GlobalAlloc for Arena {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // The common case in a few instructions (fuel is counted per instruction, and the host calls
+        // this for every string it copies in). Before the first allocation `next` and `end` are 0, so
+        // a first allocation (never of size 0: `GlobalAlloc` forbids it) takes the slow path.
+        let align = layout.align() - 1;
+        if let Some(start) = self.next.get().checked_add(align).map(|a| a & !align)
+            && let Some(end) = start.checked_add(layout.size())
+            && end <= self.end.get()
+        {
+            self.next.set(end);
+            self.live.set(self.live.get() + 1);
+            return start as *mut u8;
+        }
+        self.alloc_slow(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -114,6 +132,46 @@ unsafe impl GlobalAlloc for Arena {
             new
         }
     }
+}
+
+/// The canonical ABI's allocator, called by the host for every string and list it copies in (a
+/// quote's configuration alone is fifteen blocks). wit-bindgen's own `cabi_realloc` is a weak symbol
+/// reaching the arena through three calls and `__rust_alloc`; this strong one replaces it and goes to
+/// the arena directly.
+///
+/// # Safety
+///
+/// As the canonical ABI's `realloc`: `old` is null with `old_len == 0`, or a block of `old_len` bytes
+/// allocated with alignment `align` (a power of two) and not freed.
+#[unsafe(export_name = "cabi_realloc")]
+pub unsafe extern "C" fn cabi_realloc(
+    old: *mut u8,
+    old_len: usize,
+    align: usize,
+    new_len: usize,
+) -> *mut u8 {
+    let block = if old_len == 0 {
+        if new_len == 0 {
+            // A zero-sized block needs no memory, only an aligned address.
+            return align as *mut u8;
+        }
+        // SAFETY: the canonical ABI passes a power-of-two alignment and a size that fits memory.
+        unsafe { ARENA.alloc(Layout::from_size_align_unchecked(new_len, align)) }
+    } else {
+        // SAFETY: the caller's contract; `old` was allocated with `old_len` and `align`.
+        unsafe {
+            ARENA.realloc(
+                old,
+                Layout::from_size_align_unchecked(old_len, align),
+                new_len,
+            )
+        }
+    };
+    if block.is_null() {
+        // Out of memory (the host's cap): trap, as wit-bindgen's allocator does.
+        core::arch::wasm32::unreachable();
+    }
+    block
 }
 
 /// Forgets every block allocated so far, so that the next allocation starts the arena over.

@@ -14,18 +14,40 @@ const POW10: [f64; 23] = [
 /// `str::parse` gives. Anything else (exponents, long digit strings) goes through `str::parse`.
 pub fn parse_number(value: &str) -> Option<f64> {
     // `short_decimal` accepts ASCII only, so trimming ASCII whitespace first (much cheaper than
-    // Unicode-aware `trim`) gives it the same text `trim` would.
-    short_decimal(value.trim_ascii())
+    // Unicode-aware `trim`) gives it the same text `trim` would; a value that starts and ends with
+    // a digit (the usual one) has nothing to trim.
+    let bytes = value.as_bytes();
+    let trimmed = match (bytes.first(), bytes.last()) {
+        (Some(b'0'..=b'9'), Some(b'0'..=b'9')) => bytes,
+        _ => value.trim_ascii().as_bytes(),
+    };
+    short_decimal(trimmed)
         .or_else(|| value.trim().parse::<f64>().ok())
         .filter(|v| v.is_finite())
 }
 
-fn short_decimal(s: &str) -> Option<f64> {
-    let (negative, digits) = match s.as_bytes() {
+fn short_decimal(s: &[u8]) -> Option<f64> {
+    let (negative, digits) = match s {
         [b'-', rest @ ..] => (true, rest),
         [b'+', rest @ ..] => (false, rest),
         all => (false, all),
     };
+    // The usual values ("2", "0.8", "0.25") without the loop: a few instructions each, and the same
+    // division the loop would end with.
+    let d = |b: u8| u64::from(b.wrapping_sub(b'0'));
+    let (mantissa, decimals) = match *digits {
+        [a] if d(a) < 10 => (d(a), 0),
+        [a, b'.', b] if d(a) < 10 && d(b) < 10 => (d(a) * 10 + d(b), 1),
+        [a, b'.', b, c] if d(a) < 10 && d(b) < 10 && d(c) < 10 => {
+            (d(a) * 100 + d(b) * 10 + d(c), 2)
+        }
+        _ => return long_decimal(negative, digits),
+    };
+    let v = mantissa as f64 / POW10[decimals];
+    Some(if negative { -v } else { v })
+}
+
+fn long_decimal(negative: bool, digits: &[u8]) -> Option<f64> {
     // At most 15 digits (and a point): the mantissa stays below 10^15 < 2^53, exact in an f64.
     if digits.is_empty() || digits.len() > 16 {
         return None;
@@ -57,23 +79,8 @@ pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
     if !x.is_finite() || x.abs() >= 1e12 || decimals > 6 {
         return push_formatted(out, x, decimals);
     }
-    // |x| = m × 2^e exactly.
-    let bits = x.to_bits();
-    let (exponent, fraction) = (((bits >> 52) & 0x7ff) as i32, bits & ((1 << 52) - 1));
-    let (m, e) = if exponent == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1 << 52), exponent - 1075)
-    };
-    let mut n = if m == 0 {
-        0
-    } else if e >= 0 {
+    let Some(mut n) = rounded_fast(x.abs(), decimals).or_else(|| rounded_exact(x, decimals)) else {
         return push_formatted(out, x, decimals);
-    } else {
-        match scaled_rounded(m, e.unsigned_abs(), POW10_INT[decimals as usize]) {
-            Some(n) => n,
-            None => return push_formatted(out, x, decimals),
-        }
     };
     // Digits from the last: the fraction, the point, the integer part, the sign.
     let mut text = [0u8; 32];
@@ -93,6 +100,48 @@ pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
         text[i] = b'-';
     }
     push_ascii(out, &text[i..]);
+}
+
+/// `|x| × 10^decimals` rounded half to even from the exact binary value of `x`, for the rare number
+/// the fast path cannot settle; None when it is too large for the u64 arithmetic (core formats it).
+fn rounded_exact(x: f64, decimals: u32) -> Option<u64> {
+    // |x| = m × 2^e exactly.
+    let bits = x.to_bits();
+    let (exponent, fraction) = (((bits >> 52) & 0x7ff) as i32, bits & ((1 << 52) - 1));
+    let (m, e) = if exponent == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1 << 52), exponent - 1075)
+    };
+    if m == 0 {
+        Some(0)
+    } else if e >= 0 {
+        None
+    } else {
+        scaled_rounded(m, e.unsigned_abs(), POW10_INT[decimals as usize])
+    }
+}
+
+/// The fast path of [`push_fixed`], a few instructions: `y = a × 10^decimals` in floating point is
+/// the exact product correctly rounded, so below 2^32 it is within 2^-21 of it, and the exact product
+/// rounds (half to even) to the same integer as `y` unless `y` lies within 10^-6 of a half-integer.
+/// There (a tie such as 0.125 to two decimals, or a near one) None sends the caller to the exact
+/// path.
+fn rounded_fast(a: f64, decimals: u32) -> Option<u64> {
+    let y = a * POW10[decimals as usize];
+    if y >= 4.0e9 {
+        return None;
+    }
+    let whole = y as u64;
+    let fraction = y - whole as f64;
+    let off_half = fraction - 0.5;
+    if off_half > 1e-6 {
+        Some(whole + 1)
+    } else if off_half < -1e-6 {
+        Some(whole)
+    } else {
+        None
+    }
 }
 
 const POW10_INT: [u64; 7] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000];
@@ -258,6 +307,14 @@ mod tests {
             "0.000000000000001",
             "9007199254740993",
             "3.14159265358979",
+            "0.25",
+            "9.99",
+            "-0.25",
+            "+2",
+            "0.0",
+            "2.",
+            "0.1a",
+            "a.12",
         ];
         for input in inputs {
             let expected = input.trim().parse::<f64>().ok().filter(|v| v.is_finite());

@@ -6,7 +6,7 @@
 //! Hot reload, upload, rollback, simulation tenants and the `policy check` CLI all run these same
 //! checks.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::Utc;
@@ -229,6 +229,7 @@ fn check_steps<K: SlotKind>(
         compiled_bytes,
         pre,
         inline: InlineGate::default(),
+        series: OnceLock::new(),
     };
     if run_samples {
         check_samples(&module, settings, steps, samples)?;

@@ -251,8 +251,10 @@ impl<K: SlotKind> SlotCell<K> {
     /// Counts calls to a module version.
     fn count(&self, host: &Host, module: &PolicyModule<K>, decisions: u64, cost: &CallCost) {
         self.calls.fetch_add(decisions, Ordering::Relaxed);
-        host.metrics
-            .call(K::SLOT, module.version(), decisions, cost);
+        module
+            .series
+            .get_or_init(|| host.metrics.series(K::SLOT, module.version()))
+            .call(decisions, cost);
     }
 
     /// The slot's fallback answer; counted and logged.

@@ -140,7 +140,7 @@ fn config(budget: &SlotBudget) -> Config {
         // A fresh instance per decision must not cost page faults: a freed slot's dirty pages (found
         // with PAGEMAP_SCAN where the kernel has it, else the lowest addresses) are reset in place
         // with memset and stay mapped for the next instance instead of being returned with madvise.
-        // A Rust guest touches 1-2 MiB.
+        // A Rust guest touches a few pages (pricing-demand fits one 64 KiB page).
         .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
         .table_keep_resident(KEEP_RESIDENT_TABLE)
         .pagemap_scan(Enabled::Auto);

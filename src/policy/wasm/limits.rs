@@ -1,7 +1,7 @@
 //! Per-slot resource limits and the store data that enforces them.
 //!
 //! Published defaults (also in `plugins/README.md`), sized from measurement: a pricing-demand quote uses
-//! about 6 000 fuel (`gpu-market policy test`), well under a millisecond and 1 MiB of linear memory,
+//! about 4 500 fuel (`gpu-market policy test`), well under a millisecond and 64 KiB of linear memory,
 //! so the defaults leave over two orders of magnitude of headroom while still stopping a runaway
 //! module within tens of milliseconds.
 

@@ -28,6 +28,24 @@ pub struct SlotLabels {
     pub slot: &'static str,
 }
 
+/// The series one module version's calls update. Counters and histograms share their storage with
+/// the families they came from, so a version that keeps its series counts every call without hashing
+/// labels, taking the families' locks or allocating its label.
+#[derive(Clone)]
+pub struct VersionSeries {
+    calls: Counter,
+    latency: Histogram,
+    fuel: Histogram,
+}
+
+impl VersionSeries {
+    pub fn call(&self, decisions: u64, cost: &CallCost) {
+        self.calls.inc_by(decisions);
+        self.latency.observe(cost.elapsed.as_secs_f64());
+        self.fuel.observe(cost.fuel_used as f64);
+    }
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Cheap to clone: every family shares its storage.
@@ -52,7 +70,7 @@ impl Default for PolicyMetrics {
             latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1e-5, 2.5, 15))
             }),
-            // 1 000 .. ~1.6e10 fuel units: pricing-demand uses ~6 000, the default budget 1e7.
+            // 1 000 .. ~1.6e10 fuel units: pricing-demand uses ~4 500, the default budget 1e7.
             fuel: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1e3, 4.0, 13))
             }),
@@ -102,18 +120,17 @@ impl PolicyMetrics {
         );
     }
 
-    pub fn call(&self, slot: Slot, version: &str, decisions: u64, cost: &CallCost) {
+    /// The call series of one module version, looked up once (see [`VersionSeries`]).
+    pub fn series(&self, slot: Slot, version: &str) -> VersionSeries {
         let labels = VersionLabels {
             slot: slot.as_str(),
             version: version.to_owned(),
         };
-        self.calls.get_or_create(&labels).inc_by(decisions);
-        self.latency
-            .get_or_create(&labels)
-            .observe(cost.elapsed.as_secs_f64());
-        self.fuel
-            .get_or_create(&labels)
-            .observe(cost.fuel_used as f64);
+        VersionSeries {
+            calls: self.calls.get_or_create(&labels).clone(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            fuel: self.fuel.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn fallback(&self, slot: Slot, version: &str, kind: FailureKind) {

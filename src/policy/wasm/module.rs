@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -13,6 +13,7 @@ use super::config::SlotSettings;
 use super::error::PolicyError;
 use super::inline::{Attempt, InlineGate};
 use super::kinds::{SlotKind, batch_answers, validated};
+use super::metrics::VersionSeries;
 
 /// A compiled, checked module version of slot `K`. Immutable; replaced as a whole on reload. Only the
 /// candidate checks (`checks.rs`) make one.
@@ -30,6 +31,8 @@ pub struct PolicyModule<K: SlotKind> {
     pub pre: K::Pre,
     /// Whether this version's decisions currently run on the calling thread (see `inline.rs`).
     pub inline: InlineGate,
+    /// This version's call metrics, looked up at its first call (see [`VersionSeries`]).
+    pub series: OnceLock<VersionSeries>,
 }
 
 /// Why a JSON input could not be run.
@@ -58,6 +61,7 @@ impl<K: SlotKind> PolicyModule<K> {
             compiled_bytes: self.compiled_bytes,
             pre: self.pre.clone(),
             inline: InlineGate::default(),
+            series: OnceLock::new(),
         }
     }
 

@@ -2,12 +2,13 @@
 //! (the asking price) and the fallback (the asking price too, saying why).
 
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
 use crate::domain::Outcome;
 use crate::policy::{DecisionSource, PriceQuote, PricingRequest};
 
 use super::super::call::{Failure, FailureKind};
+use super::super::checks::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use super::super::config::SlotSettings;
 use super::super::limits::{CallState, Limits};
 use super::super::slot::Slot;
@@ -23,6 +24,28 @@ mod bindings {
 
 use bindings::exports::gpu_market::policy::pricing as wit;
 
+type QuoteParams<'a> = (&'a [(String, String)], &'a wit::PricingRequest);
+type QuoteResults = (Result<wit::PriceQuote, String>,);
+type BatchParams<'a> = (&'a [(String, String)], &'a [wit::PricingRequest]);
+type BatchResults = (Vec<Result<wit::PriceQuote, String>>,);
+
+/// A pricing version ready to instantiate, with its two exports found once, at load. bindgen's own
+/// `Pre` looks each export up and type-checks it again on every instantiation, about a tenth of the
+/// host's work for a fresh-instance quote; here the types are checked once (`typecheck`, before the
+/// version may serve) and each call takes the function as it is.
+#[derive(Clone)]
+pub struct PricingPre {
+    instance_pre: InstancePre<CallState>,
+    quote: ComponentExportIndex,
+    quote_batch: ComponentExportIndex,
+}
+
+/// The pricing exports of one instance.
+pub struct PricingFuncs {
+    quote: Func,
+    quote_batch: Func,
+}
+
 /// A multiplier above this is not a price, it is a bug; the guardrails then never see it.
 const MAX_SANE_MULTIPLIER: f64 = 1000.0;
 
@@ -37,32 +60,53 @@ impl SlotKind for PricingSlot {
     type WitInput = wit::PricingRequest;
     type WitAnswer = wit::PriceQuote;
     type Answer = wit::PriceQuote;
-    type Pre = bindings::PricingPolicyPre<CallState>;
-    type Bindings = bindings::PricingPolicy;
+    type Pre = PricingPre;
+    type Bindings = PricingFuncs;
     // Nothing: the GPU's last booked quote comes in with each request (`previous`).
     type HostState = ();
 
     fn pre(instance_pre: InstancePre<CallState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(instance_pre)
+        // bindgen's `Pre` checks that the exports exist, as for the other slots.
+        bindings::PricingPolicyPre::new(instance_pre.clone())?;
+        let component = instance_pre.component();
+        let interface = format!(
+            "{CONTRACT_PACKAGE}/{}@{CONTRACT_VERSION}",
+            Self::SLOT.interface()
+        );
+        let interface = component
+            .get_export_index(None, &interface)
+            .ok_or_else(|| wasmtime::format_err!("no exported instance `{interface}`"))?;
+        let func = |name: &str| {
+            component
+                .get_export_index(Some(&interface), name)
+                .ok_or_else(|| wasmtime::format_err!("no exported function `{name}`"))
+        };
+        Ok(PricingPre {
+            quote: func("quote")?,
+            quote_batch: func("quote-batch")?,
+            instance_pre,
+        })
     }
 
     fn typecheck(instance_pre: &InstancePre<CallState>, export: &str) -> wasmtime::Result<()> {
-        type Config<'a> = &'a [(String, String)];
-        typecheck_func::<
-            (Config<'static>, &wit::PricingRequest),
-            (Result<wit::PriceQuote, String>,),
-        >(instance_pre, export, "quote")?;
-        typecheck_func::<
-            (Config<'static>, &[wit::PricingRequest]),
-            (Vec<Result<wit::PriceQuote, String>>,),
-        >(instance_pre, export, "quote-batch")
+        typecheck_func::<QuoteParams<'static>, QuoteResults>(instance_pre, export, "quote")?;
+        typecheck_func::<BatchParams<'static>, BatchResults>(instance_pre, export, "quote-batch")
     }
 
     fn instantiate(
         pre: &Self::Pre,
         store: &mut Store<CallState>,
-    ) -> wasmtime::Result<bindings::PricingPolicy> {
-        pre.instantiate(store)
+    ) -> wasmtime::Result<PricingFuncs> {
+        let instance = pre.instance_pre.instantiate(&mut *store)?;
+        let func = |store: &mut Store<CallState>, index| {
+            instance
+                .get_func(store, index)
+                .ok_or_else(|| wasmtime::format_err!("a pricing export vanished"))
+        };
+        Ok(PricingFuncs {
+            quote: func(store, &pre.quote)?,
+            quote_batch: func(store, &pre.quote_batch)?,
+        })
     }
 
     fn to_wit(request: &PricingRequest, _: &()) -> wit::PricingRequest {
@@ -131,25 +175,30 @@ impl SlotKind for PricingSlot {
     }
 
     fn call(
-        bindings: &bindings::PricingPolicy,
+        funcs: &PricingFuncs,
         store: &mut Store<CallState>,
         config: &[(String, String)],
         input: &wit::PricingRequest,
     ) -> wasmtime::Result<Result<wit::PriceQuote, String>> {
-        bindings
-            .gpu_market_policy_pricing()
-            .call_quote(store, config, input)
+        // SAFETY: `typecheck` checked this function's type against exactly these Rust types before
+        // the version could serve (see `PricingPre`).
+        let quote =
+            unsafe { TypedFunc::<QuoteParams<'_>, QuoteResults>::new_unchecked(funcs.quote) };
+        quote.call(store, (config, input)).map(|(answer,)| answer)
     }
 
     fn call_batch(
-        bindings: &bindings::PricingPolicy,
+        funcs: &PricingFuncs,
         store: &mut Store<CallState>,
         config: &[(String, String)],
         inputs: &[wit::PricingRequest],
     ) -> wasmtime::Result<Vec<Result<wit::PriceQuote, String>>> {
-        bindings
-            .gpu_market_policy_pricing()
-            .call_quote_batch(store, config, inputs)
+        // SAFETY: as in `call`.
+        let batch =
+            unsafe { TypedFunc::<BatchParams<'_>, BatchResults>::new_unchecked(funcs.quote_batch) };
+        batch
+            .call(store, (config, inputs))
+            .map(|(answers,)| answers)
     }
 
     /// A finite, non-negative price, a finite positive multiplier of sane size, and an explanation
