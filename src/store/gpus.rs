@@ -767,23 +767,25 @@ pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResul
     Ok(result.rows_affected())
 }
 
-/// GPUs per price-update statement (two parameters each, plus the id list).
+/// GPUs per price-update statement (two parameters each).
 const PRICE_UPDATE_CHUNK: usize = 200;
 
 /// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU, all
-/// in one transaction, since the writer is shared with bookings.
+/// in one transaction, since the writer is shared with bookings. The new prices are joined as a
+/// `VALUES` list (a `CASE` over the chunk's ids would compare each row with every id: quadratic in the
+/// chunk, and a full model at 100 000 GPUs is 2 000 rows).
 pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> StoreResult<()> {
     let mut statements = Vec::new();
     for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
-        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
-        for (id, price) in chunk {
-            sql.push(" WHEN ")
+        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = v.column2 FROM (VALUES ");
+        for (i, (id, price)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
                 .bind(id.clone())
-                .push(" THEN ")
-                .bind(*price);
+                .push(", ")
+                .bind(*price)
+                .push(")");
         }
-        sql.push(" ELSE current_price_micro END WHERE id IN ")
-            .bind_list(chunk.iter().map(|(id, _)| id.clone()));
+        sql.push(") AS v WHERE gpus.id = v.column1");
         statements.push(sql.into_parts());
     }
     store
