@@ -21,7 +21,11 @@
 # idle (started, policies loaded, empty market) and the peak (VmHWM, reset per size) while seeding and
 # measuring that size.
 #
-# Knobs: BENCH_BIN (measure this binary instead of building one), SCALE_SIZES ("100 10000 100000"),
+# BENCH_BEFORE_BIN=path also measures that binary (an earlier commit's release build) in the same run,
+# each backend on a fresh database after the other, and prints its table and the ratio of this
+# build's figures to it: a before/after comparison whose figures share the machine's state.
+#
+# Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_BEFORE_BIN, SCALE_SIZES ("100 10000 100000"),
 # SCALE_MODELS (50), BENCH_DURATION (5), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2).
 set -euo pipefail
 
@@ -53,6 +57,10 @@ else
     BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/gpu-market"
 fi
 [[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
+BEFORE_BIN="${BENCH_BEFORE_BIN:-}"
+if [[ -n "$BEFORE_BIN" ]]; then
+    [[ -x "$BEFORE_BIN" ]] || { echo "no binary at $BEFORE_BIN" >&2; exit 1; }
+fi
 
 WORK="$(mktemp -d -t gpu-market-scale.XXXXXX)"
 SERVER_PID=""
@@ -355,8 +363,8 @@ seed() {
 
 metric() { curl -sf "$BASE/metrics" | awk -v name="$1" '$1 == name { print $2 }'; }
 
-bench_backend() { # name database_url
-    local backend="$1" database_url="$2"
+bench_backend() { # name database_url binary
+    local backend="$1" database_url="$2" bin="$3"
     local port
     port="$(free_port)"
     BASE="http://127.0.0.1:$port"
@@ -365,7 +373,7 @@ bench_backend() { # name database_url
     say "starting gpu-market on $backend ($BASE)"
     SERVER_LOG="$WORK/$backend/server.log"
     GPU_MARKET_LOG=warn RUST_LOG=warn GPU_MARKET_CACHE_TTL_MS=0 \
-        "$BIN" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
+        "$bin" serve --bind "127.0.0.1:$port" --database-url "$database_url" \
         --policies "$WORK/$backend/policies" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 300); do
@@ -415,23 +423,37 @@ bench_backend() { # name database_url
     SERVER_PID=""
 }
 
-BACKENDS=(sqlite)
-mkdir -p "$WORK/sqlite"
-bench_backend sqlite "sqlite://$WORK/sqlite/scale.db?mode=rwc"
-
-if [[ -n "$PG_URL" ]]; then
-    PG_DB="gm_scale_$(date +%s)_$$"
-    psql "$PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
-    pg_database_url="$(python3 - "$PG_URL" "$PG_DB" <<'PY'
+# Each backend is measured with this build and, with BENCH_BEFORE_BIN, the earlier one ("<backend>
+# before"), one after the other on fresh databases.
+BACKENDS=()
+postgres_url_for() { # database name
+    python3 - "$PG_URL" "$1" <<'PY'
 import sys
 from urllib.parse import urlsplit, urlunsplit
 parts = urlsplit(sys.argv[1])
 print(urlunsplit((parts.scheme, parts.netloc, "/" + sys.argv[2], parts.query, parts.fragment)))
 PY
-)"
-    BACKENDS+=(postgres)
-    bench_backend postgres "$pg_database_url"
-fi
+}
+run_backend() { # name kind binary
+    local name="$1" kind="$2" bin="$3"
+    mkdir -p "$WORK/$name"
+    if [[ "$kind" == sqlite ]]; then
+        bench_backend "$name" "sqlite://$WORK/$name/scale.db?mode=rwc" "$bin"
+    else
+        PG_DB="gm_scale_$(date +%s)_$$"
+        psql "$PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$PG_DB\"" >/dev/null
+        bench_backend "$name" "$(postgres_url_for "$PG_DB")" "$bin"
+        psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+        PG_DB=""
+    fi
+    BACKENDS+=("$name")
+}
+KINDS=(sqlite)
+[[ -n "$PG_URL" ]] && KINDS+=(postgres)
+for kind in "${KINDS[@]}"; do
+    [[ -n "$BEFORE_BIN" ]] && run_backend "$kind-before" "$kind" "$BEFORE_BIN"
+    run_backend "$kind" "$kind" "$BIN"
+done
 
 # ---- report ----------------------------------------------------------------------------------------
 FIRST="${SIZES[0]}"
@@ -471,12 +493,28 @@ for b in "${BACKENDS[@]}"; do
     echo
     echo "RSS idle (three default policies, empty market): ${RESULT["$b,rss_idle"]} MB (target <= 64); peak at $LAST GPUs: ${RESULT["$b,$LAST,rss_peak"]} MB (target <= 256)"
 done
-if [[ ${#BACKENDS[@]} -eq 2 ]]; then
+if [[ -n "$PG_URL" ]]; then
     echo
     printf '%-24s%22s\n' "postgres/sqlite /s" "at $LAST GPUs"
     for scenario in "${SCENARIOS[@]}"; do
         printf '%-24s%22s\n' "${LABEL[$scenario]}" "$(awk -v p="${RESULT["postgres,$LAST,$scenario,rate"]}" \
             -v s="${RESULT["sqlite,$LAST,$scenario,rate"]}" 'BEGIN { if (s > 0) printf "%.2f", p / s; else print "-" }')"
+    done
+fi
+if [[ -n "$BEFORE_BIN" ]]; then
+    for kind in "${KINDS[@]}"; do
+        echo
+        printf '%-24s' "$kind after/before /s"
+        for size in "${SIZES[@]}"; do printf '%12s' "$size GPUs"; done
+        echo
+        for scenario in "${SCENARIOS[@]}"; do
+            printf '%-24s' "${LABEL[$scenario]}"
+            for size in "${SIZES[@]}"; do
+                printf '%12s' "$(awk -v a="${RESULT["$kind,$size,$scenario,rate"]}" \
+                    -v b="${RESULT["$kind-before,$size,$scenario,rate"]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+            done
+            echo
+        done
     done
 fi
 echo

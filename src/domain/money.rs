@@ -60,14 +60,20 @@ impl Money {
         let (sum, count) = amounts
             .into_iter()
             .fold((0i128, 0i128), |(s, c), m| (s + m.0 as i128, c + 1));
-        if count == 0 {
+        Self::mean(sum, count)
+    }
+
+    /// The mean of `count` amounts summing to `sum_micros`, rounded as [`Money::average`] rounds:
+    /// for sums the database computed.
+    pub fn mean(sum_micros: i128, count: i128) -> Money {
+        if count <= 0 {
             return Money::ZERO;
         }
         let half = count / 2;
-        let rounded = if sum >= 0 {
-            (sum + half) / count
+        let rounded = if sum_micros >= 0 {
+            (sum_micros + half) / count
         } else {
-            (sum - half) / count
+            (sum_micros - half) / count
         };
         Money(rounded as i64)
     }

@@ -1,7 +1,8 @@
 //! Reading the market facts a pricing policy sees. Status counts are read fresh for every quote (one
-//! indexed query). The booking rate of the last hour and the recent price history change slowly but
-//! cost a scan that grows with the market, so each replica keeps them for a few seconds: a quote may
-//! see a booking rate up to `FACTS_TTL` old. The facts themselves are computed by [`rules`].
+//! row of `gpu_model_counts`, kept by triggers). The booking rate of the last hour and the recent price
+//! history change slowly and cost a count that grows with the bookings of the hour (one index range
+//! per model), so each replica keeps them for a few seconds: a quote may see a booking rate up to
+//! `FACTS_TTL` old. The facts themselves are computed by [`rules`].
 //!
 //! [`rules`]: super::rules
 

@@ -8,12 +8,9 @@ use super::Market;
 use super::quote::quote_for;
 use super::rules::pricing::{accept_quote, gpu_facts, pricing_request};
 use super::rules::{facts, history, stats};
-use crate::domain::{Gpu, GpuStatus, ModelFilter, Money, StatusCounts, Timestamp};
+use crate::domain::{Gpu, ModelFilter, Money, Timestamp};
 use crate::error::{Error, Result};
-use crate::store::{GpuFilter, GpuOrder, Matching, Page, gpus, prices};
-
-/// Upper bound of GPUs one statistic looks at.
-const MAX_MODEL_GPUS: i64 = 100_000;
+use crate::store::{Matching, gpus, prices};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PricePoint {
@@ -48,52 +45,34 @@ pub struct ModelPricing {
     pub policy: PolicyInfo,
 }
 
-async fn matching_gpus(market: &Market, matching: Matching) -> Result<Vec<Gpu>> {
-    let filter = GpuFilter {
-        matching,
-        ..GpuFilter::default()
-    };
-    Ok(gpus::list(
-        &market.store,
-        &filter,
-        GpuOrder::CurrentPriceAsc,
-        Page::first(MAX_MODEL_GPUS),
-    )
-    .await?)
-}
-
-/// A GPU standing for the whole set in a quote: the first one, asking the median price. It is quoted
-/// as never booked (its row's guardrail state belongs to the real GPU), and the quote is not kept.
-fn representative(rows: &[Gpu], median: Money) -> Option<Gpu> {
-    rows.first().map(|gpu| Gpu {
+/// A GPU standing for the whole set in a quote: the cheapest one, asking the median price. It is
+/// quoted as never booked (its row's guardrail state belongs to the real GPU), and the quote is not
+/// kept.
+fn representative(cheapest: Gpu, median: Money) -> Gpu {
+    Gpu {
         asking_price: median,
-        ..gpu.clone()
-    })
+        ..cheapest
+    }
 }
 
 /// Statistics and a live quote for the GPUs matching `model` (as the list filter does) or having it as a
-/// capability.
+/// capability. The figures are aggregated by the database (`gpus::price_statistics`): the endpoint
+/// reads a few index entries per GPU, not the GPUs.
 pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing> {
     let matching = Matching::ModelOrCapability(ModelFilter::parse(model), model.to_owned());
-    let rows = matching_gpus(market, matching).await?;
-    let asking: Vec<Money> = rows.iter().map(|g| g.asking_price).collect();
-    let (Some(median), Some(min), Some(max)) = (
-        stats::median(&asking),
-        asking.iter().min().copied(),
-        asking.iter().max().copied(),
-    ) else {
-        return Err(Error::not_found(format!("no GPUs match model {model}")));
-    };
+    let not_found = || Error::not_found(format!("no GPUs match model {model}"));
+    let statistics = gpus::price_statistics(&market.store, &matching)
+        .await?
+        .ok_or_else(not_found)?;
+    let median = stats::median(&statistics.middle_asking).ok_or_else(not_found)?;
     let now = Timestamp::now();
-    let mut keys: Vec<String> = rows.iter().map(|g| g.model_key.clone()).collect();
-    keys.sort();
-    keys.dedup();
-    let counts = StatusCounts::of(rows.iter().map(|g| g.status));
+    let keys = &statistics.model_keys;
+    let counts = statistics.counts;
     let market_facts = market
         .facts
-        .market_facts(&market.store, counts, &keys, now)
+        .market_facts(&market.store, counts, keys, now)
         .await?;
-    let gpu = representative(&rows, median).ok_or_else(|| Error::not_found("no GPUs"))?;
+    let gpu = representative(statistics.cheapest, median);
     let quote = accept_quote(
         median,
         market
@@ -107,22 +86,21 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
             ))
             .await,
     );
-    let available: Vec<&Gpu> = rows
-        .iter()
-        .filter(|g| g.status == GpuStatus::Available)
-        .collect();
-    let current_price = if available.is_empty() {
+    let current_price = if counts.available == 0 {
         quote.price
     } else {
-        Money::average(available.iter().map(|g| g.current_price))
+        Money::mean(
+            i128::from(statistics.available_current_sum),
+            i128::from(counts.available),
+        )
     };
     let points = usize::try_from(market.config.pricing.history_points).unwrap_or(usize::MAX);
-    let samples = prices::latest(&market.store, &keys, points).await?;
+    let samples = prices::latest(&market.store, keys, points).await?;
     Ok(ModelPricing {
         model: model.to_owned(),
-        min_price: min,
-        max_price: max,
-        average_price: Money::average(asking.iter().copied()),
+        min_price: statistics.min_asking,
+        max_price: statistics.max_asking,
+        average_price: Money::mean(i128::from(statistics.asking_sum), i128::from(counts.total)),
         median_price: median,
         total_gpus: market_facts.total_gpus,
         available_gpus: market_facts.available_gpus,
@@ -130,7 +108,7 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
         demand_multiplier: quote.multiplier,
         current_price,
         recommended_price: quote.price,
-        recommended_gpu: available.first().map(|g| g.id.to_string()),
+        recommended_gpu: statistics.cheapest_available.map(|g| g.id.to_string()),
         price_history: history::combine(&samples, points)
             .into_iter()
             .map(|p| PricePoint {
@@ -147,11 +125,14 @@ pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing>
 
 /// The price a new GPU of `model_key`'s family should ask, or None when the market has no such GPU.
 pub async fn recommended_price(market: &Market, model_key: &str) -> Result<Option<Money>> {
-    let rows = matching_gpus(market, Matching::Model(ModelFilter::parse(model_key))).await?;
-    let asking: Vec<Money> = rows.iter().map(|g| g.asking_price).collect();
-    let Some(gpu) = stats::median(&asking).and_then(|median| representative(&rows, median)) else {
+    let matching = Matching::Model(ModelFilter::parse(model_key));
+    let Some(statistics) = gpus::price_statistics(&market.store, &matching).await? else {
         return Ok(None);
     };
+    let Some(median) = stats::median(&statistics.middle_asking) else {
+        return Ok(None);
+    };
+    let gpu = representative(statistics.cheapest, median);
     Ok(Some(
         quote_for(market, &gpu, 1.0, Timestamp::now()).await?.price,
     ))

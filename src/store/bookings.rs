@@ -24,11 +24,13 @@ pub enum BookOutcome {
     GpuNotAvailable(GpuStatus),
 }
 
-/// The active booking's row: `$1`..`$16` are bound by [`bind_booking`].
+/// The active booking's row: `$1`..`$17` are bound by [`bind_booking`]. Its GPU's model key is
+/// copied from the GPU's row (the booking facts count bookings per model through it).
 static INSERT_BOOKING: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO bookings ({BOOKING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL, $17, NULL)"
+        "INSERT INTO bookings ({BOOKING_COLUMNS}, model_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, NULL, NULL, 'active', $11, $12, $13, 0, NULL, $14, $15, $16, NULL, NULL, $17, NULL, \
+         (SELECT model_key FROM gpus WHERE id = $3))"
     )
 });
 
@@ -306,25 +308,45 @@ pub async fn orders(
         .await?)
 }
 
-/// Bookings of GPUs of the given models that started at or after `since`.
+/// Bookings of GPUs of the given models that started at or after `since`: a range of
+/// `bookings_model_start` per model, whatever the size of the catalogue.
 pub async fn started_since(
     store: &Store,
     model_keys: &[String],
     since: Timestamp,
 ) -> StoreResult<i64> {
-    if model_keys.is_empty() {
-        return Ok(0);
+    match started_since_query(model_keys, since) {
+        None => Ok(0),
+        Some(sql) => {
+            let (text, args) = sql.into_parts();
+            Ok(sqlx::query_scalar_with(&text, args)
+                .fetch_one(store.reader())
+                .await?)
+        }
     }
-    let mut sql = Sql::new(
-        "SELECT COUNT(*) FROM bookings b JOIN gpus g ON g.id = b.gpu_id WHERE b.start_at >= ",
-    );
-    sql.bind(since)
-        .push(" AND g.model_key IN ")
-        .bind_list(model_keys.iter().cloned());
-    let (text, args) = sql.into_parts();
-    Ok(sqlx::query_scalar_with(&text, args)
-        .fetch_one(store.reader())
-        .await?)
+}
+
+fn started_since_query(model_keys: &[String], since: Timestamp) -> Option<Sql> {
+    if model_keys.is_empty() {
+        return None;
+    }
+    let mut sql = Sql::new("SELECT COUNT(*) FROM bookings WHERE model_key IN ");
+    sql.bind_list(model_keys.iter().cloned())
+        .push(" AND start_at >= ")
+        .bind(since);
+    Some(sql)
+}
+
+/// The database's plan for [`started_since`], one line per step (see `gpus::explain`).
+pub async fn explain_started_since(
+    store: &Store,
+    model_keys: &[String],
+    since: Timestamp,
+) -> StoreResult<Vec<String>> {
+    match started_since_query(model_keys, since) {
+        None => Ok(Vec::new()),
+        Some(sql) => gpus::explain(store, sql).await,
+    }
 }
 
 pub async fn count_active(store: &Store) -> StoreResult<i64> {

@@ -342,18 +342,24 @@ pub async fn list(
 }
 
 /// The database's plan for [`list`], one line per step (empty when the filter matches nothing
-/// without a query): `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL with sequential scans
-/// and sorts discouraged, so that on a small table (where PostgreSQL rightly prefers reading
-/// everything) it still shows which index can serve the query and its order.
+/// without a query).
 pub async fn explain_list(
     store: &Store,
     filter: &GpuFilter,
     order: GpuOrder,
     page: Page,
 ) -> StoreResult<Vec<String>> {
-    let Some(sql) = list_query(store, filter, order, page).await? else {
-        return Ok(Vec::new());
-    };
+    match list_query(store, filter, order, page).await? {
+        Some(sql) => explain(store, sql).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The database's plan for `sql`, one line per step: `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
+/// PostgreSQL with sequential scans and sorts discouraged, so that on a small table (where
+/// PostgreSQL rightly prefers reading everything) it still shows which index can serve the query
+/// and its order.
+pub(super) async fn explain(store: &Store, sql: Sql) -> StoreResult<Vec<String>> {
     let (text, args) = sql.into_parts();
     let mut tx = store.reader().begin().await?;
     let (explain, detail_column) = match store.backend() {
@@ -386,6 +392,16 @@ async fn list_query(
     let Some(matching) = Resolved::of(store, &filter.matching).await? else {
         return Ok(None);
     };
+    Ok(Some(resolved_list_query(&matching, filter, order, page)))
+}
+
+/// The catalogue read for a filter whose names are resolved (`filter.matching` is not read again).
+fn resolved_list_query(
+    matching: &Resolved<'_>,
+    filter: &GpuFilter,
+    order: GpuOrder,
+    page: Page,
+) -> Sql {
     // A capability filter in the default (creation) order reads the GPUs through the capability's
     // listing index: a page costs its own rows however rare or common the capability is. In another
     // order each row is probed instead.
@@ -410,29 +426,42 @@ async fn list_query(
             "SELECT {GPU_COLUMNS} FROM gpus WHERE deleted_at IS NULL"
         )),
     };
-    match &matching {
+    push_matching(&mut sql, matching, capability_listing.is_some());
+    push_filters(&mut sql, filter);
+    sql.push(" ORDER BY ")
+        .push(capability_listing.map_or_else(|| order.sql(), |(by, _)| by));
+    sql.push(" LIMIT ")
+        .bind(page.limit)
+        .push(" OFFSET ")
+        .bind(page.offset);
+    sql
+}
+
+/// ` AND` the GPU matches; `capability_joined`: the capability is already required by a join.
+fn push_matching(sql: &mut Sql, matching: &Resolved<'_>, capability_joined: bool) {
+    match matching {
         Resolved::Any => {}
         Resolved::Model(models) => {
             sql.push(" AND ");
-            models.push_model(&mut sql);
+            models.push_model(sql);
         }
         Resolved::Capability(capability) => {
-            if capability_listing.is_none() {
+            if !capability_joined {
                 sql.push(" AND ");
-                push_has_capability(&mut sql, capability);
+                push_has_capability(sql, capability);
             }
         }
         Resolved::Both(models, capability) => {
             sql.push(" AND ");
-            models.push_model(&mut sql);
-            if capability_listing.is_none() {
+            models.push_model(sql);
+            if !capability_joined {
                 sql.push(" AND ");
-                push_has_capability(&mut sql, capability);
+                push_has_capability(sql, capability);
             }
         }
         Resolved::ModelOrCapability(models, capabilities) if capabilities.is_empty() => {
             sql.push(" AND ");
-            models.push_model(&mut sql);
+            models.push_model(sql);
         }
         Resolved::ModelOrCapability(models, capabilities) => {
             // A union of two indexed lookups: an OR of an IN list and an IN subquery is a full
@@ -440,14 +469,18 @@ async fn list_query(
             sql.push(" AND id IN (");
             if !models.is_empty() {
                 sql.push("SELECT id FROM gpus WHERE deleted_at IS NULL AND ");
-                models.push_model(&mut sql);
+                models.push_model(sql);
                 sql.push(" UNION ");
             }
             sql.push("SELECT gpu_id FROM gpu_capabilities WHERE ");
-            capabilities.push_match(&mut sql, "capability", "capability_names", "capability");
+            capabilities.push_match(sql, "capability", "capability_names", "capability");
             sql.push(")");
         }
     }
+}
+
+/// ` AND` the filters other than the matching.
+fn push_filters(sql: &mut Sql, filter: &GpuFilter) {
     if !filter.statuses.is_empty() {
         sql.push(" AND status IN ")
             .bind_list(filter.statuses.iter().map(|s| s.as_str().to_owned()));
@@ -468,13 +501,194 @@ async fn list_query(
     if let Some(miner_id) = &filter.miner_id {
         sql.push(" AND miner_id = ").bind(miner_id.clone());
     }
-    sql.push(" ORDER BY ")
-        .push(capability_listing.map_or_else(|| order.sql(), |(by, _)| by));
-    sql.push(" LIMIT ")
-        .bind(page.limit)
+}
+
+/// Price statistics of a set of GPUs, computed by the database (the pricing endpoint's figures).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceStatistics {
+    /// The models the set's GPUs belong to, sorted.
+    pub model_keys: Vec<String>,
+    pub counts: StatusCounts,
+    pub min_asking: Money,
+    pub max_asking: Money,
+    /// The sum of the asking prices in micro-units: the caller rounds the average once.
+    pub asking_sum: i64,
+    /// The middle asking price of the set in price order; the middle two for an even count.
+    pub middle_asking: Vec<Money>,
+    /// The sum of the available GPUs' current prices in micro-units.
+    pub available_current_sum: i64,
+    /// The first GPU in current-price order (ties broken on id).
+    pub cheapest: Gpu,
+    /// The first available GPU in that order.
+    pub cheapest_available: Option<Gpu>,
+}
+
+/// One model's share of a [`PriceStatistics`].
+#[derive(sqlx::FromRow)]
+struct ModelAggregate {
+    model_key: String,
+    total: i64,
+    available: i64,
+    booked: i64,
+    offline: i64,
+    min_asking: Money,
+    max_asking: Money,
+    asking_sum: i64,
+    available_current_sum: i64,
+}
+
+// Grouped by model so the set's models come with the figures. SUM over integers is NUMERIC on
+// PostgreSQL, which the Any driver cannot decode, hence the casts.
+const MODEL_AGGREGATE: &str = "SELECT model_key, COUNT(*) AS total, \
+    CAST(SUM(CASE WHEN status = 'available' THEN 1 ELSE 0 END) AS BIGINT) AS available, \
+    CAST(SUM(CASE WHEN status = 'booked' THEN 1 ELSE 0 END) AS BIGINT) AS booked, \
+    CAST(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END) AS BIGINT) AS offline, \
+    MIN(price_micro) AS min_asking, MAX(price_micro) AS max_asking, \
+    CAST(SUM(price_micro) AS BIGINT) AS asking_sum, \
+    CAST(SUM(CASE WHEN status = 'available' THEN current_price_micro ELSE 0 END) AS BIGINT) \
+    AS available_current_sum FROM gpus WHERE deleted_at IS NULL";
+
+fn aggregate_query(matching: &Resolved<'_>) -> Sql {
+    let mut sql = Sql::new(MODEL_AGGREGATE);
+    push_matching(&mut sql, matching, false);
+    sql.push(" GROUP BY model_key");
+    sql
+}
+
+/// The asking prices at `offset`, `count` of them, in price order.
+fn asking_at_query(matching: &Resolved<'_>, offset: i64, count: i64) -> Sql {
+    let mut sql = Sql::new("SELECT price_micro FROM gpus WHERE deleted_at IS NULL");
+    push_matching(&mut sql, matching, false);
+    sql.push(" ORDER BY price_micro LIMIT ")
+        .bind(count)
         .push(" OFFSET ")
-        .bind(page.offset);
-    Ok(Some(sql))
+        .bind(offset);
+    sql
+}
+
+/// The first GPU in current-price order, among the available ones when `available`.
+fn cheapest_query(matching: &Resolved<'_>, available: bool) -> Sql {
+    let filter = GpuFilter {
+        statuses: if available {
+            vec![GpuStatus::Available]
+        } else {
+            Vec::new()
+        },
+        ..GpuFilter::default()
+    };
+    resolved_list_query(matching, &filter, GpuOrder::CurrentPriceAsc, Page::first(1))
+}
+
+/// Where the middle of `total` sorted values starts and how many values it has (two for an even
+/// count, whose median is their mean).
+fn middle_of(total: i64) -> (i64, i64) {
+    if total % 2 == 1 {
+        (total / 2, 1)
+    } else {
+        (total / 2 - 1, 2)
+    }
+}
+
+/// The figures of the GPUs `matching` selects, or None when it selects none. Every figure is an
+/// aggregate or a few rows read through the models' price indexes, so the cost does not grow with
+/// the GPUs the way reading them all did. The queries share one snapshot (a read-only transaction,
+/// repeatable read on PostgreSQL) so the middle and the cheapest GPU belong to the counted set.
+pub async fn price_statistics(
+    store: &Store,
+    matching: &Matching,
+) -> StoreResult<Option<PriceStatistics>> {
+    let Some(matching) = Resolved::of(store, matching).await? else {
+        return Ok(None);
+    };
+    let mut tx = store.reader().begin().await?;
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+    }
+    let statistics = price_statistics_in(&mut tx, &matching).await?;
+    tx.commit().await?;
+    Ok(statistics)
+}
+
+async fn price_statistics_in(
+    conn: &mut AnyConnection,
+    matching: &Resolved<'_>,
+) -> StoreResult<Option<PriceStatistics>> {
+    let (text, args) = aggregate_query(matching).into_parts();
+    let models: Vec<ModelAggregate> = sqlx::query_as_with(&text, args)
+        .fetch_all(&mut *conn)
+        .await?;
+    let (Some(min_asking), Some(max_asking)) = (
+        models.iter().map(|m| m.min_asking).min(),
+        models.iter().map(|m| m.max_asking).max(),
+    ) else {
+        return Ok(None);
+    };
+    let mut counts = StatusCounts::default();
+    let (mut asking_sum, mut available_current_sum) = (0i64, 0i64);
+    for model in &models {
+        counts.total += model.total;
+        counts.available += model.available;
+        counts.booked += model.booked;
+        counts.offline += model.offline;
+        asking_sum = asking_sum.saturating_add(model.asking_sum);
+        available_current_sum = available_current_sum.saturating_add(model.available_current_sum);
+    }
+    let (offset, count) = middle_of(counts.total);
+    let (text, args) = asking_at_query(matching, offset, count).into_parts();
+    let middle_asking: Vec<Money> = sqlx::query_scalar_with(&text, args)
+        .fetch_all(&mut *conn)
+        .await?;
+    let (text, args) = cheapest_query(matching, false).into_parts();
+    let cheapest: Option<Gpu> = sqlx::query_as_with(&text, args)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(cheapest) = cheapest else {
+        return Ok(None);
+    };
+    let cheapest_available = if counts.available == 0 {
+        None
+    } else {
+        let (text, args) = cheapest_query(matching, true).into_parts();
+        sqlx::query_as_with(&text, args)
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    let mut model_keys: Vec<String> = models.into_iter().map(|m| m.model_key).collect();
+    model_keys.sort();
+    Ok(Some(PriceStatistics {
+        model_keys,
+        counts,
+        min_asking,
+        max_asking,
+        asking_sum,
+        middle_asking,
+        available_current_sum,
+        cheapest,
+        cheapest_available,
+    }))
+}
+
+/// The database's plans for [`price_statistics`]' queries (aggregate, middle, cheapest, cheapest
+/// available), one list of lines each; empty when `matching` selects nothing without a query.
+pub async fn explain_price_statistics(
+    store: &Store,
+    matching: &Matching,
+) -> StoreResult<Vec<Vec<String>>> {
+    let Some(matching) = Resolved::of(store, matching).await? else {
+        return Ok(Vec::new());
+    };
+    let mut plans = Vec::new();
+    for sql in [
+        aggregate_query(&matching),
+        asking_at_query(&matching, 1, 2),
+        cheapest_query(&matching, false),
+        cheapest_query(&matching, true),
+    ] {
+        plans.push(explain(store, sql).await?);
+    }
+    Ok(plans)
 }
 
 /// Removes a GPU from the catalogue unless it is booked. Rows stay for the order history.
@@ -553,23 +767,25 @@ pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResul
     Ok(result.rows_affected())
 }
 
-/// GPUs per price-update statement (two parameters each, plus the id list).
+/// GPUs per price-update statement (two parameters each).
 const PRICE_UPDATE_CHUNK: usize = 200;
 
 /// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU, all
-/// in one transaction, since the writer is shared with bookings.
+/// in one transaction, since the writer is shared with bookings. The new prices are joined as a
+/// `VALUES` list (a `CASE` over the chunk's ids would compare each row with every id: quadratic in the
+/// chunk, and a full model at 100 000 GPUs is 2 000 rows).
 pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> StoreResult<()> {
     let mut statements = Vec::new();
     for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
-        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = CASE id");
-        for (id, price) in chunk {
-            sql.push(" WHEN ")
+        let mut sql = Sql::new("UPDATE gpus SET current_price_micro = v.column2 FROM (VALUES ");
+        for (i, (id, price)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
                 .bind(id.clone())
-                .push(" THEN ")
-                .bind(*price);
+                .push(", ")
+                .bind(*price)
+                .push(")");
         }
-        sql.push(" ELSE current_price_micro END WHERE id IN ")
-            .bind_list(chunk.iter().map(|(id, _)| id.clone()));
+        sql.push(") AS v WHERE gpus.id = v.column1");
         statements.push(sql.into_parts());
     }
     store
@@ -604,17 +820,17 @@ pub async fn asking_prices(store: &Store) -> StoreResult<Vec<(String, String, Mo
 }
 
 // SUM over integers is NUMERIC on PostgreSQL, which the Any driver cannot decode, hence the casts.
-const STATUS_COUNTS: &str = "SELECT COUNT(*) AS total, \
-    CAST(COALESCE(SUM(CASE WHEN status = 'available' THEN 1 ELSE 0 END), 0) AS BIGINT) AS available, \
-    CAST(COALESCE(SUM(CASE WHEN status = 'booked' THEN 1 ELSE 0 END), 0) AS BIGINT) AS booked, \
-    CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT) AS offline \
-    FROM gpus WHERE deleted_at IS NULL";
+const STATUS_COUNTS: &str = "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS total, \
+    CAST(COALESCE(SUM(available), 0) AS BIGINT) AS available, \
+    CAST(COALESCE(SUM(booked), 0) AS BIGINT) AS booked, \
+    CAST(COALESCE(SUM(offline), 0) AS BIGINT) AS offline FROM gpu_model_counts";
 
-/// Status counts of one model's GPUs, or of the whole catalogue.
+/// Status counts of one model's GPUs, or of the whole catalogue: rows of `gpu_model_counts`, which
+/// triggers keep in step with every GPU change (migrations/*/0009), instead of a count of the GPUs.
 pub async fn status_counts(store: &Store, model_key: Option<&str>) -> StoreResult<StatusCounts> {
     let counts = match model_key {
         Some(key) => {
-            sqlx::query_as(&format!("{STATUS_COUNTS} AND model_key = $1"))
+            sqlx::query_as(&format!("{STATUS_COUNTS} WHERE model_key = $1"))
                 .bind(key)
                 .fetch_one(store.reader())
                 .await?
@@ -637,19 +853,16 @@ pub async fn get_with_model_counts(
     struct Row {
         #[sqlx(flatten)]
         gpu: Gpu,
-        model_total: i64,
-        model_available: i64,
-        model_booked: i64,
-        model_offline: i64,
+        model_total: Option<i64>,
+        model_available: Option<i64>,
+        model_booked: Option<i64>,
+        model_offline: Option<i64>,
     }
-    let peers =
-        "SELECT COUNT(*) FROM gpus m WHERE m.model_key = g.model_key AND m.deleted_at IS NULL";
     let sql = format!(
-        "SELECT {}, ({peers}) AS model_total, \
-         ({peers} AND m.status = 'available') AS model_available, \
-         ({peers} AND m.status = 'booked') AS model_booked, \
-         ({peers} AND m.status = 'offline') AS model_offline \
-         FROM gpus g WHERE g.id = $1 AND g.deleted_at IS NULL",
+        "SELECT {}, c.total AS model_total, c.available AS model_available, \
+         c.booked AS model_booked, c.offline AS model_offline \
+         FROM gpus g LEFT JOIN gpu_model_counts c ON c.model_key = g.model_key \
+         WHERE g.id = $1 AND g.deleted_at IS NULL",
         qualified("g", GPU_COLUMNS)
     );
     let row: Option<Row> = sqlx::query_as(&sql)
@@ -658,10 +871,10 @@ pub async fn get_with_model_counts(
         .await?;
     Ok(row.map(|r| {
         let counts = StatusCounts {
-            total: r.model_total,
-            available: r.model_available,
-            booked: r.model_booked,
-            offline: r.model_offline,
+            total: r.model_total.unwrap_or_default(),
+            available: r.model_available.unwrap_or_default(),
+            booked: r.model_booked.unwrap_or_default(),
+            offline: r.model_offline.unwrap_or_default(),
         };
         (r.gpu, counts)
     }))
@@ -684,6 +897,14 @@ mod tests {
     fn capabilities_compare_lower_cased() {
         assert_eq!(capability_key("FP16"), "fp16");
         assert_eq!(capability_key("ÜBER"), "über");
+    }
+
+    #[test]
+    fn the_middle_of_an_even_count_is_two_values() {
+        assert_eq!(middle_of(1), (0, 1));
+        assert_eq!(middle_of(2), (0, 2));
+        assert_eq!(middle_of(5), (2, 1));
+        assert_eq!(middle_of(2000), (999, 2));
     }
 
     #[test]

@@ -1,0 +1,337 @@
+//! The pricing endpoint's figures and the booking facts are computed by the database (aggregates,
+//! an index walk to the median, a count over one index range). These tests check they are the
+//! figures the earlier code computed from every matching GPU's row, on a market with several models,
+//! capabilities, statuses, a deleted GPU and odd and even counts.
+
+mod common;
+
+use common::TestApp;
+use gpu_market::config::{DatabaseConfig, Secret};
+use gpu_market::domain::{Gpu, GpuStatus, ModelFilter, Money, StatusCounts, Timestamp};
+use gpu_market::store::gpus::PriceStatistics;
+use gpu_market::store::{GpuFilter, GpuOrder, Matching, Page, Store, bookings, gpus};
+use serde_json::json;
+
+struct Market {
+    app: TestApp,
+    store: Store,
+}
+
+impl Market {
+    /// Eleven GPUs over four models (prices chosen so averages and medians round), two booked, one
+    /// deleted.
+    async fn new() -> Self {
+        let app = TestApp::spawn().await;
+        let mut ids = Vec::new();
+        for (i, (name, price, caps)) in [
+            ("RTX 4090", 0.5, json!(["cuda", "llama2-7b"])),
+            ("RTX 4090", 0.7, json!(["cuda"])),
+            ("rtx-4090", 0.333333, json!(["fp16"])),
+            ("RTX 4090", 1.25, json!([])),
+            ("RTX 3090", 0.4, json!(["llama2-13b"])),
+            ("RTX 3090", 0.45, json!(["cuda"])),
+            ("A100", 2.0, json!(["training"])),
+            ("A100", 2.5, json!(["training", "LLaMA2-70b"])),
+            ("A100", 3.000001, json!(["training"])),
+            ("H100 SXM", 4.0, json!(["fp8"])),
+            ("H100 SXM", 4.0, json!(["fp8"])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let region = if i % 2 == 0 { "eu-west" } else { "us-east" };
+            ids.push(
+                app.register(json!({
+                    "name": name, "memory_gb": 24 + i, "price_per_hour": price, "region": region,
+                    "capabilities": caps,
+                }))
+                .await,
+            );
+        }
+        app.book(&ids[1], 1.0).await;
+        app.book(&ids[7], 2.0).await;
+        // A booking that ended still counts among the bookings of the last hour.
+        app.book(&ids[4], 1.0).await;
+        app.release(&ids[4]).await;
+        app.delete(&format!("/v1/marketplace/gpu/{}", ids[5]))
+            .await
+            .expect(200);
+        let config = DatabaseConfig {
+            url: Secret::new(app.database_url().to_owned()),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::connect(&config).await.expect("store connects");
+        Self { app, store }
+    }
+
+    /// The rows and the statistics of `matching`, read while no price refresh ran between them (the
+    /// background refresher reprices the market shortly after each booking).
+    async fn rows_and_statistics(
+        &self,
+        matching: &Matching,
+    ) -> (Vec<Gpu>, Option<PriceStatistics>) {
+        loop {
+            let before = self.rows(matching).await;
+            let statistics = gpus::price_statistics(&self.store, matching)
+                .await
+                .expect("statistics");
+            if self.rows(matching).await == before {
+                return (before, statistics);
+            }
+        }
+    }
+
+    /// Every GPU the matching selects, as the earlier pricing code read them (cheapest first).
+    async fn rows(&self, matching: &Matching) -> Vec<Gpu> {
+        let filter = GpuFilter {
+            matching: matching.clone(),
+            ..GpuFilter::default()
+        };
+        gpus::list(
+            &self.store,
+            &filter,
+            GpuOrder::CurrentPriceAsc,
+            Page::first(100_000),
+        )
+        .await
+        .expect("list")
+    }
+}
+
+fn median(prices: &[Money]) -> Money {
+    let mut sorted = prices.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        Money::average([sorted[n / 2 - 1], sorted[n / 2]])
+    }
+}
+
+fn matchings() -> Vec<(&'static str, Matching)> {
+    let model_or_capability =
+        |text: &str| Matching::ModelOrCapability(ModelFilter::parse(text), text.to_owned());
+    vec![
+        ("one model, even count", model_or_capability("RTX4090")),
+        (
+            "a model with a deleted GPU",
+            model_or_capability("rtx 3090"),
+        ),
+        ("one model, odd count", model_or_capability("A100")),
+        ("equal prices", model_or_capability("h100")),
+        ("a family substring", model_or_capability("rtx")),
+        ("a wildcard", Matching::Model(ModelFilter::parse("*0"))),
+        ("capabilities only", model_or_capability("llama2")),
+        ("model or capability", model_or_capability("fp")),
+        ("everything", Matching::Any),
+    ]
+}
+
+#[tokio::test]
+async fn database_statistics_match_the_rows_they_summarise() {
+    let market = Market::new().await;
+    for (what, matching) in matchings() {
+        let (rows, statistics) = market.rows_and_statistics(&matching).await;
+        assert!(!rows.is_empty(), "{what}: the market has matching GPUs");
+        let statistics =
+            statistics.unwrap_or_else(|| panic!("{what}: statistics of a non-empty set"));
+        let asking: Vec<Money> = rows.iter().map(|g| g.asking_price).collect();
+        let mut keys: Vec<String> = rows.iter().map(|g| g.model_key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(statistics.model_keys, keys, "{what}: models");
+        assert_eq!(
+            statistics.counts,
+            StatusCounts::of(rows.iter().map(|g| g.status)),
+            "{what}: counts"
+        );
+        assert_eq!(statistics.min_asking, *asking.iter().min().expect("min"));
+        assert_eq!(statistics.max_asking, *asking.iter().max().expect("max"));
+        assert_eq!(
+            Money::mean(
+                i128::from(statistics.asking_sum),
+                i128::from(statistics.counts.total)
+            ),
+            Money::average(asking.iter().copied()),
+            "{what}: average"
+        );
+        assert_eq!(
+            gpu_market::market::rules::stats::median(&statistics.middle_asking),
+            Some(median(&asking)),
+            "{what}: median"
+        );
+        let available: Vec<&Gpu> = rows
+            .iter()
+            .filter(|g| g.status == GpuStatus::Available)
+            .collect();
+        assert_eq!(
+            Money::mean(
+                i128::from(statistics.available_current_sum),
+                i128::from(statistics.counts.available)
+            ),
+            Money::average(available.iter().map(|g| g.current_price)),
+            "{what}: current price of the available GPUs"
+        );
+        assert_eq!(statistics.cheapest.id, rows[0].id, "{what}: cheapest GPU");
+        assert_eq!(
+            statistics.cheapest_available.map(|g| g.id),
+            available.first().map(|g| g.id.clone()),
+            "{what}: cheapest available GPU"
+        );
+    }
+    for nothing in [
+        Matching::ModelOrCapability(ModelFilter::parse("B200"), "B200".into()),
+        Matching::Model(ModelFilter::parse("A?00x")),
+    ] {
+        assert_eq!(
+            gpus::price_statistics(&market.store, &nothing)
+                .await
+                .expect("statistics"),
+            None
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_pricing_endpoint_reports_the_rows_figures() {
+    let market = Market::new().await;
+    let matching = Matching::ModelOrCapability(ModelFilter::parse("RTX4090"), "RTX4090".into());
+    // Read while no price refresh ran in between.
+    let (answer, rows) = loop {
+        let rows = market.rows(&matching).await;
+        let answer = market
+            .app
+            .get("/v1/marketplace/pricing/RTX4090")
+            .await
+            .expect(200)
+            .clone();
+        if market.rows(&matching).await == rows {
+            break (answer, rows);
+        }
+    };
+    let asking: Vec<Money> = rows.iter().map(|g| g.asking_price).collect();
+    let micros_of = |field: &str| common::micros(&answer[field]);
+    assert_eq!(answer["total_gpus"], json!(4));
+    assert_eq!(answer["available_gpus"], json!(3));
+    assert_eq!(
+        micros_of("min_price"),
+        asking.iter().min().expect("min").micros()
+    );
+    assert_eq!(
+        micros_of("max_price"),
+        asking.iter().max().expect("max").micros()
+    );
+    assert_eq!(
+        micros_of("average_price"),
+        Money::average(asking.iter().copied()).micros()
+    );
+    assert_eq!(micros_of("median_price"), median(&asking).micros());
+    let available: Vec<&Gpu> = rows
+        .iter()
+        .filter(|g| g.status == GpuStatus::Available)
+        .collect();
+    assert_eq!(
+        micros_of("current_price"),
+        Money::average(available.iter().map(|g| g.current_price)).micros()
+    );
+    assert_eq!(
+        answer["recommended_gpu"],
+        json!(available[0].id.to_string())
+    );
+    market
+        .app
+        .get("/v1/marketplace/pricing/B200")
+        .await
+        .expect_error(404);
+}
+
+#[tokio::test]
+async fn bookings_since_count_by_model_as_the_join_did() {
+    let market = Market::new().await;
+    let an_hour_ago = Timestamp::now().minus_seconds(3_600);
+    for keys in [
+        vec!["rtx4090".to_owned()],
+        vec!["rtx3090".to_owned()],
+        vec!["a100".to_owned(), "rtx4090".to_owned()],
+        vec!["h100sxm".to_owned()],
+        vec!["b200".to_owned()],
+    ] {
+        // The earlier query: every booking joined to its GPU's model.
+        let mut joined = "SELECT COUNT(*) FROM bookings b JOIN gpus g ON g.id = b.gpu_id \
+                          WHERE b.start_at >= $1 AND g.model_key IN ("
+            .to_owned();
+        for i in 0..keys.len() {
+            joined.push_str(&format!("{}${}", if i > 0 { ", " } else { "" }, i + 2));
+        }
+        joined.push(')');
+        let mut query = sqlx::query_scalar::<_, i64>(&joined).bind(an_hour_ago);
+        for key in &keys {
+            query = query.bind(key.clone());
+        }
+        let expected = query.fetch_one(market.app.db()).await.expect("join");
+        let counted = bookings::started_since(&market.store, &keys, an_hour_ago)
+            .await
+            .expect("count");
+        assert_eq!(counted, expected, "bookings of {keys:?}");
+    }
+    let rtx = ["rtx3090".to_owned()];
+    assert_eq!(
+        bookings::started_since(&market.store, &rtx, an_hour_ago)
+            .await
+            .expect("count"),
+        1,
+        "an ended booking still started within the hour"
+    );
+    assert_eq!(
+        bookings::started_since(&market.store, &rtx, Timestamp::now().plus_seconds(1))
+            .await
+            .expect("count"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn kept_status_counts_equal_a_count_of_the_gpus() {
+    let market = Market::new().await;
+    let mut keys: Vec<Option<String>> = ["rtx4090", "rtx3090", "a100", "h100sxm", "b200"]
+        .into_iter()
+        .map(|k| Some(k.to_owned()))
+        .collect();
+    keys.push(None);
+    for key in keys {
+        let mut sql = "SELECT COUNT(*), \
+            CAST(COALESCE(SUM(CASE WHEN status = 'available' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(CASE WHEN status = 'booked' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+            FROM gpus WHERE deleted_at IS NULL"
+            .to_owned();
+        if key.is_some() {
+            sql.push_str(" AND model_key = $1");
+        }
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, i64)>(&sql);
+        if let Some(key) = &key {
+            query = query.bind(key.clone());
+        }
+        let (total, available, booked, offline) =
+            query.fetch_one(market.app.db()).await.expect("count");
+        let counted = StatusCounts {
+            total,
+            available,
+            booked,
+            offline,
+        };
+        let kept = gpus::status_counts(&market.store, key.as_deref())
+            .await
+            .expect("kept counts");
+        assert_eq!(kept, counted, "counts of {key:?}");
+    }
+    let rtx3090 = gpus::status_counts(&market.store, Some("rtx3090"))
+        .await
+        .expect("counts");
+    assert_eq!(
+        (rtx3090.total, rtx3090.available),
+        (1, 1),
+        "the deleted GPU is not counted; the released one is available again"
+    );
+}
