@@ -88,16 +88,7 @@ pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResu
         }
         statements.push(sql.into_parts());
     }
-    store
-        .write(move |conn| {
-            Box::pin(async move {
-                for (text, args) in statements {
-                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .await
+    store.write_all(statements).await
 }
 
 fn saturating_i64(n: u64) -> i64 {

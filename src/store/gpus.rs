@@ -788,16 +788,7 @@ pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> 
         sql.push(") AS v WHERE gpus.id = v.column1");
         statements.push(sql.into_parts());
     }
-    store
-        .write(move |conn| {
-            Box::pin(async move {
-                for (text, args) in statements {
-                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .await
+    store.write_all(statements).await
 }
 
 /// The model keys ever registered (a few may have no GPU left), from their small table rather than

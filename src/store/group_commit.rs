@@ -187,6 +187,22 @@ impl Store {
         self.writes.as_ref().map(WriteQueue::stats)
     }
 
+    /// Runs statements built with [`super::sql::Sql`] as one write, in order.
+    pub async fn write_all(
+        &self,
+        statements: Vec<(String, AnyArguments<'static>)>,
+    ) -> StoreResult<()> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                for (text, args) in statements {
+                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Runs one write statement (see [`Store::write_statement`]).
     pub async fn execute(&self, statement: Statement) -> StoreResult<AnyQueryResult> {
         self.write_statement(move |conn| {
