@@ -122,26 +122,18 @@ impl<K: SlotKind> SlotCell<K> {
             Plan::Shadow(shadow) => shadow.settings.clone(),
             Plan::Canary(canary) => canary.settings.clone(),
         };
-        let path = host.dir.join(&settings.file);
-        let read = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path)?;
-            let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
-            Ok((bytes, signature))
-        })
-        .await;
-        let (bytes, signature) =
-            match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
-                Ok(read) => read,
-                Err(e) => {
-                    let reason = format!(
-                        "{role}: cannot read {}: {e}",
-                        settings.file,
-                        role = role.as_str()
-                    );
-                    tracing::warn!(%slot, "{reason}");
-                    return self.candidate_error(role, Some(reason));
-                }
-            };
+        let (bytes, signature) = match read_module(host.dir.join(&settings.file)).await {
+            Ok(read) => read,
+            Err(e) => {
+                let reason = format!(
+                    "{role}: cannot read {}: {e}",
+                    settings.file,
+                    role = role.as_str()
+                );
+                tracing::warn!(%slot, "{reason}");
+                return self.candidate_error(role, Some(reason));
+            }
+        };
         let unchanged = current
             .get(role)
             .is_some_and(|c| c.plan == plan && c.sha256() == Some(sha256_hex(&bytes).as_str()));
@@ -334,21 +326,13 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
             }
             return;
         };
-        let path = host.dir.join(&desired.file);
-        let read = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path)?;
-            let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
-            Ok((bytes, signature))
-        })
-        .await;
-        let (bytes, signature) =
-            match read.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))) {
-                Ok(read) => read,
-                Err(e) => {
-                    let reason = format!("cannot read {}: {e}", desired.file);
-                    return self.reject_candidate(host, &current, desired, &reason);
-                }
-            };
+        let (bytes, signature) = match read_module(host.dir.join(&desired.file)).await {
+            Ok(read) => read,
+            Err(e) => {
+                let reason = format!("cannot read {}: {e}", desired.file);
+                return self.reject_candidate(host, &current, desired, &reason);
+            }
+        };
         let unchanged = current
             .module
             .as_ref()
@@ -554,4 +538,15 @@ impl<K: SlotKind> SlotAdmin for SlotCell<K> {
         }
         Ok(out)
     }
+}
+
+/// A module's bytes and the signature beside it, read off the runtime's threads.
+async fn read_module(path: std::path::PathBuf) -> std::io::Result<(Vec<u8>, Option<Vec<u8>>)> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path)?;
+        let signature = read_signature_beside(&path).map_err(std::io::Error::other)?;
+        Ok((bytes, signature))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
