@@ -390,14 +390,18 @@ bench_backend() { # name database_url
 
 # The policy lifecycle's cost (issue 9): book+release cycles with the decision log off, on (the
 # default), and on with a pricing shadow, each on a fresh database, alternated over BENCH_ROUNDS rounds
-# so that a drifting machine weighs on every variant alike.
+# so that a drifting machine weighs on every variant alike. Each round starts with the next variant
+# (no variant always follows the same one), and every run starts once the previous run's files are
+# on disk (`sync`), so that no run pays for its predecessor's write-back.
 read -r -a LIFECYCLE_VARIANTS <<<"${BENCH_VARIANTS:-log-off log-on shadow}"
 bench_lifecycle() { # backend database_url_maker
     local backend="$1" make_url="$2"
-    local round variant url
+    local round variant url i n="${#LIFECYCLE_VARIANTS[@]}"
     for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
-        for variant in "${LIFECYCLE_VARIANTS[@]}"; do
+        for i in $(seq 0 $((n - 1))); do
+            variant="${LIFECYCLE_VARIANTS[$(((round - 1 + i) % n))]}"
             url="$("$make_url" "$round-$variant")"
+            sync
             start_server "$backend" "$url" "$variant"
             register_gpus "$BASE"
             run_wrk "$backend" "cycle-$variant-$round" "$WORK/cycle.lua" "$BASE/v1/marketplace/gpu/"

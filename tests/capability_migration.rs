@@ -3,44 +3,14 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{TestDatabase, install_drivers};
+use common::{TestDatabase, install_drivers, migrate_before};
 use gpu_market::config::{DatabaseConfig, Secret};
 use gpu_market::domain::ModelFilter;
 use gpu_market::store::{GpuFilter, GpuOrder, Matching, Page, Store, gpus};
 
-/// The schema as it was before 0008: the earlier migrations only, from a copy of their files.
+/// The schema as it was before 0008, with three GPUs registered then.
 async fn migrate_before_0008(url: &str, backend: &str) {
-    let all = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    let earlier = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(&all).expect("migrations") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name
-            .as_bytes()
-            .first_chunk::<4>()
-            .is_some_and(|v| v < b"0008")
-        {
-            std::fs::copy(&path, earlier.path().join(name)).expect("copy migration");
-        }
-    }
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .expect("connect");
-    sqlx::migrate::Migrator::new(earlier.path())
-        .await
-        .expect("migrator")
-        .run(&pool)
-        .await
-        .expect("earlier migrations");
+    let pool = migrate_before(url, backend, "0008").await;
     for (id, model, key, capabilities) in [
         ("gpu_old_1", "RTX 4090", "rtx4090", r#"["CUDA", "llm"]"#),
         ("gpu_old_2", "A100", "a100", r#"["training", "llm-70b"]"#),

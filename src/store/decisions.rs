@@ -10,7 +10,7 @@ use super::sql::Sql;
 use super::{Store, StoreResult};
 use crate::domain::{DecisionEntry, DecisionId, DecisionRole, Outcome, Timestamp};
 
-const COLUMNS: &str = "seq, id, slot, role, live_id, policy, module_sha256, input, output, price, \
+pub(super) const COLUMNS: &str = "seq, id, slot, role, live_id, policy, module_sha256, input, output, price, \
     verdict, fallback, failure_kind, failure, fuel, duration_us, request_id, gpu_id, decided_at";
 
 /// The most rows one INSERT statement carries. A batch goes in chunks of powers of two up to this, so
@@ -29,9 +29,8 @@ fn chunk_sizes(n: usize) -> impl Iterator<Item = usize> {
     full.chain(powers)
 }
 
-/// Writes `entries` in one transaction. The statements are built here, on the caller's task, and
-/// the write joins the other writes' group commit on SQLite: a batch of its own would take the one
-/// writer connection for a transaction and a sync of its own, which bookings would wait behind.
+/// Writes `entries` in one transaction, to the log's own file on SQLite. The statements are built
+/// here, on the caller's task, and join the log writer's group commit.
 pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResult<()> {
     let mut statements = Vec::new();
     let mut rest = entries;
@@ -88,7 +87,7 @@ pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResu
         }
         statements.push(sql.into_parts());
     }
-    store.write_all(statements).await
+    store.decision_log().write_all(statements).await
 }
 
 fn saturating_i64(n: u64) -> i64 {
@@ -217,11 +216,18 @@ pub async fn get(store: &Store, id: &str) -> StoreResult<Option<LoggedDecision>>
 
 /// Deletes entries decided before `older_than` and all but the newest `max_rows`; returns how many.
 pub async fn prune(store: &Store, older_than: Timestamp, max_rows: u64) -> StoreResult<u64> {
-    let aged = sqlx::query("DELETE FROM policy_decisions WHERE decided_at < $1")
-        .bind(older_than.micros())
-        .execute(store.writer())
-        .await?
-        .rows_affected();
+    let store = store.decision_log();
+    // Entries are appended in about the order they were decided: everything before the oldest entry
+    // still within the age goes, found by walking `seq` from the oldest (no time index to keep up).
+    let aged = sqlx::query(
+        "DELETE FROM policy_decisions WHERE seq < COALESCE(\
+         (SELECT seq FROM policy_decisions WHERE decided_at >= $1 ORDER BY seq LIMIT 1), \
+         (SELECT MAX(seq) + 1 FROM policy_decisions))",
+    )
+    .bind(older_than.micros())
+    .execute(store.writer())
+    .await?
+    .rows_affected();
     let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM policy_decisions")
         .fetch_one(store.reader())
         .await?;

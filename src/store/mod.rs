@@ -5,6 +5,7 @@
 
 pub mod bids;
 pub mod bookings;
+mod decision_db;
 pub mod decisions;
 pub mod gpus;
 mod group_commit;
@@ -17,7 +18,7 @@ mod sql;
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
 pub use group_commit::{Statement, WriteFuture, WriteStats};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +79,16 @@ pub struct Store {
     writes: Option<group_commit::WriteQueue>,
     backend: Backend,
     url: String,
+    /// SQLite: the decision log, in a file of its own (see [`decision_db`]); `None` when it shares
+    /// this database (PostgreSQL, which has many writers, and an in-memory SQLite market).
+    decision_log: Option<Arc<DecisionLogFile>>,
+}
+
+/// The decision log's own SQLite file: its writer, and the market's readers (which attach it).
+#[derive(Debug)]
+struct DecisionLogFile {
+    store: Store,
+    path: PathBuf,
 }
 
 impl Store {
@@ -106,6 +117,7 @@ impl Store {
                     writes: None,
                     backend,
                     url: redacted,
+                    decision_log: None,
                 }
             }
             Backend::Sqlite => {
@@ -115,21 +127,52 @@ impl Store {
                 })?;
                 let url = sqlite_url_creating(&url);
                 let busy_timeout = config.busy_timeout_ms;
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-                let writer = sqlite_pool(config, 1, busy_timeout)
+                let log_file = sqlite_file(&url).map(decision_db::path_beside);
+                // An in-memory database exists once per connection: its one connection is reader and
+                // writer, and holds the log in an attached in-memory database of its own.
+                let attach = match &log_file {
+                    Some(file) => decision_db::attach(&file.to_string_lossy()),
+                    None => decision_db::attach(":memory:"),
+                };
+                let decision_log = match &log_file {
+                    Some(file) => Some(
+                        DecisionLogFile::connect(config, file, &redacted)
+                            .await
+                            .map_err(connect_err)?,
+                    ),
+                    None => None,
+                };
+                let writer_attach = decision_log.is_none().then_some(attach.clone());
+                let writer = sqlite_pool(
+                    config,
+                    1,
+                    busy_timeout,
+                    Synchronous::Configured,
+                    writer_attach,
+                )
+                .connect(&url)
+                .await
+                .map_err(connect_err)?;
+                let reader = match &decision_log {
+                    None => writer.clone(),
+                    Some(_) => sqlite_pool(
+                        config,
+                        config.max_connections,
+                        busy_timeout,
+                        Synchronous::Configured,
+                        Some(attach),
+                    )
                     .connect(&url)
                     .await
-                    .map_err(connect_err)?;
-                // An in-memory database exists once per connection: readers must share the writer.
-                let reader = if in_memory {
-                    writer.clone()
-                } else {
-                    sqlite_pool(config, config.max_connections, busy_timeout)
-                        .connect(&url)
-                        .await
-                        .map_err(connect_err)?
+                    .map_err(connect_err)?,
                 };
                 Self {
+                    decision_log: decision_log.map(|mut log| {
+                        // The log's reads join it to the market's tables: they go through the
+                        // market's readers, which attach it.
+                        log.store.reader = reader.clone();
+                        Arc::new(log)
+                    }),
                     reader,
                     writes: Some(group_commit::WriteQueue::start(writer.clone())),
                     writer,
@@ -142,17 +185,41 @@ impl Store {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrate_err = |url: &str, source| StoreError::Migrate {
+            url: url.to_owned(),
+            source,
+        };
         let migrator = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
+        if self.backend == Backend::Sqlite {
+            let schema_err =
+                |url: &str, e| migrate_err(url, sqlx::migrate::MigrateError::Execute(e));
+            match &self.decision_log {
+                Some(log) => {
+                    decision_db::ensure_schema(&log.store.writer, "main")
+                        .await
+                        .map_err(|e| schema_err(&log.store.url, e))?;
+                    decision_db::move_from_market(&self.writer, &log.path, decisions::COLUMNS)
+                        .await
+                        .map_err(|e| schema_err(&self.url, e))?;
+                }
+                None => decision_db::ensure_schema(&self.writer, decision_db::SCHEMA)
+                    .await
+                    .map_err(|e| schema_err(&self.url, e))?,
+            }
+        }
         migrator
             .run(&self.writer)
             .await
-            .map_err(|source| StoreError::Migrate {
-                url: self.url.clone(),
-                source,
-            })
+            .map_err(|source| migrate_err(&self.url, source))
+    }
+
+    /// The store the decision log is written to: its own SQLite file, or this database. Its reads
+    /// go through this database's readers either way.
+    pub fn decision_log(&self) -> &Store {
+        self.decision_log.as_ref().map_or(self, |log| &log.store)
     }
 
     pub fn backend(&self) -> Backend {
@@ -183,6 +250,9 @@ impl Store {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+        if let Some(log) = &self.decision_log {
+            log.store.writer.close().await;
+        }
     }
 }
 
@@ -195,25 +265,65 @@ fn pool_options(config: &DatabaseConfig, max_connections: u32) -> AnyPoolOptions
         ))
 }
 
+/// How a SQLite pool syncs its commits.
+#[derive(Debug, Clone, Copy)]
+enum Synchronous {
+    /// The market's data: as configured (`sqlite_synchronous`).
+    Configured,
+    /// The decision log: `NORMAL`, a sync per checkpoint instead of per commit. Its entries wait in
+    /// memory for their batch anyway, so a sync per batch would buy no guarantee the queue does not
+    /// already lack; WAL keeps the file consistent through a crash.
+    Normal,
+}
+
 fn sqlite_pool(
     config: &DatabaseConfig,
     max_connections: u32,
     busy_timeout_ms: u64,
+    synchronous: Synchronous,
+    attach: Option<String>,
 ) -> AnyPoolOptions {
-    let synchronous = config.sqlite_synchronous.pragma();
+    let synchronous = match synchronous {
+        Synchronous::Configured => config.sqlite_synchronous.pragma(),
+        Synchronous::Normal => "NORMAL",
+    };
+    let attach = attach.unwrap_or_default();
     pool_options(config, max_connections).after_connect(move |conn, _meta| {
+        let setup = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+             PRAGMA busy_timeout = {busy_timeout_ms}; {attach}"
+        );
         Box::pin(async move {
-            conn.execute(
-                format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = {busy_timeout_ms};"
-                )
-                .as_str(),
-            )
-            .await?;
+            conn.execute(setup.as_str()).await?;
             Ok(())
         })
     })
+}
+
+impl DecisionLogFile {
+    async fn connect(
+        config: &DatabaseConfig,
+        path: &Path,
+        market_url: &str,
+    ) -> Result<Self, sqlx::Error> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let writer = sqlite_pool(config, 1, config.busy_timeout_ms, Synchronous::Normal, None)
+            .connect(&url)
+            .await?;
+        let store = Store {
+            // Replaced by the market's readers once they are connected.
+            reader: writer.clone(),
+            writes: Some(group_commit::WriteQueue::start(writer.clone())),
+            writer,
+            backend: Backend::Sqlite,
+            url: format!("{market_url} (decision log: {})", path.display()),
+            decision_log: None,
+        };
+        Ok(Self {
+            store,
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// A SQLite URL that creates its database file when it is missing, as the default URL does: without a
@@ -230,16 +340,19 @@ fn sqlite_url_creating(url: &str) -> String {
     format!("{url}{separator}mode=rwc")
 }
 
-/// Creates the parent directory of a SQLite database file (the default lives under `data/`).
-fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
+/// The file a SQLite URL names; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<&Path> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") {
-        return Ok(());
-    }
-    match Path::new(path).parent() {
+    let in_memory = path.is_empty() || path.contains(":memory:") || url.contains("mode=memory");
+    (!in_memory).then(|| Path::new(path))
+}
+
+/// Creates the parent directory of a SQLite database file (the default lives under `data/`).
+fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
+    match sqlite_file(url).and_then(Path::parent) {
         Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
         _ => Ok(()),
     }

@@ -120,6 +120,37 @@ where
     }
 }
 
+/// The schema of `backend` (`sqlite`, `postgres`) as it was before migration `version` (`"0008"`):
+/// the earlier migrations only, from a copy of their files, run on a pool of `url` that is returned.
+pub async fn migrate_before(url: &str, backend: &str, version: &str) -> AnyPool {
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let earlier = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.get(..4).is_some_and(|v| v < version) {
+            std::fs::copy(&path, earlier.path().join(name)).expect("copy migration");
+        }
+    }
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect");
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .expect("migrator")
+        .run(&pool)
+        .await
+        .expect("earlier migrations");
+    pool
+}
+
 pub fn install_drivers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(sqlx::any::install_default_drivers);
@@ -132,8 +163,14 @@ pub struct TestDatabase {
 }
 
 enum DatabaseKind {
-    Sqlite { _dir: tempfile::TempDir },
-    Postgres { admin_url: String, name: String },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl TestDatabase {
@@ -150,7 +187,7 @@ impl TestDatabase {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         Self {
             url,
-            kind: DatabaseKind::Sqlite { _dir: dir },
+            kind: DatabaseKind::Sqlite { _dir: dir, path },
         }
     }
 
@@ -188,6 +225,14 @@ impl TestDatabase {
 
     pub fn is_postgres(&self) -> bool {
         matches!(self.kind, DatabaseKind::Postgres { .. })
+    }
+
+    /// SQLite: the decision log's own file, beside the market's (`x.db` → `x.decisions.db`).
+    pub fn decision_log_file(&self) -> Option<std::path::PathBuf> {
+        match &self.kind {
+            DatabaseKind::Sqlite { path, .. } => Some(path.with_extension("decisions.db")),
+            DatabaseKind::Postgres { .. } => None,
+        }
     }
 }
 
@@ -424,8 +469,24 @@ impl TestApp {
             }
         };
         let addr = server.local_addr();
+        // On SQLite the decision log has a file of its own, which the service's readers attach.
+        let attach_log = database.decision_log_file().map(|file| {
+            format!(
+                "ATTACH DATABASE '{}' AS decision_log",
+                file.display().to_string().replace('\'', "''")
+            )
+        });
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(4)
+            .after_connect(move |conn, _| {
+                let attach = attach_log.clone();
+                Box::pin(async move {
+                    if let Some(attach) = attach {
+                        sqlx::Executor::execute(conn, attach.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(database.url())
             .await
             .expect("assertion pool connects");
