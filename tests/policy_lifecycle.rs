@@ -217,7 +217,15 @@ async fn a_hostile_shadow_never_changes_a_live_answer() {
     async fn run(shadow: Option<&str>) -> (Vec<(String, String, bool, String)>, Option<Value>) {
         let app = spawn(|dir| {
             if let Some(module) = shadow {
-                add_candidate(dir, "shadow", module, "limits = { timeout_ms = 20 }");
+                // Unpaced: at the default 10 % of a core each hostile call is followed by a pause
+                // nine times as long, which on a loaded machine can outlast the wait below; this
+                // test is about live answers, not pacing.
+                add_candidate(
+                    dir,
+                    "shadow",
+                    module,
+                    "cpu_percent = 100\nlimits = { timeout_ms = 20 }",
+                );
             }
         })
         .await;

@@ -192,10 +192,18 @@ impl Store {
         &self,
         statements: Vec<(String, AnyArguments<'static>)>,
     ) -> StoreResult<()> {
+        // PostgreSQL: unnamed statements. A named one keeps the parameter types of its first
+        // execution; through the Any driver those differed between runs of the same decision-log
+        // insert, which then failed on that connection with "incorrect binary data format in bind
+        // parameter N" at every retry. The Parse travels in the same round trip.
+        let persistent = self.backend == super::Backend::Sqlite;
         self.write(move |conn| {
             Box::pin(async move {
                 for (text, args) in statements {
-                    sqlx::query_with(&text, args).execute(&mut *conn).await?;
+                    sqlx::query_with(&text, args)
+                        .persistent(persistent)
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 Ok(())
             })
