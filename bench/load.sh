@@ -19,7 +19,8 @@
 #
 # BENCH_LIFECYCLE=1 (or only) adds the policy lifecycle's cost: cycles with the decision log off, on, and
 # on with a pricing shadow, alternated over BENCH_ROUNDS (2) rounds on fresh databases (BENCH_VARIANTS
-# picks some of "log-off log-on shadow").
+# picks some of "log-off log-on shadow", or adds "log-tmpfs": the log on, its SQLite file in /dev/shm,
+# which tells the log's disk traffic from its CPU cost).
 #
 # Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_POLICIES (wasm: the deployed policies/; builtin: the native rules), BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_THREADS (2), BENCH_GPUS (100), BENCH_SYNC_SECONDS (3: SQLite's sync probe), BENCH_SYNC_COMMITS (2000: PostgreSQL's).
 set -euo pipefail
@@ -81,6 +82,9 @@ cleanup() {
         tail -n 40 "$SERVER_LOG" >&2
     fi
     if [[ -n "$PG_DB" ]]; then psql "$PG_URL" -q -c "DROP DATABASE IF EXISTS \"$PG_DB\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    if [[ -f "$WORK/shm-links/list" ]]; then
+        while read -r target; do rm -f "$target" "$target-wal" "$target-shm"; done <"$WORK/shm-links/list"
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -263,14 +267,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 declare -A RESULT
 
+# User + system CPU time of the server process so far, in clock ticks.
+server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
+
 run_wrk() { # backend scenario script url
     local backend="$1" scenario="$2" script="$3" url="$4"
     GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$script" "$url" >/dev/null 2>&1 || true
     if [[ "$scenario" == cycle* ]]; then reset_bookings "$url"; fi
-    local out
+    local out cpu_before
+    cpu_before="$(server_cpu_ticks)"
     out="$(GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$script" "$url")"
+    local cpu_ticks=$(($(server_cpu_ticks) - cpu_before))
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
         echo "gpu-market ($backend) is no longer running after the $scenario run; its log ends with:" >&2
         tail -n 40 "$WORK/$backend/server.log" >&2
@@ -286,7 +295,8 @@ run_wrk() { # backend scenario script url
     errors="$(sed -E 's/.*socket_errors=([0-9]+).*/\1/' <<<"$line")"
     cycles="$(sed -E 's/.*cycles=([0-9]+).*/\1/' <<<"$line")"
     failed="$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")"
-    local rps per_s
+    local rps per_s per=request
+    [[ "$scenario" == cycle* ]] && per=cycle
     rps="$(awk -v n="$requests" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
     if [[ "$scenario" == cycle* ]]; then
         per_s="$(awk -v n="$cycles" -v d="$duration" 'BEGIN { printf "%.0f", n / (d / 1e6) }')"
@@ -294,10 +304,15 @@ run_wrk() { # backend scenario script url
         per_s="$rps"
     fi
     RESULT["$backend,$scenario,rate"]="$per_s"
+    # The server's CPU time per cycle (or request) over the run: steadier than the rate on a disk whose
+    # sync latency drifts, and what the rate comes down to on a machine whose cores are all busy.
+    RESULT["$backend,$scenario,cpu_us"]="$(awk -v t="$cpu_ticks" -v hz="$(getconf CLK_TCK)" \
+        -v n="$([[ "$scenario" == cycle* ]] && echo "$cycles" || echo "$requests")" \
+        'BEGIN { if (n > 0) printf "%.0f", t / hz * 1e6 / n; else print 0 }')"
     RESULT["$backend,$scenario,rps"]="$rps"
     RESULT["$backend,$scenario,p99"]="$(awk -v p="$p99" 'BEGIN { printf "%.2f", p / 1000 }')"
     RESULT["$backend,$scenario,errors"]="$non2xx non-2xx, $errors socket errors, $failed failed book/release"
-    say "$backend $scenario: $per_s/s (requests $rps/s), p99 ${RESULT["$backend,$scenario,p99"]} ms; ${RESULT["$backend,$scenario,errors"]}"
+    say "$backend $scenario: $per_s/s (requests $rps/s), p99 ${RESULT["$backend,$scenario,p99"]} ms, server CPU ${RESULT["$backend,$scenario,cpu_us"]} µs per ${per:-request}; ${RESULT["$backend,$scenario,errors"]}"
 }
 
 # Releases whatever the warm-up left booked, so the measured cycle starts from free GPUs.
@@ -324,6 +339,17 @@ start_server() { # backend database_url variant
     local log_enabled=true
     case "$variant" in
         log-off) log_enabled=false ;;
+        log-tmpfs)
+            # The log's file (`x.db` -> `x.decisions.db`) as a link into memory; SQLite follows it and
+            # keeps the file's WAL beside its target.
+            local db="${database_url#sqlite://}"
+            db="${db%%\?*}"
+            mkdir -p "$WORK/shm-links"
+            local target
+            target="$(mktemp -u /dev/shm/gpu-market-bench.XXXXXX).decisions.db"
+            echo "$target" >>"$WORK/shm-links/list"
+            ln -sf "$target" "${db%.db}.decisions.db"
+            ;;
         shadow) printf '\n[pricing.shadow]\nfile = "pricing-scarcity.wasm"\n' >>"$WORK/$backend/policies/policies.toml" ;;
     esac
     say "starting gpu-market on $backend ($BASE), policies: ${BENCH_POLICIES:-wasm}${variant:+, $variant}"
@@ -492,25 +518,42 @@ if [[ "${BENCH_LIFECYCLE:-0}" != 0 ]]; then
         bench_lifecycle "$b" "${b}_url"
     done
     echo
-    echo "policy lifecycle cost: book+release cycles/s, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, mean of ${BENCH_ROUNDS:-2} alternated rounds"
-    printf '%-10s %-34s %12s %12s %14s\n' backend variant "cycles/s" "p99 ms" "÷ log off"
-    declare -A VARIANT_LABEL=([log-off]="decision log off" [log-on]="decision log on (default)" [shadow]="log on + pricing shadow")
+    echo "policy lifecycle cost: book+release cycles/s, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, ${BENCH_ROUNDS:-2} rounds"
+    echo "(÷ log off: the ratio of the means, then the median of each round's ratio to that round's log-off run"
+    echo " with a 95 % bootstrap interval over rounds; CPU: the server's CPU time per cycle, and its ratio)"
     for b in "${BACKENDS[@]}"; do
-        declare -A MEAN=()
         for variant in "${LIFECYCLE_VARIANTS[@]}"; do
-            rates="" p99s=""
             for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
-                rates+=" ${RESULT["$b,cycle-$variant-$round,rate"]}"
-                p99s+=" ${RESULT["$b,cycle-$variant-$round,p99"]}"
+                echo "$b $variant $round ${RESULT["$b,cycle-$variant-$round,rate"]} ${RESULT["$b,cycle-$variant-$round,p99"]} ${RESULT["$b,cycle-$variant-$round,cpu_us"]}"
             done
-            MEAN["$variant"]="$(awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$rates")"
-            MEAN["$variant,p99"]="$(awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.2f", s / NF }' <<<"$p99s")"
         done
-        for variant in "${LIFECYCLE_VARIANTS[@]}"; do
-            printf '%-10s %-34s %12s %12s %14s\n' "$b" "${VARIANT_LABEL[$variant]}" "${MEAN[$variant]}" "${MEAN["$variant,p99"]}" \
-                "$(awk -v v="${MEAN[$variant]}" -v o="${MEAN[log-off]:-0}" 'BEGIN { if (o > 0) printf "%.3f", v / o; else print "-" }')"
-        done
-    done
+    done | python3 -c '
+import random, statistics, sys
+labels = {"log-off": "decision log off", "log-on": "decision log on (default)",
+          "shadow": "log on + pricing shadow", "log-tmpfs": "decision log on, its file in memory"}
+runs = {}
+for line in sys.stdin:
+    backend, variant, round_, rate, p99, cpu = line.split()
+    runs.setdefault(backend, {}).setdefault(variant, {})[int(round_)] = (float(rate), float(p99), float(cpu))
+print("%-10s %-36s %9s %8s %9s %24s %10s %7s" % ("backend", "variant", "cycles/s", "p99 ms", "÷ log off",
+      "median ÷ (95 % interval)", "CPU µs/cy", "CPU ÷"))
+rng = random.Random(7)
+for backend, variants in runs.items():
+    base = variants.get("log-off", {})
+    mean = lambda v, i: statistics.fmean(r[i] for r in v.values())
+    for variant, rounds in variants.items():
+        rate, p99, cpu = mean(rounds, 0), mean(rounds, 1), mean(rounds, 2)
+        ratio = paired = cpu_ratio = "-"
+        if base and variant != "log-off":
+            ratio = "%.3f" % (rate / mean(base, 0))
+            cpu_ratio = "%.3f" % (cpu / mean(base, 2)) if mean(base, 2) > 0 else "-"
+            ratios = [rounds[r][0] / base[r][0] for r in rounds if r in base and base[r][0] > 0]
+            if ratios:
+                medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+                paired = "%.3f (%.3f-%.3f)" % (statistics.median(ratios), medians[50], medians[1949])
+        print("%-10s %-36s %9.0f %8.2f %9s %24s %10.0f %7s" % (backend, labels.get(variant, variant), rate, p99,
+              ratio, paired, cpu, cpu_ratio))
+'
     echo "targets: decision log on >= 0.90 x log off; a shadow costs no more than noise (its CPU share is capped, default 10 %)"
 fi
 

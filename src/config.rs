@@ -242,6 +242,11 @@ pub struct DecisionLogConfig {
     /// larger transactions (the log's index pages are rewritten once per transaction, not per
     /// entry); entries show in the admin API this much later, and a crash loses at most this window.
     pub flush_ms: u64,
+    /// How long a batch the database refuses is retried before each of its entries gets one try
+    /// alone; entries that still fail are lost (logged and counted in
+    /// `gpu_market_decision_log_lost_entries_total`). Deciders wait while the queue is full, so this also
+    /// bounds how long a log that cannot be written holds decisions up.
+    pub retry_ms: u64,
     /// How often retention runs.
     pub prune_interval_ms: u64,
 }
@@ -254,6 +259,7 @@ impl Default for DecisionLogConfig {
             max_rows: 1_000_000,
             batch_size: 4_096,
             flush_ms: 250,
+            retry_ms: 30_000,
             prune_interval_ms: 60_000,
         }
     }

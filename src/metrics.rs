@@ -59,6 +59,9 @@ pub struct Metrics {
     pub price_refresh_seconds: Gauge<f64, AtomicU64>,
     pub price_refresh_gpus: Gauge,
     pub price_refreshes: Counter,
+    /// Decision log entries the writer put on disk, and those it gave up on.
+    pub decision_log_written: Counter,
+    pub decision_log_lost: Counter,
 }
 
 impl Metrics {
@@ -87,6 +90,8 @@ impl Metrics {
             price_refresh_seconds: Gauge::default(),
             price_refresh_gpus: Gauge::default(),
             price_refreshes: Counter::default(),
+            decision_log_written: Counter::default(),
+            decision_log_lost: Counter::default(),
         };
         registry.register(
             "gpu_market_http_requests",
@@ -127,6 +132,16 @@ impl Metrics {
             "gpu_market_active_bookings",
             "Bookings currently active",
             metrics.active_bookings.clone(),
+        );
+        registry.register(
+            "gpu_market_decision_log_written_entries",
+            "Decision log entries written",
+            metrics.decision_log_written.clone(),
+        );
+        registry.register(
+            "gpu_market_decision_log_lost_entries",
+            "Decision log entries given up on after the database refused them for decision_log.retry_ms",
+            metrics.decision_log_lost.clone(),
         );
         registry.register(
             "gpu_market_db_commits",

@@ -19,7 +19,7 @@ use crate::api::limits::WriteLimiter;
 use crate::api::{self, ApiContext, auth::Auth};
 use crate::config::Config;
 use crate::config::PolicyCacheConfig;
-use crate::market::decision_log::{self, DecisionWriter};
+use crate::market::decision_log::{self, DecisionWriter, WriterCounters};
 use crate::market::policy_admin::PolicyAdmin;
 use crate::market::{Market, idempotency, price_refresh, sweeper};
 use crate::metrics::Metrics;
@@ -103,7 +103,12 @@ impl App {
         }
         let decision_writer = match &runtime {
             Some(runtime) if config.decision_log.enabled => {
-                let (writer, sender) = DecisionWriter::start(store.clone(), &config.decision_log);
+                let counters = WriterCounters {
+                    written: metrics.decision_log_written.clone(),
+                    lost: metrics.decision_log_lost.clone(),
+                };
+                let (writer, sender) =
+                    DecisionWriter::start(store.clone(), &config.decision_log, counters);
                 runtime.log_decisions_to(sender);
                 Some(writer)
             }

@@ -1,12 +1,16 @@
 //! On SQLite the decision log has a database file of its own (`x.db` → `x.decisions.db`) with its own
 //! writer: a market database that kept the log in its own file moves its entries there on upgrade, and
-//! new entries go to the log's file, read back through the market's readers.
+//! new entries go to the log's file, read back through the market's readers. The log's writer gives up
+//! on what the database can never take, entry by entry.
 
 mod common;
 
-use common::{TestDatabase, install_drivers, migrate_before};
-use gpu_market::config::{DatabaseConfig, Secret};
+use std::time::Duration;
+
+use common::{TestDatabase, eventually, install_drivers, migrate_before};
+use gpu_market::config::{DatabaseConfig, DecisionLogConfig, Secret};
 use gpu_market::domain::{DecisionEntry, DecisionId, DecisionRole, Outcome, Timestamp};
+use gpu_market::market::decision_log::{DecisionWriter, WriterCounters};
 use gpu_market::store::{Store, decisions};
 
 fn entry(id: &str) -> DecisionEntry {
@@ -29,6 +33,16 @@ fn entry(id: &str) -> DecisionEntry {
         gpu_id: Some("gpu_1".into()),
         decided_at: Timestamp::now(),
     }
+}
+
+async fn migrated_store(database: &TestDatabase) -> Store {
+    let config = DatabaseConfig {
+        url: Secret::new(database.url().to_owned()),
+        ..DatabaseConfig::default()
+    };
+    let store = Store::connect(&config).await.expect("store connects");
+    store.migrate().await.expect("migrations apply");
+    store
 }
 
 async fn count(url: &str, sql: &str) -> i64 {
@@ -64,12 +78,7 @@ async fn the_log_moves_to_its_own_file_and_stays_there() {
     .expect("old entry");
     old.close().await;
 
-    let config = DatabaseConfig {
-        url: Secret::new(database.url().to_owned()),
-        ..DatabaseConfig::default()
-    };
-    let store = Store::connect(&config).await.expect("store connects");
-    store.migrate().await.expect("migrations apply");
+    let store = migrated_store(&database).await;
     store
         .migrate()
         .await
@@ -110,12 +119,7 @@ async fn the_log_moves_to_its_own_file_and_stays_there() {
 async fn retention_by_age_keeps_the_recent_entries() {
     install_drivers();
     let database = TestDatabase::create().await;
-    let config = DatabaseConfig {
-        url: Secret::new(database.url().to_owned()),
-        ..DatabaseConfig::default()
-    };
-    let store = Store::connect(&config).await.expect("store connects");
-    store.migrate().await.expect("migrations apply");
+    let store = migrated_store(&database).await;
     let now = Timestamp::now();
     let hour_ago = now.minus_seconds(3600);
     let decided = |id: &str, at: Timestamp| DecisionEntry {
@@ -149,5 +153,57 @@ async fn retention_by_age_keeps_the_recent_entries() {
         .await
         .expect("prune");
     assert_eq!(pruned, 2);
+    store.close().await;
+}
+
+/// An entry the database can never take (here: its id is logged already) is given up on after
+/// `retry_ms`, alone: the entries batched with it are written, and the writer goes on without waiting
+/// for a shutdown. On both backends.
+#[tokio::test]
+async fn an_entry_that_cannot_be_written_is_lost_alone_and_counted() {
+    install_drivers();
+    let database = TestDatabase::create().await;
+    let store = migrated_store(&database).await;
+    decisions::insert_batch(&store, &[entry("dec_taken")])
+        .await
+        .expect("insert");
+
+    let log = DecisionLogConfig {
+        flush_ms: 10,
+        retry_ms: 200,
+        ..DecisionLogConfig::default()
+    };
+    let counters = WriterCounters::default();
+    let (writer, sender) = DecisionWriter::start(store.clone(), &log, counters.clone());
+    for id in ["dec_a", "dec_taken", "dec_b"] {
+        sender.send(entry(id)).await.expect("writer runs");
+    }
+    eventually(Duration::from_secs(20), "the batch is settled", || {
+        let counters = counters.clone();
+        async move { (counters.written.get() + counters.lost.get() == 3).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        counters.lost.get(),
+        1,
+        "only the entry that cannot be written is lost"
+    );
+    assert_eq!(counters.written.get(), 2);
+    for id in ["dec_a", "dec_b"] {
+        let found = decisions::get(&store, id).await.expect("read");
+        assert!(found.is_some(), "{id} was written");
+    }
+    // The writer still serves.
+    sender.send(entry("dec_c")).await.expect("writer runs");
+    writer
+        .finish(tokio::time::Instant::now() + Duration::from_secs(10))
+        .await;
+    assert!(
+        decisions::get(&store, "dec_c")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(counters.lost.get(), 1);
     store.close().await;
 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Market;
@@ -20,22 +22,52 @@ const QUEUE: usize = 16_384;
 /// The most entries one page of `GET /v1/admin/decisions` returns.
 pub const MAX_PAGE: u32 = 1_000;
 
+/// How long a batch is retried at shutdown before its entries are tried one by one.
+const RETRY_AT_SHUTDOWN: Duration = Duration::from_millis(300);
+
+/// Entries tried alone that fail in a row before the writer takes the database to be down.
+const SINGLE_FAILURES_MEANING_DOWN: u32 = 3;
+
 /// A running writer: stop it after the last decision was made, and it writes what is queued.
 pub struct DecisionWriter {
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
+/// What the writer has done: entries on disk, and entries it gave up on (each also logged with its id).
+#[derive(Debug, Clone, Default)]
+pub struct WriterCounters {
+    pub written: Counter,
+    pub lost: Counter,
+}
+
+/// How the writer batches and how long it insists.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    size: usize,
+    flush: Duration,
+    retry_for: Duration,
+}
+
 impl DecisionWriter {
     /// Starts the writer on `store`; the runtime sends to the returned sender.
-    pub fn start(store: Store, config: &DecisionLogConfig) -> (Self, mpsc::Sender<DecisionEntry>) {
+    pub fn start(
+        store: Store,
+        config: &DecisionLogConfig,
+        counters: WriterCounters,
+    ) -> (Self, mpsc::Sender<DecisionEntry>) {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let stop = CancellationToken::new();
+        let batching = Batching {
+            size: config.batch_size.max(1),
+            flush: Duration::from_millis(config.flush_ms),
+            retry_for: Duration::from_millis(config.retry_ms),
+        };
         let task = tokio::spawn(write_batches(
             store,
             receiver,
-            config.batch_size,
-            Duration::from_millis(config.flush_ms),
+            batching,
+            counters,
             stop.clone(),
         ));
         (Self { stop, task }, sender)
@@ -55,10 +87,15 @@ impl DecisionWriter {
 async fn write_batches(
     store: Store,
     mut queue: mpsc::Receiver<DecisionEntry>,
-    batch_size: usize,
-    flush: Duration,
+    batching: Batching,
+    counters: WriterCounters,
     stop: CancellationToken,
 ) {
+    let Batching {
+        size: batch_size,
+        flush,
+        retry_for,
+    } = batching;
     let mut batch = Vec::with_capacity(batch_size);
     loop {
         let stopping = tokio::select! {
@@ -70,7 +107,7 @@ async fn write_batches(
                 batch.push(entry);
             }
             for chunk in batch.chunks(batch_size) {
-                write(&store, chunk, true).await;
+                write(&store, chunk, RETRY_AT_SHUTDOWN, &counters).await;
             }
             return;
         }
@@ -89,24 +126,41 @@ async fn write_batches(
                 }
             }
         }
-        write(&store, &batch, stop.is_cancelled()).await;
+        let retry_for = if stop.is_cancelled() {
+            RETRY_AT_SHUTDOWN
+        } else {
+            retry_for
+        };
+        write(&store, &batch, retry_for, &counters).await;
         batch.clear();
     }
 }
 
-/// Writes one batch, retrying while the database refuses (entries are not dropped for a passing
-/// failure); when stopping, gives up after a few attempts and says how many were lost.
-async fn write(store: &Store, batch: &[DecisionEntry], stopping: bool) {
+/// Writes one batch, retrying with backoff while the database refuses it (a passing failure loses
+/// nothing). After `retry_for` each entry gets one try of its own: an entry that can never be written
+/// must not hold the log up behind it, and a database that stays down must not stall the deciders
+/// (they wait once the queue is full). What still fails is counted as lost and logged with its id.
+async fn write(
+    store: &Store,
+    batch: &[DecisionEntry],
+    retry_for: Duration,
+    counters: &WriterCounters,
+) {
+    let give_up_at = Instant::now() + retry_for;
     let mut wait = Duration::from_millis(50);
     for attempt in 1.. {
         match decisions::insert_batch(store, batch).await {
-            Ok(()) => return,
-            Err(e) if stopping && attempt >= 3 => {
-                tracing::error!(
-                    entries = batch.len(),
-                    "decision log entries lost at shutdown: {e}"
-                );
+            Ok(()) => {
+                counters.written.inc_by(batch.len() as u64);
                 return;
+            }
+            Err(e) if Instant::now() + wait >= give_up_at => {
+                tracing::warn!(
+                    entries = batch.len(),
+                    attempt,
+                    "writing decision log entries keeps failing; trying them one by one: {e}"
+                );
+                break;
             }
             Err(e) => {
                 tracing::warn!(
@@ -116,6 +170,31 @@ async fn write(store: &Store, batch: &[DecisionEntry], stopping: bool) {
                 );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    // A few failures in a row: the database is down, not an entry bad; the rest are not tried (each
+    // try could take a connection timeout).
+    let mut failed_in_a_row = 0;
+    for (i, entry) in batch.iter().enumerate() {
+        if failed_in_a_row == SINGLE_FAILURES_MEANING_DOWN {
+            let rest = (batch.len() - i) as u64;
+            counters.lost.inc_by(rest);
+            tracing::error!(
+                entries = rest,
+                "decision log entries lost: the database refuses them"
+            );
+            return;
+        }
+        match decisions::insert_batch(store, std::slice::from_ref(entry)).await {
+            Ok(()) => {
+                counters.written.inc();
+                failed_in_a_row = 0;
+            }
+            Err(e) => {
+                counters.lost.inc();
+                failed_in_a_row += 1;
+                tracing::error!(decision = %entry.id, "decision log entry lost: {e}");
             }
         }
     }
