@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::cache::ResponseCache;
 use crate::api::limits::WriteLimiter;
-use crate::api::{self, ApiContext, auth::Auth};
+use crate::api::{self, ApiContext, ApiState, auth::Auth};
 use crate::config::Config;
 use crate::config::PolicyCacheConfig;
 use crate::market::decision_log::{self, DecisionWriter, WriterCounters};
@@ -120,7 +120,7 @@ impl App {
         let market = Market::new(store, policies, Arc::new(config), metrics);
         let cache = Arc::new(ResponseCache::new(Duration::from_millis(config_ttl)));
         Ok(Self {
-            context: ApiContext {
+            context: ApiContext::new(ApiState {
                 cache,
                 market,
                 auth,
@@ -128,7 +128,7 @@ impl App {
                 policy_admin: PolicyAdmin::new(runtime),
                 limiter,
                 tasks: TaskTracker::new(),
-            },
+            }),
             policy_watch,
             _embedded_policies: None,
             decision_writer,

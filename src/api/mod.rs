@@ -46,9 +46,26 @@ use crate::config::Config;
 use crate::market::Market;
 use crate::market::policy_admin::PolicyAdmin;
 
-/// Shared by every handler.
+/// Shared by every handler, behind one `Arc`: axum clones the state for every handler and middleware
+/// of every request, and cloning the fields one by one showed up as 5 % of a booking's CPU.
 #[derive(Clone)]
-pub struct ApiContext {
+pub struct ApiContext(Arc<ApiState>);
+
+impl ApiContext {
+    pub fn new(state: ApiState) -> Self {
+        Self(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for ApiContext {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.0
+    }
+}
+
+pub struct ApiState {
     pub market: Market,
     pub auth: Arc<auth::Auth>,
     pub registry: Arc<Registry>,
@@ -62,7 +79,7 @@ pub struct ApiContext {
     pub tasks: TaskTracker,
 }
 
-impl ApiContext {
+impl ApiState {
     pub fn config(&self) -> &Config {
         &self.market.config
     }

@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::store::bookings::{self, BookOutcome, Ending};
-use crate::store::{gpus, price_state};
+use crate::store::gpus;
 
 const MAX_JOB_ID_CHARS: usize = 256;
 
@@ -70,13 +70,12 @@ pub async fn book(
             "job_id must be at most {MAX_JOB_ID_CHARS} characters"
         )));
     }
-    let (gpu, counts) = gpus::get_with_model_counts(&market.store, gpu_id)
+    let (gpu, counts, previous) = gpus::get_for_booking(&market.store, gpu_id)
         .await?
         .ok_or_else(|| Error::not_found(format!("GPU {gpu_id} not found")))?;
     if gpu.status != GpuStatus::Available {
         return Err(not_bookable(gpu_id, gpu.status));
     }
-    let previous = price_state::get(&market.store, &gpu.id).await?;
     let quote = quote_with_counts(
         market,
         &gpu,

@@ -78,8 +78,8 @@ fn lost_the_gpu(err: &sqlx::Error) -> bool {
 /// (migrations/*/0002_booking_triggers.sql). The booked quote's guardrail state, when the pricing
 /// policy returned one, is kept for the GPU in the same transaction.
 ///
-/// On SQLite the booking is one write of a group commit; on PostgreSQL it is one statement (one round
-/// trip), the guardrail state written by the same statement.
+/// On SQLite the booking is one write of a group commit and one round trip to the writer; on PostgreSQL
+/// it is one statement (one round trip), the guardrail state written by the same statement.
 pub async fn create(
     store: &Store,
     booking: &Booking,
@@ -87,11 +87,20 @@ pub async fn create(
 ) -> StoreResult<BookOutcome> {
     match store.backend() {
         Backend::Sqlite => {
-            let booking = booking.clone();
-            let price_state = price_state.cloned();
+            let statement = match price_state {
+                None => bind_booking(sqlx::query(&INSERT_BOOKING), booking),
+                Some(state) => super::price_state::bind_state(
+                    bind_booking(sqlx::query(&INSERT_BOOKING_WITH_STATE_SQLITE), booking),
+                    state,
+                ),
+            };
+            let with_state = price_state.is_some();
+            let gpu_id = booking.gpu_id.clone();
+            // One round trip to the writer either way: the state's pair of statements undoes itself
+            // on failure, so the group needs no savepoint around it.
             store
-                .write(move |conn| {
-                    Box::pin(async move { create_in(conn, &booking, price_state.as_ref()).await })
+                .write_statement(move |conn| {
+                    Box::pin(async move { create_in(conn, statement, with_state, &gpu_id).await })
                 })
                 .await
         }
@@ -99,29 +108,38 @@ pub async fn create(
     }
 }
 
+/// The booking and its quote's guardrail state on SQLite: two statements in one round trip, in a
+/// savepoint of their own that [`create_in`] rolls back when either fails.
+static INSERT_BOOKING_WITH_STATE_SQLITE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SAVEPOINT booking_with_state; {}; {}; RELEASE booking_with_state",
+        *INSERT_BOOKING,
+        super::price_state::upsert_for_booking()
+    )
+});
+
 async fn create_in(
     conn: &mut AnyConnection,
-    booking: &Booking,
-    price_state: Option<&PriceState>,
+    statement: Statement,
+    with_state: bool,
+    gpu_id: &GpuId,
 ) -> StoreResult<BookOutcome> {
-    let inserted = bind_booking(sqlx::query(&INSERT_BOOKING), booking)
-        .execute(&mut *conn)
-        .await;
-    match inserted {
-        Ok(_) => {
-            if let Some(state) = price_state {
-                super::price_state::record(&mut *conn, &booking.gpu_id, state, booking.created_at)
-                    .await?;
-            }
-            Ok(BookOutcome::Booked)
-        }
-        // SQLite aborts the failed statement alone; the GPU's status as this transaction sees it
-        // includes the writes grouped before this one.
-        Err(err) if lost_the_gpu(&err) => {
-            Ok(lost_outcome(gpus::status_in(conn, &booking.gpu_id).await?))
-        }
-        Err(err) => Err(err.into()),
+    let Err(err) = statement.execute(&mut *conn).await else {
+        return Ok(BookOutcome::Booked);
+    };
+    if with_state {
+        // Nothing of the pair stays. Should SQLite have ended the whole transaction (an I/O error),
+        // this fails too, and the group commit finds out by itself.
+        let _ = sqlx::query("ROLLBACK TO booking_with_state; RELEASE booking_with_state")
+            .execute(&mut *conn)
+            .await;
     }
+    if lost_the_gpu(&err) {
+        // SQLite aborted the failed statement alone; the GPU's status as this transaction sees it
+        // includes the writes grouped before this one.
+        return Ok(lost_outcome(gpus::status_in(conn, gpu_id).await?));
+    }
+    Err(err.into())
 }
 
 async fn create_in_one_statement(

@@ -8,7 +8,7 @@ use super::sql::{Sql, escape_like, qualified};
 use super::{Backend, Store, StoreResult};
 use crate::domain::model_name::PatternPart;
 use crate::domain::{
-    Gpu, GpuId, GpuStatus, ModelFilter, Money, PrincipalId, StatusCounts, Timestamp,
+    Gpu, GpuId, GpuStatus, ModelFilter, Money, PriceState, PrincipalId, StatusCounts, Timestamp,
 };
 use sqlx::Row;
 
@@ -835,11 +835,12 @@ pub async fn status_counts(store: &Store, model_key: Option<&str>) -> StoreResul
     Ok(counts)
 }
 
-/// A GPU with its model's status counts in one round trip: the booking path needs both.
-pub async fn get_with_model_counts(
+/// What booking a GPU reads: the GPU, its model's status counts and its pricing-guardrail state,
+/// in one query.
+pub async fn get_for_booking(
     store: &Store,
     id: &GpuId,
-) -> StoreResult<Option<(Gpu, StatusCounts)>> {
+) -> StoreResult<Option<(Gpu, StatusCounts, Option<PriceState>)>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -848,11 +849,18 @@ pub async fn get_with_model_counts(
         model_available: Option<i64>,
         model_booked: Option<i64>,
         model_offline: Option<i64>,
+        state_anchor_price: Option<f64>,
+        state_anchor_unix: Option<i64>,
+        state_last_price: Option<f64>,
+        state_last_multiplier: Option<f64>,
     }
     let sql = format!(
         "SELECT {}, c.total AS model_total, c.available AS model_available, \
-         c.booked AS model_booked, c.offline AS model_offline \
+         c.booked AS model_booked, c.offline AS model_offline, \
+         s.anchor_price AS state_anchor_price, s.anchor_unix AS state_anchor_unix, \
+         s.last_price AS state_last_price, s.last_multiplier AS state_last_multiplier \
          FROM gpus g LEFT JOIN gpu_model_counts c ON c.model_key = g.model_key \
+         LEFT JOIN gpu_price_state s ON s.gpu_id = g.id \
          WHERE g.id = $1 AND g.deleted_at IS NULL",
         qualified("g", GPU_COLUMNS)
     );
@@ -867,7 +875,23 @@ pub async fn get_with_model_counts(
             booked: r.model_booked.unwrap_or_default(),
             offline: r.model_offline.unwrap_or_default(),
         };
-        (r.gpu, counts)
+        let state = match (
+            r.state_anchor_price,
+            r.state_anchor_unix,
+            r.state_last_price,
+            r.state_last_multiplier,
+        ) {
+            (Some(anchor_price), Some(anchor_unix), Some(last_price), Some(last_multiplier)) => {
+                Some(PriceState {
+                    anchor_price,
+                    anchor_unix,
+                    last_price,
+                    last_multiplier,
+                })
+            }
+            _ => None,
+        };
+        (r.gpu, counts, state)
     }))
 }
 

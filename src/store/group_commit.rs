@@ -2,11 +2,12 @@
 //!
 //! A SQLite commit in `synchronous = FULL` costs one sync of the write-ahead log, and SQLite has one
 //! writer: committing each request alone caps writes at the disk's serial sync rate. So every write
-//! goes to one coordinator task, which takes all the writes that queued while the previous commit was
-//! syncing, runs each inside one transaction, a write of several statements in a SAVEPOINT of its own (a
-//! write that fails is rolled back to its savepoint alone, its neighbours keep theirs; a failed single
-//! statement is undone by SQLite itself), commits once, and only then answers each caller
-//! with its own outcome. Nothing is acknowledged before the commit that holds it is on disk.
+//! goes to one coordinator, on a thread of its own, which takes all the writes that queued while the
+//! previous commit was syncing, runs each inside one transaction, a write of several statements in a
+//! SAVEPOINT of its own (a write that fails is rolled back to its savepoint alone, its neighbours keep
+//! theirs; a failed single statement is undone by SQLite itself), commits once, and only then answers
+//! each caller with its own outcome. Nothing is acknowledged before the commit that holds it is on
+//! disk.
 //!
 //! PostgreSQL groups concurrent commits itself and has many writers, so there a write runs on a pool
 //! connection in its own transaction, or alone in autocommit when it is one statement.
@@ -42,7 +43,7 @@ type Job = Box<dyn QueuedWrite>;
 
 /// A write erased to what the coordinator needs.
 trait QueuedWrite: Send {
-    /// One statement: SQLite undoes a failed statement alone, so it needs no savepoint of its own.
+    /// Leaves nothing behind when it fails (see [`Store::write_statement`]): it needs no savepoint.
     fn single_statement(&self) -> bool;
     /// Runs the write; says whether to keep its changes, and how to answer its caller.
     fn run(self: Box<Self>, conn: &mut AnyConnection) -> RanFuture<'_>;
@@ -116,11 +117,23 @@ pub struct WriteStats {
 impl WriteQueue {
     /// Starts the coordinator, which commits on connections of `writer` (a one-connection pool, so
     /// other users of the writer wait between groups) and stops when every `Store` is gone.
-    pub(super) fn start(writer: AnyPool) -> Self {
+    pub(super) fn start(writer: AnyPool) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        tokio::spawn(coordinate(writer, queue, Arc::clone(&counters)));
-        Self { jobs, counters }
+        let coordinator = coordinate(writer, queue, Arc::clone(&counters));
+        // The coordinator gets a thread and a runtime of its own. A group takes a round trip to
+        // SQLite's worker thread per statement, and on the shared runtime each of them waited behind
+        // the request tasks in the run queue: under load a group took milliseconds, nearly all of it
+        // queueing, while the disk idled. The thread ends with the coordinator.
+        // Timers only (the pool's acquire timeout): without an I/O driver, waking the thread is a
+        // futex rather than a write to an eventfd that an epoll then reads.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        std::thread::Builder::new()
+            .name("sqlite-group-commit".into())
+            .spawn(move || runtime.block_on(coordinator))?;
+        Ok(Self { jobs, counters })
     }
 
     pub(super) fn stats(&self) -> WriteStats {
@@ -169,8 +182,10 @@ impl Store {
         }
     }
 
-    /// Like [`Store::write`], for `work` that is one statement: on PostgreSQL it runs in autocommit,
-    /// without the round trips of BEGIN and COMMIT.
+    /// Like [`Store::write`], for `work` that leaves nothing behind when it fails: one statement
+    /// (SQLite undoes a failed one by itself), or statements in a savepoint of their own that `work`
+    /// rolls back. It needs no savepoint from the group; on PostgreSQL it runs in autocommit, without
+    /// the round trips of BEGIN and COMMIT.
     pub async fn write_statement<T, F>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,

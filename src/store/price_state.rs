@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Statement, Store, StoreResult};
-use crate::domain::{GpuId, PriceState, Timestamp};
+use crate::domain::PriceState;
 
 type Row = (String, f64, i64, f64, f64);
 
@@ -17,16 +17,6 @@ fn state((_, anchor_price, anchor_unix, last_price, last_multiplier): Row) -> Pr
         last_price,
         last_multiplier,
     }
-}
-
-pub async fn get(store: &Store, gpu_id: &GpuId) -> StoreResult<Option<PriceState>> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM gpu_price_state s WHERE s.gpu_id = $1"
-    ))
-    .bind(gpu_id)
-    .fetch_optional(store.reader())
-    .await?;
-    Ok(row.map(state))
 }
 
 /// The states of every GPU of one model, by GPU id.
@@ -49,7 +39,7 @@ const ON_CONFLICT_REPLACE: &str = "ON CONFLICT (gpu_id) DO UPDATE SET anchor_pri
      anchor_unix = excluded.anchor_unix, last_price = excluded.last_price, \
      last_multiplier = excluded.last_multiplier, updated_at = excluded.updated_at";
 
-/// Keeps the state bound by [`bind_state`] (`$17`..`$20`, after the booking's sixteen) for the GPU of
+/// Keeps the state bound by [`bind_state`] (`$18`..`$21`, after the booking's seventeen) for the GPU of
 /// the row of a `booked` CTE that inserted a booking (`gpu_id`, `created_at`), in the booking's
 /// statement (PostgreSQL).
 pub(super) fn upsert_from_booked() -> String {
@@ -59,34 +49,19 @@ pub(super) fn upsert_from_booked() -> String {
     )
 }
 
+/// Keeps the state bound by [`bind_state`] for the booking's GPU (`$3`), as of its creation (`$16`):
+/// the second statement of a booking on SQLite, which has no data-modifying CTE.
+pub(super) fn upsert_for_booking() -> String {
+    format!(
+        "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
+         VALUES ($3, $18, $19, $20, $21, $16) {ON_CONFLICT_REPLACE}"
+    )
+}
+
 pub(super) fn bind_state(statement: Statement, state: &PriceState) -> Statement {
     statement
         .bind(state.anchor_price)
         .bind(state.anchor_unix)
         .bind(state.last_price)
         .bind(state.last_multiplier)
-}
-
-/// Keeps `state` as the GPU's last booked quote (replacing the one before); `bookings::create` calls
-/// it inside the booking's transaction.
-pub(super) async fn record(
-    conn: &mut sqlx::AnyConnection,
-    gpu_id: &GpuId,
-    state: &PriceState,
-    now: Timestamp,
-) -> StoreResult<()> {
-    let sql = format!(
-        "INSERT INTO gpu_price_state (gpu_id, anchor_price, anchor_unix, last_price, last_multiplier, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) {ON_CONFLICT_REPLACE}"
-    );
-    sqlx::query(&sql)
-        .bind(gpu_id)
-        .bind(state.anchor_price)
-        .bind(state.anchor_unix)
-        .bind(state.last_price)
-        .bind(state.last_multiplier)
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
