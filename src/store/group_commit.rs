@@ -44,7 +44,7 @@ type Job = Box<dyn QueuedWrite>;
 /// A write erased to what the coordinator needs.
 trait QueuedWrite: Send {
     /// Leaves nothing behind when it fails (see [`Store::write_statement`]): it needs no savepoint.
-    fn single_statement(&self) -> bool;
+    fn undoes_itself(&self) -> bool;
     /// Runs the write; says whether to keep its changes, and how to answer its caller.
     fn run(self: Box<Self>, conn: &mut AnyConnection) -> RanFuture<'_>;
     /// Answers without running (its group failed before its turn).
@@ -54,7 +54,7 @@ trait QueuedWrite: Send {
 struct Queued<T, F> {
     work: F,
     answer: oneshot::Sender<StoreResult<T>>,
-    single_statement: bool,
+    undoes_itself: bool,
 }
 
 impl<T, F> QueuedWrite for Queued<T, F>
@@ -62,8 +62,8 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + 'static,
 {
-    fn single_statement(&self) -> bool {
-        self.single_statement
+    fn undoes_itself(&self) -> bool {
+        self.undoes_itself
     }
 
     fn run(self: Box<Self>, conn: &mut AnyConnection) -> RanFuture<'_> {
@@ -235,7 +235,7 @@ impl Store {
     }
 }
 
-async fn enqueue<T, F>(queue: &WriteQueue, work: F, single_statement: bool) -> StoreResult<T>
+async fn enqueue<T, F>(queue: &WriteQueue, work: F, undoes_itself: bool) -> StoreResult<T>
 where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut AnyConnection) -> WriteFuture<'c, T> + Send + 'static,
@@ -246,7 +246,7 @@ where
         .send(Box::new(Queued {
             work,
             answer,
-            single_statement,
+            undoes_itself,
         }))
         .map_err(|_| StoreError::WriteAbandoned)?;
     // Counted once queued, so that a count that includes this write means it can be taken.
@@ -306,10 +306,10 @@ async fn commit_group(
     let mut kept = 0;
     let mut replies: Vec<Reply> = Vec::with_capacity(pending.len());
     while let Some(job) = pending.pop_front() {
-        if job.single_statement() {
-            // A write of one statement runs without a savepoint (two statements fewer per write):
-            // SQLite undoes a failed statement alone. A panicking one may have run its statement; like
-            // a write whose caller went away, it stands.
+        if job.undoes_itself() {
+            // A write that undoes itself (one statement, which SQLite undoes alone, or statements in
+            // their own savepoint) runs without one from the group: two statements fewer per write. A
+            // panicking one may have run its statements; like a write whose caller went away, it stands.
             let ran = AssertUnwindSafe(job.run(&mut tx)).catch_unwind().await;
             let reply = match ran {
                 Ok((keep, reply)) => {
