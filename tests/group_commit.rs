@@ -11,7 +11,7 @@ use common::{TestDatabase, eventually};
 use gpu_market::config::{DatabaseConfig, Secret};
 use gpu_market::domain::{
     Booking, BookingDuration, BookingId, Capabilities, Gpu, GpuId, GpuStatus, Money, OrderId,
-    PricedBy, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp,
+    PriceState, PricedBy, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp,
 };
 use gpu_market::store::bookings::{self, BookOutcome};
 use gpu_market::store::{Store, StoreError, gpus, reviews};
@@ -270,6 +270,89 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
     store.close().await;
 }
 
+/// A booking is one write with its quote's guardrail state: when the state's statement fails after the
+/// booking's row went in (a trigger rejects it here), the booking is undone with it, its GPU stays
+/// available, and a booking committed in the same group keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_whose_guardrail_state_fails_leaves_nothing_behind() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    let store = open(&database).await;
+    let reject_states = if database.is_postgres() {
+        "CREATE FUNCTION test_reject_state() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'state rejected'; END $$; \
+         CREATE TRIGGER test_reject_state BEFORE INSERT ON gpu_price_state \
+         FOR EACH ROW EXECUTE FUNCTION test_reject_state();"
+    } else {
+        "CREATE TRIGGER test_reject_state BEFORE INSERT ON gpu_price_state \
+         BEGIN SELECT RAISE(ABORT, 'state rejected'); END;"
+    };
+    sqlx::raw_sql(reject_states)
+        .execute(store.writer())
+        .await
+        .expect("install the rejecting trigger");
+    let now = Timestamp::now();
+    let (rejected, neighbour) = (gpu(now), gpu(now));
+    for gpu in [&rejected, &neighbour] {
+        gpus::insert(&store, gpu).await.expect("register");
+    }
+    let state = PriceState {
+        anchor_price: 1.0,
+        anchor_unix: now.unix_seconds(),
+        last_price: 1.0,
+        last_multiplier: 1.0,
+    };
+    // SQLite: both bookings queue behind the held writer and share the next group.
+    let held = if store.write_stats().is_some() {
+        Some(store.writer().acquire().await.expect("hold the writer"))
+    } else {
+        None
+    };
+    let with_state = {
+        let (store, booking) = (store.clone(), booking(&rejected, "client", now));
+        tokio::spawn(async move { bookings::create(&store, &booking, Some(&state)).await })
+    };
+    let without_state = {
+        let (store, booking) = (store.clone(), booking(&neighbour, "client", now));
+        tokio::spawn(async move { bookings::create(&store, &booking, None).await })
+    };
+    if let Some(held) = held {
+        eventually(Duration::from_secs(5), "both bookings queued", || {
+            let waiting = store.write_stats().map_or(0, |stats| stats.waiting);
+            async move { (waiting >= 2).then_some(()) }
+        })
+        .await;
+        drop(held);
+    }
+    let failed = with_state.await.expect("task");
+    assert!(
+        failed.is_err(),
+        "the state's failure fails the booking: {failed:?}"
+    );
+    assert!(matches!(
+        without_state.await.expect("task"),
+        Ok(BookOutcome::Booked)
+    ));
+    assert_eq!(
+        gpus::status_of(&store, &rejected.id).await.expect("status"),
+        Some(GpuStatus::Available),
+        "the booking's claim on its GPU is undone with it"
+    );
+    assert!(
+        bookings::active_for_gpu(&store, &rejected.id)
+            .await
+            .expect("active booking")
+            .is_none()
+    );
+    assert_eq!(
+        gpus::status_of(&store, &neighbour.id)
+            .await
+            .expect("status"),
+        Some(GpuStatus::Booked)
+    );
+    store.close().await;
+}
+
 /// Many concurrent bookings and releases over a few GPUs: never two active bookings on one GPU, and
 /// every answer matches what the database holds at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,5 +423,35 @@ async fn concurrent_bookings_and_releases_never_double_book() {
         };
         assert_eq!(status, Some(expected), "GPU status follows its bookings");
     }
+    store.close().await;
+}
+
+/// The bundled SQLite is compiled as `.cargo/config.toml` says (bench/load.sh measured the write path
+/// with it): a build that lost the flags (run from elsewhere, or a libsqlite3-sys that ignores them)
+/// would serve with a page cache behind one process-wide mutex and a malloc per page read.
+#[tokio::test]
+async fn sqlite_is_built_with_the_measured_options() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    if database.is_postgres() {
+        return;
+    }
+    let store = open(&database).await;
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(store.reader())
+        .await
+        .expect("compile options");
+    for wanted in ["DEFAULT_MEMSTATUS=0", "DEFAULT_PCACHE_INITSZ=128"] {
+        assert!(
+            options.iter().any(|option| option == wanted),
+            "SQLite lacks {wanted}: {options:?}"
+        );
+    }
+    assert!(
+        !options
+            .iter()
+            .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+        "SQLite is built with ENABLE_MEMORY_MANAGEMENT: {options:?}"
+    );
     store.close().await;
 }
