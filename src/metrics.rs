@@ -55,6 +55,8 @@ pub struct Metrics {
     /// average group size.
     pub db_commits: Gauge,
     pub db_writes_committed: Gauge,
+    pub db_wal_pages: Gauge,
+    pub db_checkpoint_failures: Gauge,
     /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
     pub price_refresh_seconds: Gauge<f64, AtomicU64>,
     pub price_refresh_gpus: Gauge,
@@ -87,6 +89,8 @@ impl Metrics {
             active_bookings: Gauge::default(),
             db_commits: Gauge::default(),
             db_writes_committed: Gauge::default(),
+            db_wal_pages: Gauge::default(),
+            db_checkpoint_failures: Gauge::default(),
             price_refresh_seconds: Gauge::default(),
             price_refresh_gpus: Gauge::default(),
             price_refreshes: Counter::default(),
@@ -152,6 +156,16 @@ impl Metrics {
             "gpu_market_db_writes_committed",
             "SQLite writes committed by this process",
             metrics.db_writes_committed.clone(),
+        );
+        registry.register(
+            "gpu_market_db_wal_pages",
+            "Pages in SQLite's write-ahead log at its last checkpoint (one that keeps growing: checkpoints fall behind)",
+            metrics.db_wal_pages.clone(),
+        );
+        registry.register(
+            "gpu_market_db_checkpoint_failures",
+            "SQLite write-ahead log checkpoints that failed (the log grows until one succeeds)",
+            metrics.db_checkpoint_failures.clone(),
         );
         registry.register(
             "gpu_market_price_refresh_seconds",

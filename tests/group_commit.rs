@@ -455,3 +455,53 @@ async fn sqlite_is_built_with_the_measured_options() {
     );
     store.close().await;
 }
+
+/// SQLite's writers leave the write-ahead log's checkpoints to a connection of their own, so that a
+/// group's commit never stops to copy the log into the database file; the log still gets there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_is_checkpointed_off_the_writer() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    let Some(file) = database.sqlite_file() else {
+        return;
+    };
+    let store = open(&database).await;
+    for writer in [store.writer(), store.decision_log().writer()] {
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(writer)
+            .await
+            .expect("wal_autocheckpoint");
+        assert_eq!(pages, 0, "a writer checkpoints inside its commits");
+    }
+    let now = Timestamp::now();
+    let registered = (0..300).map(|_| {
+        let store = store.clone();
+        async move { gpus::insert(&store, &gpu(now)).await.expect("register") }
+    });
+    futures_util::future::join_all(registered).await;
+    // Every page of the database, as a reader sees it through the log, is in the file: only a
+    // checkpoint writes the file, and the writer made none.
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(store.reader())
+        .await
+        .expect("page size");
+    let in_file = |pages: i64| {
+        let len = std::fs::metadata(file).map_or(0, |meta| meta.len());
+        i64::try_from(len).is_ok_and(|len| len >= pages * page_size)
+    };
+    eventually(Duration::from_secs(10), "a checkpoint of the log", || {
+        let store = store.clone();
+        async move {
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(store.reader())
+                .await
+                .expect("page count");
+            in_file(pages).then_some(())
+        }
+    })
+    .await;
+    let stats = store.write_stats().expect("SQLite has a write queue");
+    assert!(stats.checkpoints > 0, "{stats:?}");
+    assert_eq!(stats.checkpoint_failures, 0, "{stats:?}");
+    store.close().await;
+}

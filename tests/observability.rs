@@ -131,6 +131,15 @@ async fn metrics_count_sqlite_group_commits_and_their_writes() {
         (1.0..=writes).contains(&commits),
         "commits between 1 and the writes they hold:\n{text}"
     );
+    assert!(
+        metric_value(&text, "gpu_market_db_wal_pages").is_some(),
+        "the write-ahead log's size:\n{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "gpu_market_db_checkpoint_failures"),
+        Some(0.0),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,10 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         metrics.db_commits.set(saturating(stats.groups));
         metrics.db_writes_committed.set(saturating(stats.committed));
+        metrics.db_wal_pages.set(saturating(stats.log_pages));
+        metrics
+            .db_checkpoint_failures
+            .set(saturating(stats.checkpoint_failures));
     }
     let mut body = String::new();
     if let Err(err) = prometheus_client::encoding::text::encode(&mut body, &ctx.registry) {

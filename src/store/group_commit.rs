@@ -25,7 +25,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult, checkpoint};
 
 /// What a write does with its connection, which is inside a transaction (a savepoint on SQLite).
 pub type WriteFuture<'c, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'c>>;
@@ -94,6 +94,7 @@ where
 pub(super) struct WriteQueue {
     jobs: mpsc::UnboundedSender<Job>,
     counters: Arc<Counters>,
+    checkpoints: Option<Arc<checkpoint::Checkpoints>>,
 }
 
 #[derive(Debug, Default)]
@@ -112,15 +113,28 @@ pub struct WriteStats {
     pub groups: u64,
     /// Writes committed.
     pub committed: u64,
+    /// Checkpoints of the write-ahead log done off the writer, and those that failed (0 for a
+    /// database in memory, which has no log).
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    /// Pages in the write-ahead log at the last checkpoint.
+    pub log_pages: u64,
 }
 
 impl WriteQueue {
     /// Starts the coordinator, which commits on connections of `writer` (a one-connection pool, so
-    /// other users of the writer wait between groups) and stops when every `Store` is gone.
-    pub(super) fn start(writer: AnyPool) -> std::io::Result<Self> {
+    /// other users of the writer wait between groups) and stops when every `Store` is gone. With
+    /// `checkpoints` (a connection to the same file, whose writer does not checkpoint), the log is
+    /// checkpointed there after commits (see [`super::checkpoint`]).
+    pub(super) fn start(writer: AnyPool, checkpoints: Option<AnyPool>) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        let coordinator = coordinate(writer, queue, Arc::clone(&counters));
+        let (committed, checkpoints, checkpointer) = match checkpoints.map(checkpoint::checkpointer)
+        {
+            Some((committed, counters, run)) => (Some(committed), Some(counters), Some(run)),
+            None => (None, None, None),
+        };
+        let coordinator = coordinate(writer, queue, Arc::clone(&counters), committed);
         // The coordinator gets a thread and a runtime of its own. A group takes a round trip to
         // SQLite's worker thread per statement, and on the shared runtime each of them waited behind
         // the request tasks in the run queue: under load a group took milliseconds, nearly all of it
@@ -132,15 +146,38 @@ impl WriteQueue {
             .build()?;
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || runtime.block_on(coordinator))?;
-        Ok(Self { jobs, counters })
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // On this thread too: its work is a round trip to the checkpoint connection's own
+                    // SQLite thread now and then.
+                    let checkpoints = checkpointer.map(tokio::spawn);
+                    coordinator.await;
+                    // The coordinator dropped the signal: the checkpointer runs a last time and ends.
+                    if let Some(checkpoints) = checkpoints {
+                        let _ = checkpoints.await;
+                    }
+                });
+            })?;
+        Ok(Self {
+            jobs,
+            counters,
+            checkpoints,
+        })
     }
 
     pub(super) fn stats(&self) -> WriteStats {
+        let checkpoints = |count: fn(&checkpoint::Checkpoints) -> &AtomicU64| {
+            self.checkpoints
+                .as_ref()
+                .map_or(0, |done| count(done).load(Ordering::Acquire))
+        };
         WriteStats {
             waiting: self.counters.waiting.load(Ordering::Acquire),
             groups: self.counters.groups.load(Ordering::Relaxed),
             committed: self.counters.committed.load(Ordering::Relaxed),
+            checkpoints: checkpoints(|c| &c.done),
+            checkpoint_failures: checkpoints(|c| &c.failed),
+            log_pages: checkpoints(|c| &c.log_pages),
         }
     }
 }
@@ -268,6 +305,7 @@ async fn coordinate(
     writer: AnyPool,
     mut queue: mpsc::UnboundedReceiver<Job>,
     counters: Arc<Counters>,
+    committed: Option<checkpoint::Committed>,
 ) {
     let mut group = VecDeque::new();
     while let Some(first) = queue.recv().await {
@@ -284,6 +322,9 @@ async fn coordinate(
         match conn {
             Ok(conn) => commit_group(conn, &mut group, &counters).await,
             Err(err) => fail_group(Vec::new(), &mut group, err),
+        }
+        if let Some(committed) = &committed {
+            committed.signal();
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod bids;
 pub mod bookings;
+mod checkpoint;
 mod decision_db;
 pub mod decisions;
 pub mod gpus;
@@ -143,16 +144,28 @@ impl Store {
                     None => None,
                 };
                 let writer_attach = decision_log.is_none().then_some(attach.clone());
+                // A database in a file is checkpointed off the writer; one in memory has no log.
+                let checkpoints = match log_file {
+                    Some(_) => Checkpoints::Elsewhere,
+                    None => Checkpoints::InCommit,
+                };
                 let writer = sqlite_pool(
                     config,
                     1,
                     busy_timeout,
                     Synchronous::Configured,
+                    checkpoints,
                     writer_attach,
                 )
                 .connect(&url)
                 .await
                 .map_err(connect_err)?;
+                let checkpointer = match checkpoints {
+                    Checkpoints::Elsewhere => {
+                        Some(checkpoint_pool(config, &url).await.map_err(connect_err)?)
+                    }
+                    Checkpoints::InCommit => None,
+                };
                 let reader = match &decision_log {
                     None => writer.clone(),
                     Some(_) => sqlite_pool(
@@ -160,6 +173,8 @@ impl Store {
                         config.max_connections,
                         busy_timeout,
                         Synchronous::Configured,
+                        // Readers commit nothing.
+                        Checkpoints::InCommit,
                         Some(attach),
                     )
                     .connect(&url)
@@ -175,7 +190,7 @@ impl Store {
                     }),
                     reader,
                     writes: Some(
-                        group_commit::WriteQueue::start(writer.clone())
+                        group_commit::WriteQueue::start(writer.clone(), checkpointer)
                             .map_err(|err| connect_err(sqlx::Error::Io(err)))?,
                     ),
                     writer,
@@ -295,16 +310,30 @@ enum Synchronous {
     Normal,
 }
 
+/// Who checkpoints the write-ahead log that a SQLite pool's commits append to.
+#[derive(Debug, Clone, Copy)]
+enum Checkpoints {
+    /// SQLite, inside the commit that takes the log past 1 000 pages.
+    InCommit,
+    /// A connection of its own ([`checkpoint`]): the pool's commits never stop for one.
+    Elsewhere,
+}
+
 fn sqlite_pool(
     config: &DatabaseConfig,
     max_connections: u32,
     busy_timeout_ms: u64,
     synchronous: Synchronous,
+    checkpoints: Checkpoints,
     attach: Option<String>,
 ) -> AnyPoolOptions {
     let synchronous = match synchronous {
         Synchronous::Configured => config.sqlite_synchronous.pragma(),
         Synchronous::Normal => "NORMAL",
+    };
+    let autocheckpoint = match checkpoints {
+        Checkpoints::InCommit => "",
+        Checkpoints::Elsewhere => "PRAGMA wal_autocheckpoint = 0;",
     };
     let attach = attach.unwrap_or_default();
     pool_options(config, max_connections).after_connect(move |conn, _meta| {
@@ -314,13 +343,29 @@ fn sqlite_pool(
         // nothing by it.
         let setup = format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA temp_store = MEMORY; {attach}"
+             PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA temp_store = MEMORY; {autocheckpoint} \
+             {attach}"
         );
         Box::pin(async move {
             conn.execute(setup.as_str()).await?;
             Ok(())
         })
     })
+}
+
+/// The connection that checkpoints the log of the database at `url` for its writer.
+async fn checkpoint_pool(config: &DatabaseConfig, url: &str) -> Result<AnyPool, sqlx::Error> {
+    // It syncs the database file unless `sqlite_synchronous` is OFF; it commits nothing itself.
+    sqlite_pool(
+        config,
+        1,
+        config.busy_timeout_ms,
+        Synchronous::Configured,
+        Checkpoints::InCommit,
+        None,
+    )
+    .connect(url)
+    .await
 }
 
 impl DecisionLogFile {
@@ -330,13 +375,24 @@ impl DecisionLogFile {
         market_url: &str,
     ) -> Result<Self, sqlx::Error> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let writer = sqlite_pool(config, 1, config.busy_timeout_ms, Synchronous::Normal, None)
-            .connect(&url)
-            .await?;
+        let writer = sqlite_pool(
+            config,
+            1,
+            config.busy_timeout_ms,
+            Synchronous::Normal,
+            Checkpoints::Elsewhere,
+            None,
+        )
+        .connect(&url)
+        .await?;
+        let checkpointer = checkpoint_pool(config, &url).await?;
         let store = Store {
             // Replaced by the market's readers once they are connected.
             reader: writer.clone(),
-            writes: Some(group_commit::WriteQueue::start(writer.clone()).map_err(sqlx::Error::Io)?),
+            writes: Some(
+                group_commit::WriteQueue::start(writer.clone(), Some(checkpointer))
+                    .map_err(sqlx::Error::Io)?,
+            ),
             writer,
             backend: Backend::Sqlite,
             url: format!("{market_url} (decision log: {})", path.display()),

@@ -227,6 +227,14 @@ impl TestDatabase {
         matches!(self.kind, DatabaseKind::Postgres { .. })
     }
 
+    /// SQLite: the market's database file.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match &self.kind {
+            DatabaseKind::Sqlite { path, .. } => Some(path),
+            DatabaseKind::Postgres { .. } => None,
+        }
+    }
+
     /// SQLite: the decision log's own file, beside the market's (`x.db` → `x.decisions.db`).
     pub fn decision_log_file(&self) -> Option<std::path::PathBuf> {
         match &self.kind {
