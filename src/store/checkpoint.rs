@@ -8,8 +8,9 @@
 //! own checkpoints shortly after commits, concurrently with the writer's next groups.
 //!
 //! The checkpoints are PASSIVE: they copy what no reader still needs and never wait for a lock, so
-//! neither the writer nor a reader ever waits for one. A crash between a commit and its checkpoint
-//! loses nothing: the log is synced at commit (`synchronous = FULL`), and the next open replays it.
+//! neither the writer nor a reader ever waits for one. A checkpoint changes nothing a commit promised:
+//! a crash between a commit and its checkpoint leaves the commit in the log (synced at commit with
+//! `synchronous = FULL`, the default), and the next open replays it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,7 @@ impl Committed {
 
 /// What the checkpointer has done so far.
 #[derive(Debug, Default)]
-pub(super) struct Checkpoints {
+pub(super) struct CheckpointCounts {
     pub(super) done: AtomicU64,
     pub(super) failed: AtomicU64,
     /// Pages in the log at the last checkpoint: a log that keeps growing means checkpoints cannot
@@ -51,9 +52,9 @@ pub(super) struct Checkpoints {
 /// more and ends.
 pub(super) fn checkpointer(
     connection: AnyPool,
-) -> (Committed, Arc<Checkpoints>, impl Future<Output = ()>) {
+) -> (Committed, Arc<CheckpointCounts>, impl Future<Output = ()>) {
     let (sender, mut commits) = watch::channel(());
-    let counters = Arc::new(Checkpoints::default());
+    let counters = Arc::new(CheckpointCounts::default());
     let counted = Arc::clone(&counters);
     let run = async move {
         loop {
@@ -69,7 +70,7 @@ pub(super) fn checkpointer(
     (Committed(sender), counters, run)
 }
 
-async fn checkpoint(connection: &AnyPool, counters: &Checkpoints) {
+async fn checkpoint(connection: &AnyPool, counters: &CheckpointCounts) {
     // (busy, pages in the log, pages copied to the database file)
     let outcome: Result<(i32, i32, i32), sqlx::Error> =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")

@@ -94,7 +94,7 @@ where
 pub(super) struct WriteQueue {
     jobs: mpsc::UnboundedSender<Job>,
     counters: Arc<Counters>,
-    checkpoints: Option<Arc<checkpoint::Checkpoints>>,
+    checkpoints: Option<Arc<checkpoint::CheckpointCounts>>,
 }
 
 #[derive(Debug, Default)]
@@ -166,7 +166,7 @@ impl WriteQueue {
     }
 
     pub(super) fn stats(&self) -> WriteStats {
-        let checkpoints = |count: fn(&checkpoint::Checkpoints) -> &AtomicU64| {
+        let checkpoints = |count: fn(&checkpoint::CheckpointCounts) -> &AtomicU64| {
             self.checkpoints
                 .as_ref()
                 .map_or(0, |done| count(done).load(Ordering::Acquire))
