@@ -214,9 +214,10 @@ async fn the_pricing_statistics_of_a_model_read_its_price_indexes() {
     let queries = gpus::explain_price_statistics(&plans.store, &model)
         .await
         .expect("explain");
-    // aggregate and median through the asking-price index; the cheapest (available) GPU in the
-    // order of the current-price index. PostgreSQL costs the aggregate on a tiny table as it likes,
-    // so there any range of the model's indexes will do; the median needs the asking-price order.
+    // the kept counts with the ends of the asking-price index, and the median through it; the
+    // cheapest (available) GPU in the order of the current-price index. PostgreSQL costs the
+    // extremes on a tiny table as it likes, so there any of the model's indexes will do; the median
+    // needs the asking-price order.
     let expected = [
         if plans.postgres {
             "gpus_model_"

@@ -292,29 +292,63 @@ async fn bookings_since_count_by_model_as_the_join_did() {
 }
 
 #[tokio::test]
-async fn kept_status_counts_equal_a_count_of_the_gpus() {
+async fn kept_counts_and_sums_equal_a_count_of_the_gpus() {
     let market = Market::new().await;
+    // Prices change outside the registration and booking paths too: the catalogue refresh writes
+    // current prices (of available and booked GPUs alike), and an operator may edit asking prices.
+    for change in [
+        "UPDATE gpus SET current_price_micro = current_price_micro + 7 WHERE model_key = 'a100'",
+        "UPDATE gpus SET price_micro = price_micro + 3 WHERE model_key = 'rtx4090'",
+    ] {
+        sqlx::query(change)
+            .execute(market.app.db())
+            .await
+            .expect("price change");
+    }
     let mut keys: Vec<Option<String>> = ["rtx4090", "rtx3090", "a100", "h100sxm", "b200"]
         .into_iter()
         .map(|k| Some(k.to_owned()))
         .collect();
     keys.push(None);
     for key in keys {
-        let mut sql = "SELECT COUNT(*), \
+        let (gpus_of, counts_of) = if key.is_some() {
+            (" AND model_key = $1", " WHERE model_key = $1")
+        } else {
+            ("", "")
+        };
+        // One statement, so the refresher's writes cannot fall between the two sides.
+        let sql = format!(
+            "SELECT COUNT(*), \
             CAST(COALESCE(SUM(CASE WHEN status = 'available' THEN 1 ELSE 0 END), 0) AS BIGINT), \
             CAST(COALESCE(SUM(CASE WHEN status = 'booked' THEN 1 ELSE 0 END), 0) AS BIGINT), \
-            CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT) \
-            FROM gpus WHERE deleted_at IS NULL"
-            .to_owned();
-        if key.is_some() {
-            sql.push_str(" AND model_key = $1");
-        }
-        let mut query = sqlx::query_as::<_, (i64, i64, i64, i64)>(&sql);
+            CAST(COALESCE(SUM(CASE WHEN status = 'offline' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(price_micro), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(CASE WHEN status = 'available' THEN current_price_micro ELSE 0 END), 0) \
+                AS BIGINT), \
+            (SELECT CAST(COALESCE(SUM(asking_sum), 0) AS BIGINT) FROM gpu_model_counts{counts_of}), \
+            (SELECT CAST(COALESCE(SUM(available_current_sum), 0) AS BIGINT) \
+                FROM gpu_model_counts{counts_of}) \
+            FROM gpus WHERE deleted_at IS NULL{gpus_of}"
+        );
+        let mut query = sqlx::query_as::<_, (i64, i64, i64, i64, i64, i64, i64, i64)>(&sql);
         if let Some(key) = &key {
             query = query.bind(key.clone());
         }
-        let (total, available, booked, offline) =
-            query.fetch_one(market.app.db()).await.expect("count");
+        let (
+            total,
+            available,
+            booked,
+            offline,
+            asking,
+            available_current,
+            kept_asking,
+            kept_current,
+        ) = query.fetch_one(market.app.db()).await.expect("count");
+        assert_eq!(
+            (kept_asking, kept_current),
+            (asking, available_current),
+            "sums of asking prices and of available GPUs' current prices of {key:?}"
+        );
         let counted = StatusCounts {
             total,
             available,

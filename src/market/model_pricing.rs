@@ -56,8 +56,8 @@ fn representative(cheapest: Gpu, median: Money) -> Gpu {
 }
 
 /// Statistics and a live quote for the GPUs matching `model` (as the list filter does) or having it as a
-/// capability. The figures are aggregated by the database (`gpus::price_statistics`): the endpoint
-/// reads a few index entries per GPU, not the GPUs.
+/// capability. The figures come from the database (`gpus::price_statistics`): kept counts and sums,
+/// the ends and the middle of the models' price indexes, not the GPUs.
 pub async fn model_pricing(market: &Market, model: &str) -> Result<ModelPricing> {
     let matching = Matching::ModelOrCapability(ModelFilter::parse(model), model.to_owned());
     let not_found = || Error::not_found(format!("no GPUs match model {model}"));

@@ -318,6 +318,18 @@ impl<'a> Resolved<'a> {
         Ok((!matches_nothing).then_some(resolved))
     }
 
+    /// The models when the set is whole models (no capability side): their figures are rows of
+    /// `gpu_model_counts`.
+    fn whole_models(&self) -> Option<&Names> {
+        match self {
+            Self::Model(models) => Some(models),
+            Self::ModelOrCapability(models, capabilities) if capabilities.is_empty() => {
+                Some(models)
+            }
+            _ => None,
+        }
+    }
+
     fn capability(&self) -> Option<&'a str> {
         match self {
             Self::Capability(capability) | Self::Both(_, capability) => Some(capability),
@@ -548,7 +560,22 @@ const MODEL_AGGREGATE: &str = "SELECT model_key, COUNT(*) AS total, \
     CAST(SUM(CASE WHEN status = 'available' THEN current_price_micro ELSE 0 END) AS BIGINT) \
     AS available_current_sum FROM gpus WHERE deleted_at IS NULL";
 
+/// The same figures for whole models, from the rows the triggers keep (migrations/*/0011) and the
+/// ends of each model's asking-price index: a few probes per model instead of a pass over its GPUs.
+const MODEL_COUNTS: &str = "SELECT model_key, total, available, booked, offline, \
+    (SELECT MIN(price_micro) FROM gpus WHERE deleted_at IS NULL \
+     AND gpus.model_key = gpu_model_counts.model_key) AS min_asking, \
+    (SELECT MAX(price_micro) FROM gpus WHERE deleted_at IS NULL \
+     AND gpus.model_key = gpu_model_counts.model_key) AS max_asking, \
+    asking_sum, available_current_sum FROM gpu_model_counts WHERE total > 0";
+
 fn aggregate_query(matching: &Resolved<'_>) -> Sql {
+    if let Some(models) = matching.whole_models() {
+        let mut sql = Sql::new(MODEL_COUNTS);
+        sql.push(" AND ");
+        models.push_model(&mut sql);
+        return sql;
+    }
     let mut sql = Sql::new(MODEL_AGGREGATE);
     push_matching(&mut sql, matching, false);
     sql.push(" GROUP BY model_key");
@@ -589,10 +616,12 @@ fn middle_of(total: i64) -> (i64, i64) {
     }
 }
 
-/// The figures of the GPUs `matching` selects, or None when it selects none. Every figure is an
-/// aggregate or a few rows read through the models' price indexes, so the cost does not grow with
-/// the GPUs the way reading them all did. The queries share one snapshot (a read-only transaction,
-/// repeatable read on PostgreSQL) so the middle and the cheapest GPU belong to the counted set.
+/// The figures of the GPUs `matching` selects, or None when it selects none. For whole models the
+/// counts and sums are the rows the triggers keep; a set with a capability side is aggregated over
+/// its index entries. The median is a walk to the middle of the asking-price index, the cheapest
+/// GPUs the first entries of the current-price index. The queries share one snapshot (a read-only
+/// transaction, repeatable read on PostgreSQL) so the middle and the cheapest GPU belong to the
+/// counted set.
 pub async fn price_statistics(
     store: &Store,
     matching: &Matching,
@@ -817,7 +846,7 @@ const STATUS_COUNTS: &str = "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS t
     CAST(COALESCE(SUM(offline), 0) AS BIGINT) AS offline FROM gpu_model_counts";
 
 /// Status counts of one model's GPUs, or of the whole catalogue: rows of `gpu_model_counts`, which
-/// triggers keep in step with every GPU change (migrations/*/0009), instead of a count of the GPUs.
+/// triggers keep in step with every GPU change (migrations/*/0011), instead of a count of the GPUs.
 pub async fn status_counts(store: &Store, model_key: Option<&str>) -> StoreResult<StatusCounts> {
     let counts = match model_key {
         Some(key) => {
