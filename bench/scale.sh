@@ -26,7 +26,7 @@
 # build's figures to it: a before/after comparison whose figures share the machine's state.
 #
 # Knobs: BENCH_BIN (measure this binary instead of building one), BENCH_BEFORE_BIN, SCALE_SIZES ("100 10000 100000"),
-# SCALE_MODELS (50), BENCH_DURATION (5), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2).
+# SCALE_BACKENDS (sqlite, plus postgres with a URL), SCALE_MODELS (50), BENCH_DURATION (5), BENCH_WARMUP (1), BENCH_CONNECTIONS (32), BENCH_THREADS (2).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -448,8 +448,15 @@ run_backend() { # name kind binary
     fi
     BACKENDS+=("$name")
 }
-KINDS=(sqlite)
-[[ -n "$PG_URL" ]] && KINDS+=(postgres)
+# SCALE_BACKENDS="postgres" measures one backend alone (default: SQLite, and PostgreSQL with a URL).
+read -r -a KINDS <<<"${SCALE_BACKENDS:-sqlite${PG_URL:+ postgres}}"
+for kind in "${KINDS[@]}"; do
+    case "$kind" in
+    sqlite) ;;
+    postgres) [[ -n "$PG_URL" ]] || { echo "SCALE_BACKENDS has postgres: set GPU_MARKET_BENCH_POSTGRES_URL" >&2; exit 2; } ;;
+    *) echo "SCALE_BACKENDS: unknown backend $kind (sqlite, postgres)" >&2; exit 2 ;;
+    esac
+done
 for kind in "${KINDS[@]}"; do
     [[ -n "$BEFORE_BIN" ]] && run_backend "$kind-before" "$kind" "$BEFORE_BIN"
     run_backend "$kind" "$kind" "$BIN"

@@ -7,7 +7,7 @@ mod common;
 
 use common::TestApp;
 use gpu_market::config::{DatabaseConfig, Secret};
-use gpu_market::domain::{Gpu, GpuStatus, ModelFilter, Money, StatusCounts, Timestamp};
+use gpu_market::domain::{Gpu, GpuId, GpuStatus, ModelFilter, Money, StatusCounts, Timestamp};
 use gpu_market::store::gpus::PriceStatistics;
 use gpu_market::store::{GpuFilter, GpuOrder, Matching, Page, Store, bookings, gpus};
 use serde_json::json;
@@ -368,4 +368,53 @@ async fn kept_counts_and_sums_equal_a_count_of_the_gpus() {
         (1, 1),
         "the deleted GPU is not counted; the released one is available again"
     );
+}
+
+/// PostgreSQL: a repricing and a booking of the same model take GPU rows and the model's counts row
+/// (migration 0011) in one order, so neither can hold what the other waits for. The booking's side is
+/// played by hand: a transaction holds a GPU row of the repricing's last chunk, and once the
+/// repricing waits for that row, asks for the counts row, as a booking's trigger does.
+#[tokio::test]
+async fn a_repricing_and_a_booking_of_one_model_do_not_deadlock() {
+    let market = Market::new().await;
+    if !market.app.is_postgres() {
+        return;
+    }
+    // More GPUs than one price-update statement holds, so the repricing has a second chunk.
+    for _ in 0..210 {
+        market.app.register_gpu("L40S", 1.0).await;
+    }
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM gpus WHERE model_key = 'l40s' ORDER BY id")
+            .fetch_all(market.app.db())
+            .await
+            .expect("ids");
+    let held = ids.first().expect("a GPU").clone();
+    // The held GPU goes last, into the last update statement.
+    let prices: Vec<(GpuId, Money)> = ids
+        .iter()
+        .skip(1)
+        .chain(std::iter::once(&held))
+        .map(|id| (GpuId::from(id.as_str()), Money::from_micros(1_234_567)))
+        .collect();
+
+    let mut booking = market.app.db().begin().await.expect("begin");
+    sqlx::query("SELECT id FROM gpus WHERE id = $1 FOR UPDATE")
+        .bind(held.clone())
+        .fetch_one(&mut *booking)
+        .await
+        .expect("hold the GPU row");
+    let store = market.store.clone();
+    let repricing = tokio::spawn(async move { gpus::update_current_prices(&store, &prices).await });
+    // Give the repricing time to reach the held row (a shorter wait only makes the test weaker).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sqlx::query("UPDATE gpu_model_counts SET total = total WHERE model_key = 'l40s'")
+        .execute(&mut *booking)
+        .await
+        .expect("the booking's side takes the counts row");
+    booking.commit().await.expect("the booking's side commits");
+    repricing
+        .await
+        .expect("repricing task")
+        .expect("the repricing commits");
 }

@@ -798,6 +798,8 @@ pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResul
 
 /// GPUs per price-update statement (two parameters each).
 const PRICE_UPDATE_CHUNK: usize = 200;
+/// GPUs per row-lock statement before a repricing on PostgreSQL.
+const PRICE_LOCK_CHUNK: usize = 1_000;
 
 /// Current prices computed by the pricing policy; one statement per chunk instead of one per GPU, all
 /// in one transaction, since the writer is shared with bookings. The new prices are joined as a
@@ -805,6 +807,21 @@ const PRICE_UPDATE_CHUNK: usize = 200;
 /// chunk, and a full model at 100 000 GPUs is 2 000 rows).
 pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> StoreResult<()> {
     let mut statements = Vec::new();
+    if store.backend() == Backend::Postgres {
+        // Each chunk's triggers take the model's counts row (migration 0011) at the end of its
+        // statement, and a booking takes its GPU's row, then that counts row. Were the later chunks'
+        // GPU rows locked only while the counts row was already held, a booking of one of them
+        // would wait for the counts row while holding what the repricing waits for: a deadlock.
+        // Locking every GPU row first, in id order, keeps both in one order: GPU rows, then counts.
+        let mut ids: Vec<&GpuId> = prices.iter().map(|(id, _)| id).collect();
+        ids.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        for chunk in ids.chunks(PRICE_LOCK_CHUNK) {
+            let mut sql = Sql::new("SELECT id FROM gpus WHERE id IN ");
+            sql.bind_list(chunk.iter().map(|id| (*id).clone()))
+                .push(" ORDER BY id FOR UPDATE");
+            statements.push(sql.into_parts());
+        }
+    }
     for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
         let mut sql = Sql::new("UPDATE gpus SET current_price_micro = v.column2 FROM (VALUES ");
         for (i, (id, price)) in chunk.iter().enumerate() {
