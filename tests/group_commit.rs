@@ -505,3 +505,56 @@ async fn the_write_ahead_log_is_checkpointed_off_the_writer() {
     assert_eq!(stats.checkpoint_failures, 0, "{stats:?}");
     store.close().await;
 }
+
+/// PostgreSQL: a caller that gives up on a transaction while its `BEGIN` is on the wire (a client
+/// that hangs up, say) leaves no connection inside a transaction the server keeps open, where a
+/// later autocommit write would never commit. Cancelled after ever longer waits, so some
+/// cancellations fall while `BEGIN` awaits its answer.
+#[tokio::test]
+async fn a_begin_its_caller_gives_up_on_leaves_no_transaction_open() {
+    let database = TestDatabase::create().await;
+    if !database.is_postgres() {
+        return;
+    }
+    let name = format!("gm_begin_{}", uuid::Uuid::new_v4().simple());
+    let separator = if database.url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let config = DatabaseConfig {
+        url: Secret::new(format!(
+            "{}{separator}application_name={name}",
+            database.url()
+        )),
+        ..DatabaseConfig::default()
+    };
+    let store = Store::connect(&config).await.expect("connect");
+    for wait_us in (0..3_000).step_by(25) {
+        let _ = tokio::time::timeout(
+            Duration::from_micros(wait_us),
+            gpu_market::store::begin(store.reader()),
+        )
+        .await;
+    }
+    let observer = sqlx::AnyPool::connect(database.url())
+        .await
+        .expect("observer");
+    let open_transactions = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND state LIKE 'idle in transaction%'",
+        )
+        .bind(name.clone())
+        .fetch_one(&observer)
+        .await
+        .expect("activity")
+    };
+    // A dropped transaction's rollback goes out when its connection returns to the pool.
+    eventually(
+        Duration::from_secs(10),
+        "no connection left inside a transaction",
+        || async { (open_transactions().await == 0).then_some(()) },
+    )
+    .await;
+}

@@ -373,7 +373,7 @@ pub async fn explain_list(
 /// and its order.
 pub(super) async fn explain(store: &Store, sql: Sql) -> StoreResult<Vec<String>> {
     let (text, args) = sql.into_parts();
-    let mut tx = store.reader().begin().await?;
+    let mut tx = super::begin(store.reader()).await?;
     let (explain, detail_column) = match store.backend() {
         Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
         Backend::Postgres => {
@@ -629,7 +629,7 @@ pub async fn price_statistics(
     let Some(matching) = Resolved::of(store, matching).await? else {
         return Ok(None);
     };
-    let mut tx = store.reader().begin().await?;
+    let mut tx = super::begin(store.reader()).await?;
     if store.backend() == Backend::Postgres {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)

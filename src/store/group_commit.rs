@@ -210,7 +210,7 @@ impl Store {
         match &self.writes {
             Some(queue) => enqueue(queue, work, false).await,
             None => {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = super::begin(&self.writer).await?;
                 // An error drops `tx`, which rolls it back.
                 let value = work(&mut tx).await?;
                 tx.commit().await?;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Connection, Executor};
+use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 
 use crate::config::{DatabaseConfig, redact_url};
 
@@ -272,6 +272,20 @@ impl Store {
             log.store.writer.close().await;
         }
     }
+}
+
+/// Begins a transaction on `pool` in a task of its own. sqlx 0.8 loses a transaction whose `BEGIN`
+/// is cancelled while it awaits the server's answer (its guard rolls back only the depth already
+/// counted, and the depth is counted after the answer): the connection would go back to the pool
+/// inside a transaction the server keeps open, where the next autocommit write would never commit.
+/// A request dropped by its client cancels its future; a task runs on, and a transaction it drops
+/// is rolled back.
+pub async fn begin(pool: &AnyPool) -> StoreResult<Transaction<'static, Any>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|_| StoreError::Query(sqlx::Error::WorkerCrashed))?
+        .map_err(StoreError::from)
 }
 
 /// A pooled connection idle for this long is pinged before it is handed out.
