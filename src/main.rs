@@ -347,13 +347,16 @@ fn overrides_for(command: &Command, database_url: Option<&str>) -> Overrides {
 /// glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB), after which
 /// large blocks come from arenas that keep them: a few policy uploads of 20 MiB, each buffered, copied
 /// and checked on whichever thread serves it, left hundreds of MiB resident in per-thread arenas. A
-/// fixed threshold keeps blocks of 1 MiB and more in their own mappings, returned when freed; such
-/// blocks are rare on the request path, so the extra mmap calls cost nothing measurable.
+/// fixed threshold keeps blocks of 4 MiB and more in their own mappings, returned when freed (such
+/// blocks are rare on the request path). Fixing it also fixes the trim threshold, which glibc would
+/// otherwise raise with it: left at its 128 KiB default, arenas gave memory back and faulted it in
+/// again so often that requests ran 10-15 % slower.
 fn return_large_blocks_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread exists.
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
     }
 }
 
