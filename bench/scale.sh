@@ -477,14 +477,19 @@ for b in "${BACKENDS[@]}"; do
     echo
     printf '%-24s' "$b"
     for size in "${SIZES[@]}"; do printf '%24s' "$size GPUs: /s  p99 ms"; done
-    printf '%14s\n' "/s $LAST:$FIRST"
+    # The growth column compares the largest size with the smallest: with one size there is none.
+    if ((${#SIZES[@]} > 1)); then printf '%14s\n' "/s $LAST:$FIRST"; else echo; fi
     for scenario in "${SCENARIOS[@]}"; do
         printf '%-24s' "${LABEL[$scenario]}"
         for size in "${SIZES[@]}"; do
             printf '%16s %7s' "${RESULT["$b,$size,$scenario,rate"]}" "${RESULT["$b,$size,$scenario,p99"]}"
         done
-        printf '%14s\n' "$(awk -v a="${RESULT["$b,$LAST,$scenario,rate"]}" -v f="${RESULT["$b,$FIRST,$scenario,rate"]}" \
-            'BEGIN { if (f > 0) printf "%.2f", a / f; else print "-" }')"
+        if ((${#SIZES[@]} > 1)); then
+            printf '%14s\n' "$(awk -v a="${RESULT["$b,$LAST,$scenario,rate"]}" -v f="${RESULT["$b,$FIRST,$scenario,rate"]}" \
+                'BEGIN { if (f > 0) printf "%.2f", a / f; else print "-" }')"
+        else
+            echo
+        fi
     done
     printf '%-24s' "full refresh s (GPUs/s)"
     for size in "${SIZES[@]}"; do
