@@ -265,3 +265,17 @@ async fn bookings_of_a_model_since_read_one_index_range() {
     assert!(plan.contains("bookings_model_start"), "{plan}");
     assert!(!plan.contains("gpus"), "no join through the GPUs:\n{plan}");
 }
+
+#[tokio::test]
+async fn the_heartbeat_monitor_reads_only_silent_gpus() {
+    let plans = Plans::new().await;
+    let lines = gpus::explain_mark_silent_offline(&plans.store, Timestamp::now())
+        .await
+        .expect("explain");
+    let plan = lines.join("\n");
+    plans.check_no_full_scan(&lines, &plan);
+    // PostgreSQL picks between its indexes by statistics, which three GPUs do not give.
+    if !plans.postgres {
+        assert!(plan.contains("gpus_silent_heartbeats"), "{plan}");
+    }
+}

@@ -787,13 +787,38 @@ pub(super) async fn status_in(
 
 /// Available GPUs whose heartbeat went silent turn offline. Booked ones are left to the timeout policy.
 pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResult<u64> {
-    let result = store.execute(sqlx::query(
-        "UPDATE gpus SET status = 'offline' WHERE status = 'available' AND deleted_at IS NULL \
-         AND last_heartbeat IS NOT NULL AND last_heartbeat < $1",
-    )
-    .bind(cutoff))
-    .await?;
-    Ok(result.rows_affected())
+    let (text, args) = silent_offline_query(store.backend(), cutoff).into_parts();
+    store
+        .write_statement(move |conn| {
+            Box::pin(async move {
+                let result = sqlx::query_with(&text, args).execute(conn).await?;
+                Ok(result.rows_affected())
+            })
+        })
+        .await
+}
+
+/// A range of `gpus_silent_heartbeats` (migrations/*/0012). SQLite is told the index: without
+/// statistics it prefers the equality on status, which reads every available GPU.
+fn silent_offline_query(backend: Backend, cutoff: Timestamp) -> Sql {
+    let table = match backend {
+        Backend::Sqlite => "gpus INDEXED BY gpus_silent_heartbeats",
+        Backend::Postgres => "gpus",
+    };
+    let mut sql = Sql::new(format!(
+        "UPDATE {table} SET status = 'offline' WHERE status = 'available' AND deleted_at IS NULL \
+         AND last_heartbeat IS NOT NULL AND last_heartbeat < "
+    ));
+    sql.bind(cutoff);
+    sql
+}
+
+/// The database's plan for [`mark_silent_offline`], one line per step (see [`explain`]).
+pub async fn explain_mark_silent_offline(
+    store: &Store,
+    cutoff: Timestamp,
+) -> StoreResult<Vec<String>> {
+    explain(store, silent_offline_query(store.backend(), cutoff)).await
 }
 
 /// GPUs per price-update statement (two parameters each).
