@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Market;
 use super::rules::history::{bucket_of, samples_for_bucket};
-use super::rules::pricing::{accept_quote, gpu_facts, pricing_request};
-use crate::domain::{ModelFilter, StatusCounts, Timestamp};
+use super::rules::pricing::{accept_quote, pricing_request, repricing_facts};
+use crate::domain::{StatusCounts, Timestamp};
 use crate::error::Result;
-use crate::store::{GpuFilter, GpuOrder, Matching, Page, gpus, price_state, prices};
+use crate::store::{gpus, price_state, prices};
 
 /// Upper bound of GPUs one refresh looks at.
 const MAX_MODEL_GPUS: i64 = 100_000;
@@ -33,18 +33,7 @@ pub struct Refreshed {
 
 /// Recomputes the current price of every GPU of one model with one batch call.
 pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> Result<Refreshed> {
-    let filter = GpuFilter {
-        matching: Matching::Model(ModelFilter::exact(model_key)),
-        ..GpuFilter::default()
-    };
-    let rows = gpus::list(
-        &market.store,
-        &filter,
-        // The model's listing index gives this order without a sort; any order would do.
-        GpuOrder::CreatedAsc,
-        Page::first(MAX_MODEL_GPUS),
-    )
-    .await?;
+    let rows = gpus::for_repricing(&market.store, model_key, MAX_MODEL_GPUS).await?;
     if rows.is_empty() {
         return Ok(Refreshed::default());
     }
@@ -60,7 +49,7 @@ pub async fn refresh_model(market: &Market, model_key: &str, now: Timestamp) -> 
         .iter()
         .map(|gpu| {
             let previous = states.get(gpu.id.as_str()).copied();
-            pricing_request(gpu_facts(gpu), facts.clone(), 1.0, now, previous)
+            pricing_request(repricing_facts(gpu), facts.clone(), 1.0, now, previous)
         })
         .collect();
     let quotes = market.policies.quote_batch(requests).await;

@@ -821,6 +821,40 @@ pub async fn explain_mark_silent_offline(
     explain(store, silent_offline_query(store.backend(), cutoff)).await
 }
 
+/// What a repricing reads of a GPU: its pricing facts, its current price and its status.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RepricingRow {
+    pub id: GpuId,
+    pub model: String,
+    pub memory_gb: f64,
+    pub region: Option<String>,
+    #[sqlx(rename = "price_micro")]
+    pub asking_price: Money,
+    #[sqlx(rename = "current_price_micro")]
+    pub current_price: Money,
+    #[sqlx(try_from = "String")]
+    pub status: GpuStatus,
+}
+
+/// The GPUs of one model as a repricing reads them, at most `limit`: seven columns instead of the
+/// whole row, since decoding the rest (the capabilities' JSON above all) was most of a pass's reading
+/// at 100 000 GPUs. In registration order (the model's listing index, no sort), which is about the
+/// table's: the pass's updates then walk the table's pages in order.
+pub async fn for_repricing(
+    store: &Store,
+    model_key: &str,
+    limit: i64,
+) -> StoreResult<Vec<RepricingRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, model, memory_gb, region, price_micro, current_price_micro, status FROM gpus \
+         WHERE model_key = $1 AND deleted_at IS NULL ORDER BY created_at, id LIMIT $2",
+    )
+    .bind(model_key)
+    .bind(limit)
+    .fetch_all(store.reader())
+    .await?)
+}
+
 /// GPUs per price-update statement (two parameters each).
 const PRICE_UPDATE_CHUNK: usize = 200;
 /// GPUs per row-lock statement before a repricing on PostgreSQL.

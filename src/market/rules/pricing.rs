@@ -5,6 +5,7 @@ use crate::policy::{
     DecisionSource, GpuFacts, MarketFacts, PriceQuote, PriceState, PricingRequest, RequestFacts,
     TimeFacts,
 };
+use crate::store::gpus::RepricingRow;
 
 /// A price the market will charge, with where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,17 @@ pub struct Quote {
 }
 
 pub fn gpu_facts(gpu: &Gpu) -> GpuFacts {
+    GpuFacts {
+        gpu_id: gpu.id.to_string(),
+        model: gpu.model.clone(),
+        memory_gb: gpu.memory_gb,
+        region: gpu.region.clone(),
+        base_price: gpu.asking_price.as_units(),
+    }
+}
+
+/// [`gpu_facts`] of a GPU read for repricing.
+pub fn repricing_facts(gpu: &RepricingRow) -> GpuFacts {
     GpuFacts {
         gpu_id: gpu.id.to_string(),
         model: gpu.model.clone(),
