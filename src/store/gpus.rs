@@ -837,9 +837,9 @@ pub struct RepricingRow {
 }
 
 /// The GPUs of one model as a repricing reads them, at most `limit`: seven columns instead of the
-/// whole row, since decoding the rest (the capabilities' JSON above all) was most of a pass's reading
-/// at 100 000 GPUs. In registration order (the model's listing index, no sort), which is about the
-/// table's: the pass's updates then walk the table's pages in order.
+/// whole row, whose other columns (the capabilities' JSON above all) a pass decoded for nothing. In
+/// registration order (the model's listing index, no sort), which is about the table's: the pass's
+/// updates then walk the table's pages in order.
 pub async fn for_repricing(
     store: &Store,
     model_key: &str,
