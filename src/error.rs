@@ -76,11 +76,18 @@ impl Error {
         Self::Unprocessable(message.into())
     }
 
-    /// The database has no connection free in time: the service is overloaded, not broken.
+    /// The database has no connection free in time, or SQLite's write lock stayed taken past the
+    /// busy timeout: the service is overloaded, not broken.
     pub fn is_overload(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(StoreError::Query(sqlx::Error::PoolTimedOut))
-        )
+        match self {
+            Self::Database(StoreError::Query(sqlx::Error::PoolTimedOut)) => true,
+            Self::Database(StoreError::Sqlite(err)) => {
+                err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+            }
+            Self::Database(StoreError::Commit(err)) => {
+                err.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+            }
+            _ => false,
+        }
     }
 }

@@ -14,7 +14,9 @@ use gpu_market::domain::{
     PriceState, PricedBy, PrincipalId, Rating, Review, ReviewId, ReviewStatus, Timestamp,
 };
 use gpu_market::store::bookings::{self, BookOutcome};
-use gpu_market::store::{Store, StoreError, gpus, reviews};
+use gpu_market::store::{Statement, Store, StoreError, gpus, reviews};
+use sqlx::Any;
+use sqlx::pool::PoolConnection;
 
 const CONTENDERS: usize = 6;
 const OTHER_GPUS: usize = 5;
@@ -102,7 +104,7 @@ fn review(gpu_id: &GpuId, now: Timestamp) -> Review {
 /// One statement that inserts the review twice: its first row goes in, its second fails, and the
 /// statement is undone whole (a one-statement write has no savepoint of its own).
 async fn failing_statement(store: &Store, review: Review) -> Result<(), StoreError> {
-    let statement = sqlx::query(
+    let statement = Statement::new(
         "INSERT INTO reviews (id, gpu_id, reviewer_id, rating, status, policy, created_at) \
          VALUES ($1, $2, 'reviewer', 5, 'accepted', 'test', $3), ($1, $2, 'reviewer', 5, 'accepted', 'test', $3)",
     )
@@ -114,24 +116,39 @@ async fn failing_statement(store: &Store, review: Review) -> Result<(), StoreErr
 
 /// Inserts the review, then fails (its id again): a write whose first statement succeeded.
 async fn failing_write(store: &Store, review: Review) -> Result<(), StoreError> {
+    let insert = Statement::new(
+        "INSERT INTO reviews (id, gpu_id, reviewer_id, rating, status, policy, created_at) \
+         VALUES ($1, $2, 'reviewer', 5, 'accepted', 'test', $3)",
+    )
+    .bind(review.id.as_str())
+    .bind(review.gpu_id.as_str())
+    .bind(review.created_at);
     store
-        .write(move |conn| {
-            Box::pin(async move {
-                for _ in 0..2 {
-                    sqlx::query(
-                        "INSERT INTO reviews (id, gpu_id, reviewer_id, rating, status, policy, created_at) \
-                         VALUES ($1, $2, 'reviewer', 5, 'accepted', 'test', $3)",
-                    )
-                    .bind(review.id.as_str())
-                    .bind(review.gpu_id.as_str())
-                    .bind(review.created_at)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                Ok(())
-            })
-        })
+        .execute_all(vec![insert.clone(), insert])
         .await
+        .map(|_| ())
+}
+
+/// SQLite: takes the database's write lock on the store's sqlx writer connection, so that the write
+/// queue's next group waits for it and every write sent meanwhile joins that group. `None` on
+/// PostgreSQL, which has no queue.
+async fn hold_the_writer(store: &Store) -> Option<PoolConnection<Any>> {
+    store.write_stats()?;
+    let mut held = store.writer().acquire().await.expect("the writer");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *held)
+        .await
+        .expect("take the write lock");
+    Some(held)
+}
+
+async fn release_the_writer(held: Option<PoolConnection<Any>>) {
+    if let Some(mut held) = held {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *held)
+            .await
+            .expect("release the write lock");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,13 +164,9 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
     }
     let before = store.write_stats();
 
-    // SQLite: while the test holds the writer's connection, every write below queues, and all of them
-    // go into the next group once it is released.
-    let held = if before.is_some() {
-        Some(store.writer().acquire().await.expect("hold the writer"))
-    } else {
-        None
-    };
+    // SQLite: while the test holds the write lock, every write below queues, and all of them go into
+    // the next group once it is released.
+    let held = hold_the_writer(&store).await;
     let contenders: Vec<_> = (0..CONTENDERS)
         .map(|i| {
             let (store, booking) = (
@@ -193,7 +206,7 @@ async fn writes_in_one_commit_each_get_their_own_outcome() {
         })
         .await;
     }
-    drop(held);
+    release_the_writer(held).await;
 
     let mut won = 0;
     for contender in contenders {
@@ -302,12 +315,8 @@ async fn a_booking_whose_guardrail_state_fails_leaves_nothing_behind() {
         last_price: 1.0,
         last_multiplier: 1.0,
     };
-    // SQLite: both bookings queue behind the held writer and share the next group.
-    let held = if store.write_stats().is_some() {
-        Some(store.writer().acquire().await.expect("hold the writer"))
-    } else {
-        None
-    };
+    // SQLite: both bookings queue behind the held write lock and share the next group.
+    let held = hold_the_writer(&store).await;
     let with_state = {
         let (store, booking) = (store.clone(), booking(&rejected, "client", now));
         tokio::spawn(async move { bookings::create(&store, &booking, Some(&state)).await })
@@ -316,14 +325,14 @@ async fn a_booking_whose_guardrail_state_fails_leaves_nothing_behind() {
         let (store, booking) = (store.clone(), booking(&neighbour, "client", now));
         tokio::spawn(async move { bookings::create(&store, &booking, None).await })
     };
-    if let Some(held) = held {
+    if held.is_some() {
         eventually(Duration::from_secs(5), "both bookings queued", || {
             let waiting = store.write_stats().map_or(0, |stats| stats.waiting);
             async move { (waiting >= 2).then_some(()) }
         })
         .await;
-        drop(held);
     }
+    release_the_writer(held).await;
     let failed = with_state.await.expect("task");
     assert!(
         failed.is_err(),

@@ -1,7 +1,7 @@
 //! Bids from the older coordinator's marketplace API.
 
 use super::sql::Sql;
-use super::{Page, Store, StoreResult};
+use super::{Page, Statement, Store, StoreResult};
 use crate::domain::{BidId, BidStatus, Money, PrincipalId, Timestamp};
 
 /// A new bid; bids are placed `pending`.
@@ -20,7 +20,7 @@ pub struct NewBid {
 pub async fn insert(store: &Store, bid: &NewBid) -> StoreResult<()> {
     store
         .execute(
-            sqlx::query(
+            Statement::new(
                 "INSERT INTO bids (id, client_id, provider, gpu_model, capacity, price_micro, notes, status, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)",
             )
@@ -102,11 +102,11 @@ pub async fn list(
 pub async fn cancel(store: &Store, id: &BidId) -> StoreResult<bool> {
     let result = store
         .execute(
-            sqlx::query(
+            Statement::new(
                 "UPDATE bids SET status = 'cancelled' WHERE id = $1 AND status = 'pending'",
             )
             .bind(id.clone()),
         )
         .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result == 1)
 }

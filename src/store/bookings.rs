@@ -2,10 +2,8 @@
 
 use std::sync::LazyLock;
 
-use sqlx::AnyConnection;
-
 use super::sql::{Sql, qualified};
-use super::{Backend, Statement, Store, StoreResult, gpus};
+use super::{Statement, Store, StoreResult, gpus};
 use crate::domain::{
     Booking, BookingId, BookingStatus, DecisionId, GpuId, GpuStatus, Money, PriceState,
     PrincipalId, Timestamp,
@@ -47,23 +45,23 @@ static INSERT_BOOKING_WITH_STATE: LazyLock<String> = LazyLock::new(|| {
 
 fn bind_booking(statement: Statement, booking: &Booking) -> Statement {
     statement
-        .bind(booking.id.clone())
-        .bind(booking.order_id.clone())
-        .bind(booking.gpu_id.clone())
-        .bind(booking.gpu_model.clone())
-        .bind(booking.miner_id.clone())
-        .bind(booking.client_id.clone())
-        .bind(booking.job_id.clone())
+        .bind(&booking.id)
+        .bind(&booking.order_id)
+        .bind(&booking.gpu_id)
+        .bind(&booking.gpu_model)
+        .bind(&booking.miner_id)
+        .bind(&booking.client_id)
+        .bind(&booking.job_id)
         .bind(booking.duration.seconds())
         .bind(booking.price_per_hour)
         .bind(booking.total)
         .bind(booking.multiplier)
-        .bind(booking.policy.clone())
+        .bind(&booking.policy)
         .bind(booking.priced_by.as_flag())
         .bind(booking.start_at)
         .bind(booking.end_at)
         .bind(booking.created_at)
-        .bind(booking.pricing_decision.clone())
+        .bind(&booking.pricing_decision)
 }
 
 /// The insert failed because the GPU is taken (or was never available): a lost race, not an error.
@@ -72,74 +70,77 @@ fn lost_the_gpu(err: &sqlx::Error) -> bool {
         if db.is_unique_violation() || db.message().contains("gpu_not_available"))
 }
 
+/// [`lost_the_gpu`] on SQLite's write queue.
+fn lost_the_gpu_sqlite(err: &rusqlite::Error) -> bool {
+    match err {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("gpu_not_available"))
+        }
+        _ => false,
+    }
+}
+
 /// Books atomically: inserting the active booking fires `bookings_claim_gpu`, which flips the GPU from
 /// `available` to `booked` or aborts the insert when it no longer is available, and the partial unique
 /// index `bookings_one_active_per_gpu` rejects a second active booking whatever happens around it
 /// (migrations/*/0002_booking_triggers.sql). The booked quote's guardrail state, when the pricing
 /// policy returned one, is kept for the GPU in the same transaction.
 ///
-/// On SQLite the booking is one write of a group commit and one round trip to the writer; on PostgreSQL
-/// it is one statement (one round trip), the guardrail state written by the same statement.
+/// On SQLite the booking is one write of a group commit; on PostgreSQL it is one statement (one round
+/// trip), the guardrail state written by the same statement.
 pub async fn create(
     store: &Store,
     booking: &Booking,
     price_state: Option<&PriceState>,
 ) -> StoreResult<BookOutcome> {
-    match store.backend() {
-        Backend::Sqlite => {
-            let statement = match price_state {
-                None => bind_booking(sqlx::query(&INSERT_BOOKING), booking),
-                Some(state) => super::price_state::bind_state(
-                    bind_booking(sqlx::query(&INSERT_BOOKING_WITH_STATE_SQLITE), booking),
-                    state,
-                ),
-            };
-            let with_state = price_state.is_some();
-            let gpu_id = booking.gpu_id.clone();
-            // One round trip to the writer either way: the state's pair of statements undoes itself
-            // on failure, so the group needs no savepoint around it.
-            store
-                .write_statement(move |conn| {
-                    Box::pin(async move { create_in(conn, statement, with_state, &gpu_id).await })
-                })
-                .await
-        }
-        Backend::Postgres => create_in_one_statement(store, booking, price_state).await,
-    }
+    let Some(queue) = store.sqlite_writes() else {
+        return create_in_one_statement(store, booking, price_state).await;
+    };
+    let insert = bind_booking(Statement::new(INSERT_BOOKING.as_str()), booking);
+    // Bound like the booking (it uses the GPU and the creation time of it) and the state after it.
+    let state = price_state.map(|state| {
+        super::price_state::bind_state(
+            bind_booking(
+                Statement::new(super::price_state::upsert_for_booking()),
+                booking,
+            ),
+            state,
+        )
+    });
+    let gpu_id = booking.gpu_id.clone();
+    // In a savepoint of the group's: a failed state leaves no booking behind.
+    queue
+        .write(false, move |conn| {
+            if let Err(err) = insert.run(conn) {
+                if lost_the_gpu_sqlite(&err) {
+                    // SQLite aborted the failed statement alone; the GPU's status as this transaction
+                    // sees it includes the writes grouped before this one.
+                    return Ok(lost_outcome(status_in_sqlite(conn, &gpu_id)?));
+                }
+                return Err(err.into());
+            }
+            if let Some(state) = &state {
+                state.run(conn)?;
+            }
+            Ok(BookOutcome::Booked)
+        })
+        .await
 }
 
-/// The booking and its quote's guardrail state on SQLite: two statements in one round trip, in a
-/// savepoint of their own that [`create_in`] rolls back when either fails.
-static INSERT_BOOKING_WITH_STATE_SQLITE: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SAVEPOINT booking_with_state; {}; {}; RELEASE booking_with_state",
-        *INSERT_BOOKING,
-        super::price_state::upsert_for_booking()
-    )
-});
-
-async fn create_in(
-    conn: &mut AnyConnection,
-    statement: Statement,
-    with_state: bool,
-    gpu_id: &GpuId,
-) -> StoreResult<BookOutcome> {
-    let Err(err) = statement.execute(&mut *conn).await else {
-        return Ok(BookOutcome::Booked);
+/// A GPU's status inside the group's transaction on SQLite.
+fn status_in_sqlite(conn: &rusqlite::Connection, gpu_id: &GpuId) -> StoreResult<Option<GpuStatus>> {
+    let query =
+        Statement::new("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL").bind(gpu_id);
+    let mut prepared = query.prepare(conn)?;
+    let mut rows = prepared.raw_query();
+    let status: Option<String> = match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
     };
-    if with_state {
-        // Nothing of the pair stays. Should SQLite have ended the whole transaction (an I/O error),
-        // this fails too, and the group commit finds out by itself.
-        let _ = sqlx::query("ROLLBACK TO booking_with_state; RELEASE booking_with_state")
-            .execute(&mut *conn)
-            .await;
-    }
-    if lost_the_gpu(&err) {
-        // SQLite aborted the failed statement alone; the GPU's status as this transaction sees it
-        // includes the writes grouped before this one.
-        return Ok(lost_outcome(gpus::status_in(conn, gpu_id).await?));
-    }
-    Err(err.into())
+    gpus::parse_status(status)
 }
 
 async fn create_in_one_statement(
@@ -148,13 +149,16 @@ async fn create_in_one_statement(
     price_state: Option<&PriceState>,
 ) -> StoreResult<BookOutcome> {
     let statement = match price_state {
-        None => bind_booking(sqlx::query(&INSERT_BOOKING), booking),
+        None => bind_booking(Statement::new(INSERT_BOOKING.as_str()), booking),
         Some(state) => super::price_state::bind_state(
-            bind_booking(sqlx::query(&INSERT_BOOKING_WITH_STATE), booking),
+            bind_booking(Statement::new(INSERT_BOOKING_WITH_STATE.as_str()), booking),
             state,
         ),
     };
-    match statement.execute(store.writer()).await {
+    let executed = sqlx::query_with(statement.text(), statement.any_arguments())
+        .execute(store.writer())
+        .await;
+    match executed {
         Ok(_) => Ok(BookOutcome::Booked),
         Err(err) if lost_the_gpu(&err) => {
             Ok(lost_outcome(gpus::status_of(store, &booking.gpu_id).await?))
@@ -200,7 +204,7 @@ pub struct Ending<'a> {
 /// only matches while the booking is still active and unchanged, so of two replicas (or a sweeper and
 /// a release) racing, one wins.
 pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
-    let ended = store.execute(sqlx::query(
+    let ended = store.execute(Statement::new(
         "UPDATE bookings SET status = $1, ended_at = $2, refund_micro = $3, charged_micro = $4, \
          end_reason = $5, heartbeat_cutoff = $6, timeout_decision = COALESCE($9, timeout_decision) \
          WHERE id = $7 AND status = 'active' AND end_at = $8",
@@ -215,7 +219,7 @@ pub async fn end(store: &Store, ending: &Ending<'_>) -> StoreResult<bool> {
     .bind(ending.expected_end_at)
     .bind(ending.decision.cloned()))
     .await?;
-    Ok(ended.rows_affected() == 1)
+    Ok(ended == 1)
 }
 
 /// Moves an active booking's end and total (an extension) or sets a grace period, guarded like [`end`]
@@ -228,7 +232,7 @@ pub async fn reschedule(
     grace_until: Option<Timestamp>,
     decision: Option<&DecisionId>,
 ) -> StoreResult<bool> {
-    let result = store.execute(sqlx::query(
+    let result = store.execute(Statement::new(
         "UPDATE bookings SET end_at = $1, total_micro = $2, grace_until = $3, extensions = extensions + 1, \
          timeout_decision = COALESCE($7, timeout_decision) \
          WHERE id = $4 AND status = 'active' AND end_at = $5 AND extensions = $6",
@@ -241,7 +245,7 @@ pub async fn reschedule(
     .bind(booking.extensions)
     .bind(decision.cloned()))
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result == 1)
 }
 
 /// An active booking and its GPU's last heartbeat, for the timeout policy.

@@ -14,26 +14,27 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
-use sqlx::AnyPool;
-use tokio::sync::watch;
+use rusqlite::Connection;
 
 /// At most one checkpoint this often under load: each copies a page once however often it changed
 /// in between, and the log stays a few thousand pages at the write rates measured here.
 const BUSY_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Commits that bypass the write queue (migrations, the decision log's pruning) signal nothing:
-/// a checkpoint this often catches them. One with nothing to copy reads the log's index and returns.
+/// Commits that bypass the write queue (migrations) signal nothing: a checkpoint this often catches
+/// them. One with nothing to copy reads the log's index and returns.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The writer's side: says that a commit happened.
 #[derive(Debug)]
-pub(super) struct Committed(watch::Sender<()>);
+pub(super) struct Committed(SyncSender<()>);
 
 impl Committed {
     pub(super) fn signal(&self) {
-        self.0.send_replace(());
+        // Full: a signal is already waiting, which is all the checkpointer needs to know.
+        let _ = self.0.try_send(());
     }
 }
 
@@ -47,37 +48,35 @@ pub(super) struct CheckpointCounts {
     pub(super) log_pages: AtomicU64,
 }
 
-/// A checkpointer over `connection` (a one-connection pool on the writer's database file), the
-/// signal that wakes it and its counters. It runs until the signal is dropped, then checkpoints once
-/// more and ends.
-pub(super) fn checkpointer(
-    connection: AnyPool,
-) -> (Committed, Arc<CheckpointCounts>, impl Future<Output = ()>) {
-    let (sender, mut commits) = watch::channel(());
+/// Starts a checkpointer over `connection` (to the writer's database file) in a thread of its own,
+/// and returns the signal that wakes it and its counters. It runs until the signal is dropped, then
+/// checkpoints once more and ends.
+pub(super) fn start(connection: Connection) -> std::io::Result<(Committed, Arc<CheckpointCounts>)> {
+    let (sender, commits) = mpsc::sync_channel(1);
     let counters = Arc::new(CheckpointCounts::default());
     let counted = Arc::clone(&counters);
-    let run = async move {
-        loop {
-            let woken = tokio::time::timeout(IDLE_INTERVAL, commits.changed()).await;
-            checkpoint(&connection, &counted).await;
-            if matches!(woken, Ok(Err(_))) {
-                break;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            loop {
+                let woken = commits.recv_timeout(IDLE_INTERVAL);
+                checkpoint(&connection, &counted);
+                if woken == Err(RecvTimeoutError::Disconnected) {
+                    break;
+                }
+                std::thread::sleep(BUSY_INTERVAL);
             }
-            tokio::time::sleep(BUSY_INTERVAL).await;
-        }
-        connection.close().await;
-    };
-    (Committed(sender), counters, run)
+        })?;
+    Ok((Committed(sender), counters))
 }
 
-async fn checkpoint(connection: &AnyPool, counters: &CheckpointCounts) {
+fn checkpoint(connection: &Connection, counters: &CheckpointCounts) {
     // (busy, pages in the log, pages copied to the database file)
-    let outcome: Result<(i32, i32, i32), sqlx::Error> =
-        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(connection)
-            .await;
+    let outcome = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
     match outcome {
-        Ok((_, logged, copied)) => {
+        Ok((logged, copied)) => {
             tracing::trace!(logged, copied, "WAL checkpoint");
             // -1 when the database is not in WAL mode.
             let logged = u64::try_from(logged).unwrap_or(0);

@@ -23,7 +23,7 @@ pub(super) fn path_beside(market: &Path) -> PathBuf {
     market.with_file_name(format!("{stem}.decisions.db"))
 }
 
-/// The statement that attaches `file` (`:memory:` for an in-memory market) as [`SCHEMA`].
+/// The statement that attaches `file` as [`SCHEMA`].
 pub(super) fn attach(file: &str) -> String {
     format!(
         "ATTACH DATABASE '{}' AS {SCHEMA};",

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
 use super::sql::Sql;
-use super::{Store, StoreResult};
+use super::{Statement, Store, StoreResult};
 use crate::domain::{DecisionEntry, DecisionId, DecisionRole, Outcome, Timestamp};
 
 pub(super) const COLUMNS: &str = "seq, id, slot, role, live_id, policy, module_sha256, input, output, price, \
@@ -85,9 +85,10 @@ pub async fn insert_batch(store: &Store, entries: &[DecisionEntry]) -> StoreResu
                 .bind(e.decided_at.micros())
                 .push(")");
         }
-        statements.push(sql.into_parts());
+        statements.push(sql.into_statement());
     }
-    store.decision_log().write_all(statements).await
+    store.decision_log().execute_all(statements).await?;
+    Ok(())
 }
 
 fn saturating_i64(n: u64) -> i64 {
@@ -219,15 +220,16 @@ pub async fn prune(store: &Store, older_than: Timestamp, max_rows: u64) -> Store
     let store = store.decision_log();
     // Entries are appended in about the order they were decided: everything before the oldest entry
     // still within the age goes, found by walking `seq` from the oldest (no time index to keep up).
-    let aged = sqlx::query(
-        "DELETE FROM policy_decisions WHERE seq < COALESCE(\
-         (SELECT seq FROM policy_decisions WHERE decided_at >= $1 ORDER BY seq LIMIT 1), \
-         (SELECT MAX(seq) + 1 FROM policy_decisions))",
-    )
-    .bind(older_than.micros())
-    .execute(store.writer())
-    .await?
-    .rows_affected();
+    let aged = store
+        .execute(
+            Statement::new(
+                "DELETE FROM policy_decisions WHERE seq < COALESCE(\
+                 (SELECT seq FROM policy_decisions WHERE decided_at >= $1 ORDER BY seq LIMIT 1), \
+                 (SELECT MAX(seq) + 1 FROM policy_decisions))",
+            )
+            .bind(older_than.micros()),
+        )
+        .await?;
     let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM policy_decisions")
         .fetch_one(store.reader())
         .await?;
@@ -236,11 +238,9 @@ pub async fn prune(store: &Store, older_than: Timestamp, max_rows: u64) -> Store
     };
     // seq has gaps only where rows were deleted, so this keeps at most `max_rows`.
     let keep_from = newest.saturating_sub(saturating_i64(max_rows)) + 1;
-    let counted = sqlx::query("DELETE FROM policy_decisions WHERE seq < $1")
-        .bind(keep_from)
-        .execute(store.writer())
-        .await?
-        .rows_affected();
+    let counted = store
+        .execute(Statement::new("DELETE FROM policy_decisions WHERE seq < $1").bind(keep_from))
+        .await?;
     Ok(aged + counted)
 }
 

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use sqlx::AnyConnection;
 
 use super::sql::{Sql, escape_like, qualified};
-use super::{Backend, Store, StoreResult};
+use super::{Backend, Statement, Store, StoreResult};
 use crate::domain::model_name::PatternPart;
 use crate::domain::{
     Gpu, GpuId, GpuStatus, ModelFilter, Money, PriceState, PrincipalId, StatusCounts, Timestamp,
@@ -215,14 +215,12 @@ static INSERT_GPU: LazyLock<String> = LazyLock::new(|| {
 /// Registers a GPU with its model and capability names, in one transaction (group-committed on
 /// SQLite).
 pub async fn insert(store: &Store, gpu: &Gpu) -> StoreResult<()> {
-    let gpu = gpu.clone();
-    store
-        .write(move |conn| Box::pin(async move { insert_in(conn, &gpu).await }))
-        .await
+    store.execute_all(insert_statements(gpu)).await?;
+    Ok(())
 }
 
-async fn insert_in(tx: &mut sqlx::AnyConnection, gpu: &Gpu) -> StoreResult<()> {
-    sqlx::query(&INSERT_GPU)
+fn insert_statements(gpu: &Gpu) -> Vec<Statement> {
+    let row = Statement::new(INSERT_GPU.as_str())
         .bind(&gpu.id)
         .bind(&gpu.miner_id)
         .bind(&gpu.model)
@@ -238,13 +236,11 @@ async fn insert_in(tx: &mut sqlx::AnyConnection, gpu: &Gpu) -> StoreResult<()> {
         .bind(gpu.current_price)
         .bind(gpu.status.as_str())
         .bind(gpu.last_heartbeat)
-        .bind(gpu.created_at)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO gpu_models (model_key) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&gpu.model_key)
-        .execute(&mut *tx)
-        .await?;
+        .bind(gpu.created_at);
+    let model =
+        Statement::new("INSERT INTO gpu_models (model_key) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(&gpu.model_key);
+    let mut statements = vec![row, model];
     let mut capabilities: Vec<String> = gpu
         .capabilities
         .0
@@ -269,12 +265,9 @@ async fn insert_in(tx: &mut sqlx::AnyConnection, gpu: &Gpu) -> StoreResult<()> {
             names.push(separator).bind(capability.clone()).push(")");
         }
         names.push(" ON CONFLICT DO NOTHING");
-        for statement in [rows, names] {
-            let (text, args) = statement.into_parts();
-            sqlx::query_with(&text, args).execute(&mut *tx).await?;
-        }
+        statements.extend([rows.into_statement(), names.into_statement()]);
     }
-    Ok(())
+    statements
 }
 
 pub async fn get(store: &Store, id: &GpuId) -> StoreResult<Option<Gpu>> {
@@ -724,14 +717,14 @@ pub async fn explain_price_statistics(
 pub async fn soft_delete(store: &Store, id: &GpuId, now: Timestamp) -> StoreResult<bool> {
     let result = store
         .execute(
-            sqlx::query(
+            Statement::new(
                 "UPDATE gpus SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL AND status <> 'booked'",
             )
             .bind(now)
             .bind(id.clone()),
         )
         .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(result == 1)
 }
 
 /// Records liveness; an offline GPU (which never holds an active booking) becomes available again.
@@ -741,26 +734,21 @@ pub async fn heartbeat(
     id: &GpuId,
     now: Timestamp,
 ) -> StoreResult<Option<GpuStatus>> {
-    let id = id.clone();
-    let status: Option<String> = store
-        .write_statement(move |conn| {
-            Box::pin(async move {
-                Ok(sqlx::query_scalar(
-                    "UPDATE gpus SET last_heartbeat = $1, \
-                     status = CASE WHEN status = 'offline' THEN 'available' ELSE status END \
-                     WHERE id = $2 AND deleted_at IS NULL RETURNING status",
-                )
-                .bind(now)
-                .bind(id)
-                .fetch_optional(conn)
-                .await?)
-            })
-        })
+    let status = store
+        .execute_returning_text(
+            Statement::new(
+                "UPDATE gpus SET last_heartbeat = $1, \
+                 status = CASE WHEN status = 'offline' THEN 'available' ELSE status END \
+                 WHERE id = $2 AND deleted_at IS NULL RETURNING status",
+            )
+            .bind(now)
+            .bind(id),
+        )
         .await?;
     parse_status(status)
 }
 
-fn parse_status(status: Option<String>) -> StoreResult<Option<GpuStatus>> {
+pub(super) fn parse_status(status: Option<String>) -> StoreResult<Option<GpuStatus>> {
     status
         .map(|s| s.parse().map_err(super::StoreError::from))
         .transpose()
@@ -768,33 +756,18 @@ fn parse_status(status: Option<String>) -> StoreResult<Option<GpuStatus>> {
 
 /// A GPU's status as the writer sees it now (after a lost race, say).
 pub async fn status_of(store: &Store, id: &GpuId) -> StoreResult<Option<GpuStatus>> {
-    let mut conn = store.writer().acquire().await?;
-    status_in(&mut conn, id).await
-}
-
-/// A GPU's status as seen from `conn` (inside a write's transaction, say).
-pub(super) async fn status_in(
-    conn: &mut AnyConnection,
-    id: &GpuId,
-) -> StoreResult<Option<GpuStatus>> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
             .bind(id)
-            .fetch_optional(conn)
+            .fetch_optional(store.writer())
             .await?;
     parse_status(status)
 }
 
 /// Available GPUs whose heartbeat went silent turn offline. Booked ones are left to the timeout policy.
 pub async fn mark_silent_offline(store: &Store, cutoff: Timestamp) -> StoreResult<u64> {
-    let (text, args) = silent_offline_query(store.backend(), cutoff).into_parts();
     store
-        .write_statement(move |conn| {
-            Box::pin(async move {
-                let result = sqlx::query_with(&text, args).execute(conn).await?;
-                Ok(result.rows_affected())
-            })
-        })
+        .execute(silent_offline_query(store.backend(), cutoff).into_statement())
         .await
 }
 
@@ -878,7 +851,7 @@ pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> 
             let mut sql = Sql::new("SELECT id FROM gpus WHERE id IN ");
             sql.bind_list(chunk.iter().map(|id| (*id).clone()))
                 .push(" ORDER BY id FOR UPDATE");
-            statements.push(sql.into_parts());
+            statements.push(sql.into_statement());
         }
     }
     for chunk in prices.chunks(PRICE_UPDATE_CHUNK) {
@@ -891,9 +864,10 @@ pub async fn update_current_prices(store: &Store, prices: &[(GpuId, Money)]) -> 
                 .push(")");
         }
         sql.push(") AS v WHERE gpus.id = v.column1");
-        statements.push(sql.into_parts());
+        statements.push(sql.into_statement());
     }
-    store.write_all(statements).await
+    store.execute_all(statements).await?;
+    Ok(())
 }
 
 /// The model keys ever registered (a few may have no GPU left), from their small table rather than

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreResult};
+use super::{Statement, Store, StoreResult};
 
 /// What the first request with a key asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +44,14 @@ pub async fn claim(
     fingerprint: &Fingerprint,
     times: &ClaimTimes,
 ) -> StoreResult<Claim> {
-    store.execute(sqlx::query(
+    store.execute(Statement::new(
         "DELETE FROM idempotency_keys WHERE principal = $1 AND idem_key = $2 AND created_at < $3",
     )
     .bind(principal.to_owned())
     .bind(key.to_owned())
     .bind(times.expired_before))
     .await?;
-    let inserted = store.execute(sqlx::query(
+    let inserted = store.execute(Statement::new(
         "INSERT INTO idempotency_keys (principal, idem_key, request, body_sha256, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (principal, idem_key) DO NOTHING",
     )
@@ -60,14 +60,13 @@ pub async fn claim(
     .bind(fingerprint.request.clone())
     .bind(fingerprint.body_sha256.clone())
     .bind(times.now))
-    .await?
-    .rows_affected();
+    .await?;
     if inserted == 1 {
         return Ok(Claim::Claimed);
     }
     let taken_over = store
         .execute(
-            sqlx::query(
+            Statement::new(
                 "UPDATE idempotency_keys SET created_at = $3 \
          WHERE principal = $1 AND idem_key = $2 AND status IS NULL AND created_at < $4 \
          AND request = $5 AND body_sha256 = $6",
@@ -79,8 +78,7 @@ pub async fn claim(
             .bind(fingerprint.request.clone())
             .bind(fingerprint.body_sha256.clone()),
         )
-        .await?
-        .rows_affected();
+        .await?;
     if taken_over == 1 {
         return Ok(Claim::Claimed);
     }
@@ -132,7 +130,7 @@ pub async fn complete(
     status: u16,
     body: &str,
 ) -> StoreResult<()> {
-    store.execute(sqlx::query(
+    store.execute(Statement::new(
         "UPDATE idempotency_keys SET status = $3, response = $4 WHERE principal = $1 AND idem_key = $2",
     )
     .bind(principal.to_owned())
@@ -145,7 +143,7 @@ pub async fn complete(
 
 /// Gives an unanswered claim up (the request failed on the server's side), so a retry runs again.
 pub async fn release(store: &Store, principal: &str, key: &str) -> StoreResult<()> {
-    store.execute(sqlx::query(
+    store.execute(Statement::new(
         "DELETE FROM idempotency_keys WHERE principal = $1 AND idem_key = $2 AND status IS NULL",
     )
     .bind(principal.to_owned())
@@ -156,8 +154,7 @@ pub async fn release(store: &Store, principal: &str, key: &str) -> StoreResult<(
 
 /// Deletes keys created before `before`; returns how many.
 pub async fn purge(store: &Store, before: i64) -> StoreResult<u64> {
-    Ok(store
-        .execute(sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before))
-        .await?
-        .rows_affected())
+    store
+        .execute(Statement::new("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before))
+        .await
 }

@@ -1,5 +1,7 @@
 //! Persistence: sqlx over SQLite (embedded default) or PostgreSQL (scale-out), through the `Any` driver so
-//! every query is written once. SQL placeholders are `$n`, which both backends accept.
+//! every query is written once. SQL placeholders are `$n`, which both backends accept. Writes are
+//! [`Statement`]s of plain values, which SQLite's write queue runs itself through rusqlite (see
+//! [`group_commit`]) and PostgreSQL through sqlx.
 //!
 //! Times are unix microseconds and money integer micro-units in every table.
 
@@ -15,9 +17,11 @@ pub mod price_state;
 pub mod prices;
 pub mod reviews;
 mod sql;
+mod statement;
 
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
-pub use group_commit::{Statement, WriteFuture, WriteStats};
+pub use group_commit::WriteStats;
+pub use statement::{Bind, Statement};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,9 +51,12 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+    /// A statement of SQLite's write queue failed.
+    #[error("database write failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The commit of a group of writes failed: none of them is on disk.
     #[error("database commit failed: {0}")]
-    Commit(Arc<sqlx::Error>),
+    Commit(Arc<rusqlite::Error>),
     /// The write's outcome never came: the SQLite write queue stopped, or the write panicked (and
     /// was rolled back).
     #[error("the database write was abandoned")]
@@ -81,8 +88,14 @@ pub struct Store {
     backend: Backend,
     url: String,
     /// SQLite: the decision log, in a file of its own (see [`decision_db`]); `None` when it shares
-    /// this database (PostgreSQL, which has many writers, and an in-memory SQLite market).
+    /// this database (PostgreSQL, which has many writers).
     decision_log: Option<Arc<DecisionLogFile>>,
+    /// The private directory of an "in-memory" SQLite database, removed with the last clone.
+    #[expect(
+        dead_code,
+        reason = "held to be removed when the last clone is dropped"
+    )]
+    scratch: Option<Arc<tempfile::TempDir>>,
 }
 
 /// The decision log's own SQLite file: its writer, and the market's readers (which attach it).
@@ -119,83 +132,75 @@ impl Store {
                     backend,
                     url: redacted,
                     decision_log: None,
+                    scratch: None,
                 }
             }
             Backend::Sqlite => {
+                // An in-memory database exists once per connection, and the writes run on a
+                // connection of their own: "in memory" is a file in a private directory that goes
+                // when the store does.
+                let (url, scratch) = match sqlite_file(&url) {
+                    Some(_) => (url, None),
+                    None => {
+                        let dir = tempfile::Builder::new()
+                            .prefix("gpu-market-")
+                            .tempdir()
+                            .map_err(|source| StoreError::CreateDir {
+                                url: redacted.clone(),
+                                source,
+                            })?;
+                        let url = format!(
+                            "sqlite://{}?mode=rwc",
+                            dir.path().join("market.db").display()
+                        );
+                        (url, Some(Arc::new(dir)))
+                    }
+                };
                 ensure_sqlite_dir(&url).map_err(|source| StoreError::CreateDir {
                     url: redacted.clone(),
                     source,
                 })?;
                 let url = sqlite_url_creating(&url);
-                let busy_timeout = config.busy_timeout_ms;
-                let log_file = sqlite_file(&url).map(decision_db::path_beside);
-                // An in-memory database exists once per connection: its one connection is reader and
-                // writer, and holds the log in an attached in-memory database of its own.
-                let attach = match &log_file {
-                    Some(file) => decision_db::attach(&file.to_string_lossy()),
-                    None => decision_db::attach(":memory:"),
-                };
-                let decision_log = match &log_file {
-                    Some(file) => Some(
-                        DecisionLogFile::connect(config, file, &redacted)
-                            .await
-                            .map_err(connect_err)?,
-                    ),
-                    None => None,
-                };
-                let writer_attach = decision_log.is_none().then_some(attach.clone());
-                // A database in a file is checkpointed off the writer; one in memory has no log.
-                let checkpoints = match log_file {
-                    Some(_) => Checkpoints::Elsewhere,
-                    None => Checkpoints::InCommit,
-                };
-                let writer = sqlite_pool(
+                let file = sqlite_file(&url)
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| PathBuf::from(&url));
+                let log_file = decision_db::path_beside(&file);
+                let attach = decision_db::attach(&log_file.to_string_lossy());
+                let decision_log = DecisionLogFile::connect(config, &log_file, &redacted)
+                    .await
+                    .map_err(connect_err)?;
+                // Creates the file (`mode=rwc`) before the write connections open it.
+                let writer = sqlite_pool(config, 1, Synchronous::Configured, None)
+                    .connect(&url)
+                    .await
+                    .map_err(connect_err)?;
+                let reader = sqlite_pool(
                     config,
-                    1,
-                    busy_timeout,
+                    config.max_connections,
                     Synchronous::Configured,
-                    checkpoints,
-                    writer_attach,
+                    Some(attach),
                 )
                 .connect(&url)
                 .await
                 .map_err(connect_err)?;
-                let checkpointer = match checkpoints {
-                    Checkpoints::Elsewhere => {
-                        Some(checkpoint_pool(config, &url).await.map_err(connect_err)?)
-                    }
-                    Checkpoints::InCommit => None,
-                };
-                let reader = match &decision_log {
-                    None => writer.clone(),
-                    Some(_) => sqlite_pool(
-                        config,
-                        config.max_connections,
-                        busy_timeout,
-                        Synchronous::Configured,
-                        // Readers commit nothing.
-                        Checkpoints::InCommit,
-                        Some(attach),
-                    )
-                    .connect(&url)
-                    .await
-                    .map_err(connect_err)?,
-                };
+                let writes = write_queue(config, &file, Synchronous::Configured)
+                    .map_err(|err| connect_err(sqlx::Error::Io(err)))?;
                 Self {
-                    decision_log: decision_log.map(|mut log| {
+                    decision_log: Some(Arc::new(DecisionLogFile {
                         // The log's reads join it to the market's tables: they go through the
                         // market's readers, which attach it.
-                        log.store.reader = reader.clone();
-                        Arc::new(log)
-                    }),
+                        store: Store {
+                            reader: reader.clone(),
+                            ..decision_log.store
+                        },
+                        path: decision_log.path,
+                    })),
                     reader,
-                    writes: Some(
-                        group_commit::WriteQueue::start(writer.clone(), checkpointer)
-                            .map_err(|err| connect_err(sqlx::Error::Io(err)))?,
-                    ),
+                    writes: Some(writes),
                     writer,
                     backend,
                     url: redacted,
+                    scratch,
                 }
             }
         };
@@ -211,22 +216,15 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        if self.backend == Backend::Sqlite {
+        if let Some(log) = &self.decision_log {
             let schema_err =
                 |url: &str, e| migrate_err(url, sqlx::migrate::MigrateError::Execute(e));
-            match &self.decision_log {
-                Some(log) => {
-                    decision_db::ensure_schema(&log.store.writer, "main")
-                        .await
-                        .map_err(|e| schema_err(&log.store.url, e))?;
-                    decision_db::move_from_market(&self.writer, &log.path, decisions::COLUMNS)
-                        .await
-                        .map_err(|e| schema_err(&self.url, e))?;
-                }
-                None => decision_db::ensure_schema(&self.writer, decision_db::SCHEMA)
-                    .await
-                    .map_err(|e| schema_err(&self.url, e))?,
-            }
+            decision_db::ensure_schema(&log.store.writer, "main")
+                .await
+                .map_err(|e| schema_err(&log.store.url, e))?;
+            decision_db::move_from_market(&self.writer, &log.path, decisions::COLUMNS)
+                .await
+                .map_err(|e| schema_err(&self.url, e))?;
         }
         migrator
             .run(&self.writer)
@@ -313,7 +311,7 @@ fn pool_options(config: &DatabaseConfig, max_connections: u32) -> AnyPoolOptions
         })
 }
 
-/// How a SQLite pool syncs its commits.
+/// How a SQLite connection syncs its commits.
 #[derive(Debug, Clone, Copy)]
 enum Synchronous {
     /// The market's data: as configured (`sqlite_synchronous`).
@@ -324,42 +322,37 @@ enum Synchronous {
     Normal,
 }
 
-/// Who checkpoints the write-ahead log that a SQLite pool's commits append to.
-#[derive(Debug, Clone, Copy)]
-enum Checkpoints {
-    /// SQLite, inside the commit that takes the log past 1 000 pages.
-    InCommit,
-    /// A connection of its own ([`checkpoint`]): the pool's commits never stop for one.
-    Elsewhere,
+/// The settings of every connection to a SQLite file, sqlx's and the write queue's.
+fn sqlite_setup(config: &DatabaseConfig, synchronous: Synchronous) -> String {
+    let synchronous = match synchronous {
+        Synchronous::Configured => config.sqlite_synchronous.pragma(),
+        Synchronous::Normal => "NORMAL",
+    };
+    // temp_store = MEMORY: a write inside a group's transaction keeps the pages it may have to undo
+    // in a statement journal, a temporary file by default, and those writes cost the SQLite writer a
+    // fifth of its CPU. The journal never outlives its transaction, so a crash loses nothing by it.
+    // wal_autocheckpoint = 0: the log is checkpointed by a connection of its own ([`checkpoint`]), so
+    // no commit stops to copy it.
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = {}; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+        config.busy_timeout_ms
+    )
 }
 
 fn sqlite_pool(
     config: &DatabaseConfig,
     max_connections: u32,
-    busy_timeout_ms: u64,
     synchronous: Synchronous,
-    checkpoints: Checkpoints,
     attach: Option<String>,
 ) -> AnyPoolOptions {
-    let synchronous = match synchronous {
-        Synchronous::Configured => config.sqlite_synchronous.pragma(),
-        Synchronous::Normal => "NORMAL",
-    };
-    let autocheckpoint = match checkpoints {
-        Checkpoints::InCommit => "",
-        Checkpoints::Elsewhere => "PRAGMA wal_autocheckpoint = 0;",
-    };
-    let attach = attach.unwrap_or_default();
+    let setup = format!(
+        "{} {}",
+        sqlite_setup(config, synchronous),
+        attach.unwrap_or_default()
+    );
     pool_options(config, max_connections).after_connect(move |conn, _meta| {
-        // temp_store = MEMORY: a write inside a group's transaction keeps the pages it may have to
-        // undo in a statement journal, a temporary file by default, and those writes cost the SQLite
-        // writer a fifth of its CPU. The journal never outlives its transaction, so a crash loses
-        // nothing by it.
-        let setup = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = {busy_timeout_ms}; PRAGMA temp_store = MEMORY; {autocheckpoint} \
-             {attach}"
-        );
+        let setup = setup.clone();
         Box::pin(async move {
             conn.execute(setup.as_str()).await?;
             Ok(())
@@ -367,19 +360,38 @@ fn sqlite_pool(
     })
 }
 
-/// The connection that checkpoints the log of the database at `url` for its writer.
-async fn checkpoint_pool(config: &DatabaseConfig, url: &str) -> Result<AnyPool, sqlx::Error> {
-    // It syncs the database file unless `sqlite_synchronous` is OFF; it commits nothing itself.
-    sqlite_pool(
-        config,
-        1,
-        config.busy_timeout_ms,
-        Synchronous::Configured,
-        Checkpoints::InCommit,
-        None,
-    )
-    .connect(url)
-    .await
+/// A connection of the write queue to the SQLite file at `path` (which exists).
+fn sqlite_connection(
+    config: &DatabaseConfig,
+    path: &Path,
+    synchronous: Synchronous,
+) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    // One thread uses it: SQLite's own per-connection mutex would only cost.
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // The journal mode is the file's (sqlx's connections set it first); this statement returns it.
+    let setup = sqlite_setup(config, synchronous);
+    let (journal, rest) = setup.split_once(';').unwrap_or((setup.as_str(), ""));
+    conn.query_row(journal, [], |_| Ok(()))?;
+    conn.execute_batch(rest)?;
+    Ok(conn)
+}
+
+/// The write queue of the SQLite file at `path`, with its checkpointer.
+fn write_queue(
+    config: &DatabaseConfig,
+    path: &Path,
+    synchronous: Synchronous,
+) -> std::io::Result<group_commit::WriteQueue> {
+    let open =
+        |synchronous| sqlite_connection(config, path, synchronous).map_err(std::io::Error::other);
+    // The checkpointer syncs the database file unless `sqlite_synchronous` is OFF; it commits
+    // nothing itself.
+    let checkpointer = open(Synchronous::Configured)?;
+    group_commit::WriteQueue::start(open(synchronous)?, Some(checkpointer))
 }
 
 impl DecisionLogFile {
@@ -389,28 +401,18 @@ impl DecisionLogFile {
         market_url: &str,
     ) -> Result<Self, sqlx::Error> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
-        let writer = sqlite_pool(
-            config,
-            1,
-            config.busy_timeout_ms,
-            Synchronous::Normal,
-            Checkpoints::Elsewhere,
-            None,
-        )
-        .connect(&url)
-        .await?;
-        let checkpointer = checkpoint_pool(config, &url).await?;
+        let writer = sqlite_pool(config, 1, Synchronous::Normal, None)
+            .connect(&url)
+            .await?;
         let store = Store {
             // Replaced by the market's readers once they are connected.
             reader: writer.clone(),
-            writes: Some(
-                group_commit::WriteQueue::start(writer.clone(), Some(checkpointer))
-                    .map_err(sqlx::Error::Io)?,
-            ),
+            writes: Some(write_queue(config, path, Synchronous::Normal).map_err(sqlx::Error::Io)?),
             writer,
             backend: Backend::Sqlite,
             url: format!("{market_url} (decision log: {})", path.display()),
             decision_log: None,
+            scratch: None,
         };
         Ok(Self {
             store,

@@ -2,49 +2,31 @@
 //! module only stores and reads them.
 
 use super::sql::Sql;
-use super::{Store, StoreResult};
+use super::{Statement, Store, StoreResult};
 use crate::domain::{ModelSample, Money, Timestamp};
 
 /// Records the samples of one bucket; a later sample of the same model and bucket (from this or another
 /// replica) replaces the earlier one.
 pub async fn record(store: &Store, samples: &[ModelSample], now: Timestamp) -> StoreResult<u64> {
-    let samples = samples.to_vec();
-    store
-        .write(move |conn| {
-            Box::pin(async move {
-                let mut recorded = 0;
-                for sample in &samples {
-                    recorded += record_one(&mut *conn, sample, now).await?;
-                }
-                Ok(recorded)
-            })
+    let statements = samples
+        .iter()
+        .map(|sample| {
+            Statement::new(
+                "INSERT INTO price_samples (model_key, bucket, model, average_price_micro, gpu_count, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (model_key, bucket) DO UPDATE SET model = excluded.model, \
+                 average_price_micro = excluded.average_price_micro, gpu_count = excluded.gpu_count, \
+                 recorded_at = excluded.recorded_at",
+            )
+            .bind(&sample.model_key)
+            .bind(sample.bucket)
+            .bind(&sample.model)
+            .bind(sample.average_price)
+            .bind(sample.gpu_count)
+            .bind(now)
         })
-        .await
-}
-
-async fn record_one(
-    conn: &mut sqlx::AnyConnection,
-    sample: &ModelSample,
-    now: Timestamp,
-) -> StoreResult<u64> {
-    {
-        let result = sqlx::query(
-            "INSERT INTO price_samples (model_key, bucket, model, average_price_micro, gpu_count, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (model_key, bucket) DO UPDATE SET model = excluded.model, \
-             average_price_micro = excluded.average_price_micro, gpu_count = excluded.gpu_count, \
-             recorded_at = excluded.recorded_at",
-        )
-        .bind(&sample.model_key)
-        .bind(sample.bucket)
-        .bind(&sample.model)
-        .bind(sample.average_price)
-        .bind(sample.gpu_count)
-        .bind(now)
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
-    }
+        .collect();
+    store.execute_all(statements).await
 }
 
 /// The samples of `model_keys` in their latest `points` buckets.

@@ -1,9 +1,7 @@
 //! Reviews and the per-GPU rating aggregates they feed.
 
-use sqlx::AnyConnection;
-
 use super::gpus::Page;
-use super::{Store, StoreResult};
+use super::{Statement, Store, StoreResult};
 use crate::domain::{GpuId, PrincipalId, Review, ReviewId, ReviewStatus, Timestamp};
 
 const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, moderation_reason, policy, created_at, decided_at, decision_id";
@@ -11,45 +9,33 @@ const REVIEW_COLUMNS: &str = "id, gpu_id, reviewer_id, rating, comment, status, 
 /// Stores a review; an accepted one is added to its GPU's aggregate in the same transaction, with an
 /// in-place increment so concurrent reviews never lose an update.
 pub async fn insert(store: &Store, review: &Review) -> StoreResult<()> {
-    let review = review.clone();
-    store
-        .write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(&format!(
-                    "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                ))
-                .bind(&review.id)
-                .bind(&review.gpu_id)
-                .bind(&review.reviewer_id)
-                .bind(i64::from(review.rating.get()))
-                .bind(&review.comment)
-                .bind(review.status.as_str())
-                .bind(&review.moderation_reason)
-                .bind(&review.policy)
-                .bind(review.created_at)
-                .bind(review.decided_at)
-                .bind(&review.decision_id)
-                .execute(&mut *conn)
-                .await?;
-                if review.status == ReviewStatus::Accepted {
-                    add_to_aggregate(conn, &review.gpu_id, i64::from(review.rating.get())).await?;
-                }
-                Ok(())
-            })
-        })
-        .await
-}
-
-async fn add_to_aggregate(
-    conn: &mut AnyConnection,
-    gpu_id: &GpuId,
-    rating: i64,
-) -> StoreResult<()> {
-    sqlx::query("UPDATE gpus SET rating_sum = rating_sum + $1, rating_count = rating_count + 1 WHERE id = $2")
-        .bind(rating)
-        .bind(gpu_id)
-        .execute(conn)
-        .await?;
+    let mut statements = vec![
+        Statement::new(format!(
+            "INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&review.id)
+        .bind(&review.gpu_id)
+        .bind(&review.reviewer_id)
+        .bind(i64::from(review.rating.get()))
+        .bind(&review.comment)
+        .bind(review.status.as_str())
+        .bind(&review.moderation_reason)
+        .bind(&review.policy)
+        .bind(review.created_at)
+        .bind(review.decided_at)
+        .bind(&review.decision_id),
+    ];
+    if review.status == ReviewStatus::Accepted {
+        statements.push(
+            Statement::new(
+                "UPDATE gpus SET rating_sum = rating_sum + $1, rating_count = rating_count + 1 \
+                 WHERE id = $2",
+            )
+            .bind(i64::from(review.rating.get()))
+            .bind(&review.gpu_id),
+        );
+    }
+    store.execute_all(statements).await?;
     Ok(())
 }
 
@@ -103,33 +89,22 @@ pub async fn decide_flagged(
     decision: ReviewStatus,
     now: Timestamp,
 ) -> StoreResult<bool> {
-    let id = id.clone();
+    let decided = Statement::new(
+        "UPDATE reviews SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'flagged'",
+    )
+    .bind(decision.as_str())
+    .bind(now)
+    .bind(id);
+    // The review's rating, added to its GPU's aggregate in the same write once it is accepted.
+    let counted = (decision == ReviewStatus::Accepted).then(|| {
+        Statement::new(
+            "UPDATE gpus SET rating_sum = rating_sum + (SELECT rating FROM reviews WHERE id = $1), \
+             rating_count = rating_count + 1 WHERE id = (SELECT gpu_id FROM reviews WHERE id = $1)",
+        )
+        .bind(id)
+    });
     store
-        .write(move |conn| {
-            Box::pin(async move {
-                let changed = sqlx::query(
-                    "UPDATE reviews SET status = $1, decided_at = $2 WHERE id = $3 AND status = 'flagged'",
-                )
-                .bind(decision.as_str())
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-                // Nothing changed, so there is nothing to roll back.
-                if changed.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                if decision == ReviewStatus::Accepted {
-                    let (gpu_id, rating): (GpuId, i64) =
-                        sqlx::query_as("SELECT gpu_id, rating FROM reviews WHERE id = $1")
-                            .bind(&id)
-                            .fetch_one(&mut *conn)
-                            .await?;
-                    add_to_aggregate(conn, &gpu_id, rating).await?;
-                }
-                Ok(true)
-            })
-        })
+        .execute_if_changed(decided, counted.into_iter().collect())
         .await
 }
 

@@ -3,20 +3,19 @@
 //! does not accept.
 
 use sqlx::any::AnyArguments;
-use sqlx::{Any, Arguments, Encode, Type};
+
+use super::statement::{Bind, Statement, Value, any_arguments};
 
 pub struct Sql {
     text: String,
-    args: AnyArguments<'static>,
-    count: usize,
+    args: Vec<Value>,
 }
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
-            args: AnyArguments::default(),
-            count: 0,
+            args: Vec::new(),
         }
     }
 
@@ -26,15 +25,10 @@ impl Sql {
     }
 
     /// Appends a placeholder bound to `value`.
-    pub fn bind<T>(&mut self, value: T) -> &mut Self
-    where
-        T: 'static + Send + for<'q> Encode<'q, Any> + Type<Any>,
-    {
-        self.count += 1;
+    pub fn bind(&mut self, value: impl Bind) -> &mut Self {
+        self.args.push(value.into_value());
         self.text.push('$');
-        self.text.push_str(&self.count.to_string());
-        // Encoding into `AnyArguments` only fails for types the driver cannot carry, which `T: Type<Any>` rules out.
-        let _ = self.args.add(value);
+        self.text.push_str(&self.args.len().to_string());
         self
     }
 
@@ -43,7 +37,7 @@ impl Sql {
     pub fn bind_list<T, I>(&mut self, values: I) -> &mut Self
     where
         I: IntoIterator<Item = T>,
-        T: 'static + Send + for<'q> Encode<'q, Any> + Type<Any>,
+        T: Bind,
     {
         self.push("(");
         for (i, value) in values.into_iter().enumerate() {
@@ -55,8 +49,14 @@ impl Sql {
         self.push(")")
     }
 
+    /// The query and its arguments for sqlx (reads, on either backend).
     pub fn into_parts(self) -> (String, AnyArguments<'static>) {
-        (self.text, self.args)
+        (self.text, any_arguments(self.args))
+    }
+
+    /// The statement, for a write.
+    pub fn into_statement(self) -> Statement {
+        Statement::from_parts(self.text, self.args)
     }
 }
 
