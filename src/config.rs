@@ -97,6 +97,7 @@ pub struct DatabaseConfig {
     /// `sqlite://path?mode=rwc` (default, embedded) or `postgres://user:password@host/db`. A secret:
     /// it may hold the password.
     pub url: Secret,
+    /// The pool's size; SQLite's readers are capped at two per core besides (see `store`).
     pub max_connections: u32,
     pub min_connections: u32,
     /// How long a request waits for a pooled connection before failing.

@@ -176,7 +176,7 @@ impl Store {
                     .map_err(connect_err)?;
                 let reader = sqlite_pool(
                     config,
-                    config.max_connections,
+                    sqlite_readers(config.max_connections),
                     Synchronous::Configured,
                     Some(attach),
                 )
@@ -358,6 +358,15 @@ fn sqlite_pool(
             Ok(())
         })
     })
+}
+
+/// How many readers a SQLite pool keeps. They run in the process and wait on no network, so beyond
+/// about two per core each one more is only one more sqlx worker thread to switch to: on 2 cores,
+/// 4 readers took 0.79x the server CPU per book+release cycle of 16 (bench/load.sh, alternated).
+fn sqlite_readers(max_connections: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let two_per_core = u32::try_from(cores.saturating_mul(2)).unwrap_or(u32::MAX);
+    max_connections.min(two_per_core.max(4))
 }
 
 /// A connection of the write queue to the SQLite file at `path` (which exists).
