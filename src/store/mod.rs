@@ -91,9 +91,12 @@ pub struct Store {
     /// this database (PostgreSQL, which has many writers).
     decision_log: Option<Arc<DecisionLogFile>>,
     /// The private directory of an "in-memory" SQLite database, removed with the last clone.
-    #[expect(
-        dead_code,
-        reason = "held to be removed when the last clone is dropped"
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "held to be removed when the last clone is dropped"
+        )
     )]
     scratch: Option<Arc<tempfile::TempDir>>,
 }
@@ -139,8 +142,8 @@ impl Store {
                 // An in-memory database exists once per connection, and the writes run on a
                 // connection of their own: "in memory" is a file in a private directory that goes
                 // when the store does.
-                let (url, scratch) = match sqlite_file(&url) {
-                    Some(_) => (url, None),
+                let (url, file, scratch) = match sqlite_file(&url).map(Path::to_owned) {
+                    Some(file) => (sqlite_url_creating(&url), file, None),
                     None => {
                         let dir = tempfile::Builder::new()
                             .prefix("gpu-market-")
@@ -149,21 +152,15 @@ impl Store {
                                 url: redacted.clone(),
                                 source,
                             })?;
-                        let url = format!(
-                            "sqlite://{}?mode=rwc",
-                            dir.path().join("market.db").display()
-                        );
-                        (url, Some(Arc::new(dir)))
+                        let file = dir.path().join("market.db");
+                        let url = format!("sqlite://{}?mode=rwc", file.display());
+                        (url, file, Some(Arc::new(dir)))
                     }
                 };
                 ensure_sqlite_dir(&url).map_err(|source| StoreError::CreateDir {
                     url: redacted.clone(),
                     source,
                 })?;
-                let url = sqlite_url_creating(&url);
-                let file = sqlite_file(&url)
-                    .map(Path::to_owned)
-                    .unwrap_or_else(|| PathBuf::from(&url));
                 let log_file = decision_db::path_beside(&file);
                 let attach = decision_db::attach(&log_file.to_string_lossy());
                 let decision_log = DecisionLogFile::connect(config, &log_file, &redacted)
@@ -500,5 +497,38 @@ mod tests {
         }
         assert!(file.exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An in-memory URL still gives one database to the write queue and the readers (a private
+    /// file), gone with the store.
+    #[tokio::test]
+    async fn an_in_memory_database_serves_its_writes_to_its_readers() {
+        install_default_drivers();
+        let config = DatabaseConfig {
+            url: Secret::new("sqlite::memory:".to_owned()),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::connect(&config).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let written = store
+            .execute(Statement::new(
+                "INSERT INTO gpu_models (model_key) VALUES ('rtx4090')",
+            ))
+            .await
+            .expect("write");
+        assert_eq!(written, 1);
+        let models: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM gpu_models")
+            .fetch_one(store.reader())
+            .await
+            .expect("read");
+        assert_eq!(models, 1);
+        let dir = store
+            .scratch
+            .as_ref()
+            .map(|dir| dir.path().to_owned())
+            .expect("a private directory");
+        store.close().await;
+        drop(store);
+        assert!(!dir.exists(), "the private directory outlived the store");
     }
 }
