@@ -245,8 +245,8 @@ impl Store {
             .map(|(_, guard_changed)| guard_changed)
     }
 
-    /// The statements' changed rows, and whether the first changed any; with `stop_unless_first`,
-    /// nothing after a first statement that changed nothing runs.
+    /// The rows the statements changed, and false when `stop_unless_first` stopped the write after
+    /// a first statement that changed nothing (nothing after it runs).
     async fn execute_guarded(
         &self,
         statements: Vec<Statement>,
@@ -265,7 +265,7 @@ impl Store {
                             }
                             changed += rows;
                         }
-                        Ok((changed, changed > 0))
+                        Ok((changed, true))
                     })
                     .await
             }
@@ -284,7 +284,7 @@ impl Store {
                     changed += rows;
                 }
                 tx.commit().await?;
-                Ok((changed, changed > 0))
+                Ok((changed, true))
             }
         }
     }
