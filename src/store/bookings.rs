@@ -132,8 +132,7 @@ pub async fn create(
 
 /// A GPU's status inside the group's transaction on SQLite.
 fn status_in_sqlite(conn: &rusqlite::Connection, gpu_id: &GpuId) -> StoreResult<Option<GpuStatus>> {
-    let query =
-        Statement::new("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL").bind(gpu_id);
+    let query = Statement::new(gpus::STATUS_OF_GPU).bind(gpu_id);
     let mut prepared = query.prepare(conn)?;
     let mut rows = prepared.raw_query();
     let status: Option<String> = match rows.next()? {

@@ -754,13 +754,16 @@ pub(super) fn parse_status(status: Option<String>) -> StoreResult<Option<GpuStat
         .transpose()
 }
 
+/// A GPU's status, `$1` its id: here and inside a booking's write on SQLite.
+pub(super) const STATUS_OF_GPU: &str =
+    "SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL";
+
 /// A GPU's status as the writer sees it now (after a lost race, say).
 pub async fn status_of(store: &Store, id: &GpuId) -> StoreResult<Option<GpuStatus>> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM gpus WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(store.writer())
-            .await?;
+    let status: Option<String> = sqlx::query_scalar(STATUS_OF_GPU)
+        .bind(id)
+        .fetch_optional(store.writer())
+        .await?;
     parse_status(status)
 }
 
