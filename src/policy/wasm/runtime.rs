@@ -221,17 +221,13 @@ impl PolicyRuntime {
     }
 }
 
-/// Hands memory freed by an upload or rollback back to the operating system. Candidates are whole
-/// module files (tens of MB for an interpreter-based module) copied a few times while they are
-/// checked; glibc keeps such freed blocks in its per-thread arenas, so without this the process's RSS
-/// would stay at its high-water mark after every upload, however small the history. (Not after the
-/// watcher's reloads: they come from the operator's own files, and often.)
+/// Hands memory freed by an upload or rollback back to the operating system now rather than after
+/// the allocator's purge delay. Candidates are whole module files (tens of MB for an
+/// interpreter-based module) copied a few times while they are checked. (Not after the watcher's
+/// reloads: they come from the operator's own files, and often.)
 fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // SAFETY: mi_collect only frees and purges memory the allocator no longer hands out.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 #[async_trait]
