@@ -56,6 +56,7 @@ pub struct Metrics {
     pub db_commits: Gauge,
     pub db_writes_committed: Gauge,
     pub db_wal_pages: Gauge,
+    pub db_wal_caught_up: Gauge,
     pub db_checkpoint_failures: Gauge,
     /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
     pub price_refresh_seconds: Gauge<f64, AtomicU64>,
@@ -90,6 +91,7 @@ impl Metrics {
             db_commits: Gauge::default(),
             db_writes_committed: Gauge::default(),
             db_wal_pages: Gauge::default(),
+            db_wal_caught_up: Gauge::default(),
             db_checkpoint_failures: Gauge::default(),
             price_refresh_seconds: Gauge::default(),
             price_refresh_gpus: Gauge::default(),
@@ -161,6 +163,11 @@ impl Metrics {
             "gpu_market_db_wal_pages",
             "Pages in SQLite's write-ahead log at its last checkpoint (one that keeps growing: checkpoints fall behind)",
             metrics.db_wal_pages.clone(),
+        );
+        registry.register(
+            "gpu_market_db_wal_caught_up",
+            "Times the SQLite writer found its write-ahead log fully copied after a checkpoint, so that the log could start over instead of growing",
+            metrics.db_wal_caught_up.clone(),
         );
         registry.register(
             "gpu_market_db_checkpoint_failures",

@@ -515,6 +515,114 @@ async fn the_write_ahead_log_is_checkpointed_off_the_writer() {
     store.close().await;
 }
 
+/// The booking path's reads (on SQLite, rusqlite connections on the caller's thread with their own
+/// decoding by column position) give back every field that was written, as the general reads do.
+#[tokio::test]
+async fn the_booking_path_reads_back_every_field_written() {
+    let database = TestDatabase::create().await;
+    let store = open(&database).await;
+    let now = Timestamp::now();
+    let gpu = Gpu {
+        cuda_version: Some("12.4".to_owned()),
+        cuda_cores: Some(16_384),
+        compute_capability: Some("8.9".to_owned()),
+        region: Some("eu-west".to_owned()),
+        description: Some("rack 7".to_owned()),
+        capabilities: Capabilities::try_from(r#"["cuda","llm"]"#.to_owned()).expect("capabilities"),
+        current_price: Money::from_micros(1_250_000),
+        ..gpu(now)
+    };
+    gpus::insert(&store, &gpu).await.expect("register");
+    let state = PriceState {
+        anchor_price: 1.5,
+        anchor_unix: now.unix_seconds(),
+        last_price: 1.25,
+        last_multiplier: 1.1,
+    };
+    let booking = Booking {
+        job_id: Some("job-7".to_owned()),
+        multiplier: 1.1,
+        priced_by: PricedBy::Fallback,
+        ..booking(&gpu, "client", now)
+    };
+    let outcome = bookings::create(&store, &booking, Some(&state)).await;
+    assert_eq!(outcome.expect("book"), BookOutcome::Booked);
+
+    let active = bookings::active_for_gpu(&store, &gpu.id)
+        .await
+        .expect("read");
+    assert_eq!(active.as_ref(), Some(&booking));
+    let (read, counts, read_state) = gpus::get_for_booking(&store, &gpu.id)
+        .await
+        .expect("read")
+        .expect("the GPU");
+    let general = gpus::get(&store, &gpu.id)
+        .await
+        .expect("read")
+        .expect("the GPU");
+    assert_eq!(read, general);
+    assert_eq!(read.status, GpuStatus::Booked);
+    assert_eq!(
+        Gpu {
+            status: GpuStatus::Available,
+            total_bookings: gpu.total_bookings,
+            ..read
+        },
+        gpu
+    );
+    assert_eq!((counts.total, counts.booked), (1, 1));
+    assert_eq!(read_state, Some(state));
+    let missing = gpus::get_for_booking(&store, &GpuId::generate()).await;
+    assert!(missing.expect("read").is_none());
+    store.close().await;
+}
+
+/// SQLite writes its log from the start again only when a write begins with all of the log copied
+/// into the database file. With commits landing while the checkpointer copies, that never happened
+/// under load and the log grew without end; so the writer copies the rest itself after each of the
+/// checkpointer's passes. Under writes that keep coming, the log must start over: the checkpoint
+/// sequence number in its header (bytes 12-15, big-endian) counts the restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_steady_writes_the_log_starts_over_instead_of_growing() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    let Some(file) = database.sqlite_file() else {
+        return;
+    };
+    let log = std::path::PathBuf::from(format!("{}-wal", file.display()));
+    let restarts = || {
+        use std::io::Read;
+        let mut header = [0u8; 16];
+        std::fs::File::open(&log)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .map_or(0, |()| {
+                u32::from_be_bytes([header[12], header[13], header[14], header[15]])
+            })
+    };
+    let store = open(&database).await;
+    let before = restarts();
+    let now = Timestamp::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let registered = (0..32).map(|_| {
+            let store = store.clone();
+            async move { gpus::insert(&store, &gpu(now)).await.expect("register") }
+        });
+        futures_util::future::join_all(registered).await;
+        let stats = store.write_stats().expect("SQLite has a write queue");
+        if stats.log_caught_up >= 3 && restarts() > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never started over under steady writes: {stats:?}, restarts {} -> {}",
+            before,
+            restarts()
+        );
+    }
+    store.close().await;
+}
+
 /// PostgreSQL: a caller that gives up on a transaction while its `BEGIN` is on the wire (a client
 /// that hangs up, say) leaves no connection inside a transaction the server keeps open, where a
 /// later autocommit write would never commit. Cancelled after ever longer waits, so some

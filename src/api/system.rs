@@ -87,6 +87,9 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         metrics.db_writes_committed.set(saturating(stats.committed));
         metrics.db_wal_pages.set(saturating(stats.log_pages));
         metrics
+            .db_wal_caught_up
+            .set(saturating(stats.log_caught_up));
+        metrics
             .db_checkpoint_failures
             .set(saturating(stats.checkpoint_failures));
     }

@@ -2,8 +2,10 @@
 
 use std::sync::LazyLock;
 
+use rusqlite::OptionalExtension;
+
 use super::sql::{Sql, qualified};
-use super::{Statement, Store, StoreResult, gpus};
+use super::{Statement, Store, StoreResult, gpus, sqlite_reads};
 use crate::domain::{
     Booking, BookingId, BookingStatus, DecisionId, GpuId, GpuStatus, Money, PriceState,
     PrincipalId, Timestamp,
@@ -13,6 +15,11 @@ const BOOKING_COLUMNS: &str = "id, order_id, gpu_id, gpu_model, miner_id, client
     duration_seconds, price_micro, total_micro, refund_micro, charged_micro, status, \
     multiplier, policy, pricing_fallback, extensions, grace_until, start_at, end_at, created_at, ended_at, \
     end_reason, pricing_decision, timeout_decision";
+
+/// A GPU's active booking. On SQLite it is read on the calling thread (see [`super::sqlite_reads`]).
+static ACTIVE_FOR_GPU: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE gpu_id = $1 AND status = 'active'")
+});
 
 /// Why a booking could not be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,9 +181,14 @@ fn lost_outcome(status: Option<GpuStatus>) -> BookOutcome {
 }
 
 pub async fn active_for_gpu(store: &Store, gpu_id: &GpuId) -> StoreResult<Option<Booking>> {
-    let sql =
-        format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE gpu_id = $1 AND status = 'active'");
-    Ok(sqlx::query_as(&sql)
+    if let Some(readers) = store.sqlite_reads() {
+        return readers.read(|conn| {
+            conn.prepare_cached(&ACTIVE_FOR_GPU)?
+                .query_row([gpu_id.as_str()], sqlite_reads::booking)
+                .optional()
+        });
+    }
+    Ok(sqlx::query_as(&ACTIVE_FOR_GPU)
         .bind(gpu_id)
         .fetch_optional(store.reader())
         .await?)

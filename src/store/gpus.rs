@@ -2,10 +2,12 @@
 
 use std::sync::LazyLock;
 
-use sqlx::AnyConnection;
+use rusqlite::OptionalExtension;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow};
 
 use super::sql::{Sql, escape_like, qualified};
-use super::{Backend, Statement, Store, StoreResult};
+use super::{Backend, Statement, Store, StoreResult, sqlite_reads};
 use crate::domain::model_name::PatternPart;
 use crate::domain::{
     Gpu, GpuId, GpuStatus, ModelFilter, Money, PriceState, PrincipalId, StatusCounts, Timestamp,
@@ -15,6 +17,7 @@ use sqlx::Row;
 const GPU_COLUMNS: &str = "id, miner_id, model, model_key, memory_gb, cuda_version, cuda_cores, \
     compute_capability, region, description, capabilities, price_micro, current_price_micro, status, \
     total_bookings, rating_sum, rating_count, last_heartbeat, created_at";
+const GPU_COLUMN_COUNT: usize = 19;
 
 /// Which GPUs to match by what they are.
 #[derive(Debug, Clone, Default)]
@@ -917,64 +920,70 @@ pub async fn status_counts(store: &Store, model_key: Option<&str>) -> StoreResul
     Ok(counts)
 }
 
-/// What booking a GPU reads: the GPU, its model's status counts and its pricing-guardrail state,
-/// in one query.
-pub async fn get_for_booking(
-    store: &Store,
-    id: &GpuId,
-) -> StoreResult<Option<(Gpu, StatusCounts, Option<PriceState>)>> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        gpu: Gpu,
-        model_total: Option<i64>,
-        model_available: Option<i64>,
-        model_booked: Option<i64>,
-        model_offline: Option<i64>,
-        state_anchor_price: Option<f64>,
-        state_anchor_unix: Option<i64>,
-        state_last_price: Option<f64>,
-        state_last_multiplier: Option<f64>,
-    }
-    let sql = format!(
-        "SELECT {}, c.total AS model_total, c.available AS model_available, \
-         c.booked AS model_booked, c.offline AS model_offline, \
-         s.anchor_price AS state_anchor_price, s.anchor_unix AS state_anchor_unix, \
-         s.last_price AS state_last_price, s.last_multiplier AS state_last_multiplier \
+static GET_FOR_BOOKING: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, c.total, c.available, c.booked, c.offline, \
+         s.anchor_price, s.anchor_unix, s.last_price, s.last_multiplier \
          FROM gpus g LEFT JOIN gpu_model_counts c ON c.model_key = g.model_key \
          LEFT JOIN gpu_price_state s ON s.gpu_id = g.id \
          WHERE g.id = $1 AND g.deleted_at IS NULL",
         qualified("g", GPU_COLUMNS)
-    );
-    let row: Option<Row> = sqlx::query_as(&sql)
+    )
+});
+
+/// What booking a GPU reads: the GPU, its model's status counts and its pricing-guardrail state,
+/// in one query. On SQLite it runs on the calling thread (see [`super::sqlite_reads`]).
+pub async fn get_for_booking(
+    store: &Store,
+    id: &GpuId,
+) -> StoreResult<Option<(Gpu, StatusCounts, Option<PriceState>)>> {
+    if let Some(readers) = store.sqlite_reads() {
+        return readers.read(|conn| {
+            conn.prepare_cached(&GET_FOR_BOOKING)?
+                .query_row([id.as_str()], |row| {
+                    let (counts, state) = booking_extras(|i| row.get(i), |i| row.get(i))?;
+                    Ok((sqlite_reads::gpu(row, 0)?, counts, state))
+                })
+                .optional()
+        });
+    }
+    let row: Option<AnyRow> = sqlx::query(&GET_FOR_BOOKING)
         .bind(id)
         .fetch_optional(store.reader())
         .await?;
-    Ok(row.map(|r| {
-        let counts = StatusCounts {
-            total: r.model_total.unwrap_or_default(),
-            available: r.model_available.unwrap_or_default(),
-            booked: r.model_booked.unwrap_or_default(),
-            offline: r.model_offline.unwrap_or_default(),
-        };
-        let state = match (
-            r.state_anchor_price,
-            r.state_anchor_unix,
-            r.state_last_price,
-            r.state_last_multiplier,
-        ) {
-            (Some(anchor_price), Some(anchor_unix), Some(last_price), Some(last_multiplier)) => {
-                Some(PriceState {
-                    anchor_price,
-                    anchor_unix,
-                    last_price,
-                    last_multiplier,
-                })
-            }
-            _ => None,
-        };
-        (r.gpu, counts, state)
-    }))
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (counts, state) = booking_extras(|i| row.try_get(i), |i| row.try_get(i))?;
+    Ok(Some((Gpu::from_row(&row)?, counts, state)))
+}
+
+/// The columns of [`GET_FOR_BOOKING`] after the GPU's, read by position through either backend's
+/// getters: its model's status counts (none yet: zero), then its price state (all or nothing).
+fn booking_extras<E>(
+    int: impl Fn(usize) -> Result<Option<i64>, E>,
+    real: impl Fn(usize) -> Result<Option<f64>, E>,
+) -> Result<(StatusCounts, Option<PriceState>), E> {
+    let at = GPU_COLUMN_COUNT;
+    let count = |i| int(i).map(Option::unwrap_or_default);
+    let counts = StatusCounts {
+        total: count(at)?,
+        available: count(at + 1)?,
+        booked: count(at + 2)?,
+        offline: count(at + 3)?,
+    };
+    let state = match (real(at + 4)?, int(at + 5)?, real(at + 6)?, real(at + 7)?) {
+        (Some(anchor_price), Some(anchor_unix), Some(last_price), Some(last_multiplier)) => {
+            Some(PriceState {
+                anchor_price,
+                anchor_unix,
+                last_price,
+                last_multiplier,
+            })
+        }
+        _ => None,
+    };
+    Ok((counts, state))
 }
 
 #[cfg(test)]

@@ -117,6 +117,9 @@ pub struct WriteStats {
     pub checkpoint_failures: u64,
     /// Pages in the write-ahead log at the last checkpoint.
     pub log_pages: u64,
+    /// The writer's catch-ups after a checkpoint that left nothing to copy, so that the log could
+    /// start over (see [`super::checkpoint`]).
+    pub log_caught_up: u64,
 }
 
 impl WriteQueue {
@@ -130,15 +133,15 @@ impl WriteQueue {
     ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
-        let (committed, checkpoints) = match checkpoints.map(checkpoint::start).transpose()? {
-            Some((committed, counts)) => (Some(committed), Some(counts)),
+        let (checkpointer, checkpoints) = match checkpoints.map(checkpoint::start).transpose()? {
+            Some((checkpointer, counts)) => (Some(checkpointer), Some(counts)),
             None => (None, None),
         };
         let counted = Arc::clone(&counters);
         writer.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
         std::thread::Builder::new()
             .name("sqlite-group-commit".into())
-            .spawn(move || coordinate(&writer, queue, &counted, committed.as_ref()))?;
+            .spawn(move || coordinate(&writer, queue, &counted, checkpointer))?;
         Ok(Self {
             jobs,
             counters,
@@ -159,6 +162,7 @@ impl WriteQueue {
             checkpoints: checkpoints(|c| &c.done),
             checkpoint_failures: checkpoints(|c| &c.failed),
             log_pages: checkpoints(|c| &c.log_pages),
+            log_caught_up: checkpoints(|c| &c.caught_up),
         }
     }
 
@@ -335,10 +339,13 @@ fn coordinate(
     conn: &Connection,
     mut queue: mpsc::UnboundedReceiver<Job>,
     counters: &Counters,
-    committed: Option<&checkpoint::Committed>,
+    mut checkpointer: Option<checkpoint::Checkpointer>,
 ) {
     let mut group = VecDeque::new();
     while let Some(first) = queue.blocking_recv() {
+        if let Some(checkpointer) = &mut checkpointer {
+            checkpointer.catch_up(conn);
+        }
         group.push_back(first);
         // IMMEDIATE: the write lock now, waiting (up to the busy timeout) while another connection
         // holds it, rather than at the group's first statement.
@@ -355,8 +362,8 @@ fn coordinate(
             Ok(()) => commit_group(conn, &mut group, counters),
             Err(err) => fail_group(conn, Vec::new(), &mut group, err),
         }
-        if let Some(committed) = committed {
-            committed.signal();
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.signal();
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod price_state;
 pub mod prices;
 pub mod reviews;
 mod sql;
+mod sqlite_reads;
 mod statement;
 
 pub use gpus::{GpuFilter, GpuOrder, Matching, Page};
@@ -85,6 +86,8 @@ pub struct Store {
     reader: AnyPool,
     writer: AnyPool,
     writes: Option<group_commit::WriteQueue>,
+    /// SQLite: the booking path's point reads, run on the calling thread ([`sqlite_reads`]).
+    sqlite_reads: Option<Arc<sqlite_reads::SqliteReaders>>,
     backend: Backend,
     url: String,
     /// SQLite: the decision log, in a file of its own (see [`decision_db`]); `None` when it shares
@@ -132,6 +135,7 @@ impl Store {
                     reader: pool.clone(),
                     writer: pool,
                     writes: None,
+                    sqlite_reads: None,
                     backend,
                     url: redacted,
                     decision_log: None,
@@ -194,6 +198,10 @@ impl Store {
                     })),
                     reader,
                     writes: Some(writes),
+                    sqlite_reads: Some(Arc::new(sqlite_reads::SqliteReaders::new(
+                        &file,
+                        sqlite_setup(config, Synchronous::Configured),
+                    ))),
                     writer,
                     backend,
                     url: redacted,
@@ -246,6 +254,11 @@ impl Store {
 
     pub fn reader(&self) -> &AnyPool {
         &self.reader
+    }
+
+    /// SQLite's readers on the calling thread, for the few point reads that take them.
+    fn sqlite_reads(&self) -> Option<&sqlite_reads::SqliteReaders> {
+        self.sqlite_reads.as_deref()
     }
 
     pub fn writer(&self) -> &AnyPool {
@@ -414,6 +427,7 @@ impl DecisionLogFile {
             // Replaced by the market's readers once they are connected.
             reader: writer.clone(),
             writes: Some(write_queue(config, path, Synchronous::Normal).map_err(sqlx::Error::Io)?),
+            sqlite_reads: None,
             writer,
             backend: Backend::Sqlite,
             url: format!("{market_url} (decision log: {})", path.display()),
