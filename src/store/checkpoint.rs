@@ -20,6 +20,7 @@
 //! of the checkpointer the writer itself copies the few frames committed meanwhile, between two of
 //! its groups ([`Checkpointer::catch_up`]): then nothing is left to copy, and its next group
 //! restarts the log, which overwrites the blocks it already has.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};

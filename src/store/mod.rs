@@ -52,8 +52,9 @@ pub enum StoreError {
     },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
-    /// A statement of SQLite's write queue failed.
-    #[error("database write failed: {0}")]
+    /// A statement run through rusqlite failed: one of the write queue's, or one of the booking
+    /// path's reads ([`sqlite_reads`]).
+    #[error("database statement failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The commit of a group of writes failed: none of them is on disk.
     #[error("database commit failed: {0}")]
@@ -274,6 +275,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(readers) = &self.sqlite_reads {
+            readers.close();
+        }
         self.reader.close().await;
         self.writer.close().await;
         if let Some(log) = &self.decision_log {

@@ -13,11 +13,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::types::{FromSql, FromSqlResult, Type, ValueRef};
 use rusqlite::{Connection, Row};
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 use crate::domain::{
     Booking, BookingId, Capabilities, DecisionId, Gpu, GpuId, Money, OrderId, PrincipalId,
     Timestamp,
@@ -32,6 +33,8 @@ pub(super) struct SqliteReaders {
     path: PathBuf,
     setup: String,
     idle: Mutex<Vec<Connection>>,
+    /// Set by [`Self::close`], with the store's pools.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteReaders {
@@ -49,7 +52,14 @@ impl SqliteReaders {
             path: path.to_owned(),
             setup,
             idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Closes the idle connections; reads after this fail as they do on a closed sqlx pool.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.lock_idle().clear();
     }
 
     /// Runs `read` on an idle connection, or on a new one when all are lent out.
@@ -57,6 +67,9 @@ impl SqliteReaders {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreResult<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Query(sqlx::Error::PoolClosed));
+        }
         let idle = self.lock_idle().pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -64,7 +77,7 @@ impl SqliteReaders {
         };
         let outcome = read(&conn);
         // A connection whose read failed may be mid-statement or broken: it is not lent again.
-        if outcome.is_ok() {
+        if outcome.is_ok() && !self.closed.load(Ordering::Acquire) {
             let mut idle = self.lock_idle();
             if idle.len() < IDLE_CONNECTIONS {
                 idle.push(conn);
