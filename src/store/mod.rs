@@ -383,21 +383,17 @@ fn sqlite_readers(max_connections: u32) -> u32 {
     max_connections.min(two_per_core.max(4))
 }
 
-/// A connection of the write queue to the SQLite file at `path` (which exists).
-fn sqlite_connection(
-    config: &DatabaseConfig,
-    path: &Path,
-    synchronous: Synchronous,
-) -> rusqlite::Result<rusqlite::Connection> {
+/// A rusqlite connection to the SQLite file at `path` (which exists), set up with `setup`
+/// ([`sqlite_setup`]): the write queue's, the checkpointer's and the booking path's readers'.
+fn sqlite_connection(path: &Path, setup: &str) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
-    // One thread uses it: SQLite's own per-connection mutex would only cost.
+    // One thread at a time uses it: SQLite's own per-connection mutex would only cost.
     let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     // The journal mode is the file's (sqlx's connections set it first); this statement returns it.
-    let setup = sqlite_setup(config, synchronous);
-    let (journal, rest) = setup.split_once(';').unwrap_or((setup.as_str(), ""));
+    let (journal, rest) = setup.split_once(';').unwrap_or((setup, ""));
     conn.query_row(journal, [], |_| Ok(()))?;
     conn.execute_batch(rest)?;
     Ok(conn)
@@ -409,8 +405,9 @@ fn write_queue(
     path: &Path,
     synchronous: Synchronous,
 ) -> std::io::Result<group_commit::WriteQueue> {
-    let open =
-        |synchronous| sqlite_connection(config, path, synchronous).map_err(std::io::Error::other);
+    let open = |synchronous| {
+        sqlite_connection(path, &sqlite_setup(config, synchronous)).map_err(std::io::Error::other)
+    };
     // The checkpointer syncs the database file unless `sqlite_synchronous` is OFF; it commits
     // nothing itself.
     let checkpointer = open(Synchronous::Configured)?;

@@ -94,18 +94,7 @@ impl SqliteReaders {
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
-        use rusqlite::OpenFlags;
-        // One caller at a time uses a connection: SQLite's own per-connection mutex would only cost.
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        let (journal, rest) = self
-            .setup
-            .split_once(';')
-            .unwrap_or((self.setup.as_str(), ""));
-        conn.query_row(journal, [], |_| Ok(()))?;
-        conn.execute_batch(rest)?;
+        let conn = super::sqlite_connection(&self.path, &self.setup)?;
         // These connections only read; a bug that wrote through one would bypass group commit.
         conn.execute_batch("PRAGMA query_only = ON;")?;
         Ok(conn)
