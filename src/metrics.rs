@@ -57,6 +57,9 @@ pub struct Metrics {
     pub db_writes_committed: Gauge,
     pub db_wal_pages: Gauge,
     pub db_wal_caught_up: Gauge,
+    /// SQLite's writes to the write-ahead log and the system calls that carried them.
+    pub db_wal_writes: Gauge,
+    pub db_wal_write_calls: Gauge,
     pub db_checkpoint_failures: Gauge,
     /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
     pub price_refresh_seconds: Gauge<f64, AtomicU64>,
@@ -92,6 +95,8 @@ impl Metrics {
             db_writes_committed: Gauge::default(),
             db_wal_pages: Gauge::default(),
             db_wal_caught_up: Gauge::default(),
+            db_wal_writes: Gauge::default(),
+            db_wal_write_calls: Gauge::default(),
             db_checkpoint_failures: Gauge::default(),
             price_refresh_seconds: Gauge::default(),
             price_refresh_gpus: Gauge::default(),
@@ -168,6 +173,16 @@ impl Metrics {
             "gpu_market_db_wal_caught_up",
             "Times the SQLite writer found its write-ahead log fully copied after a checkpoint, so that the log could start over instead of growing",
             metrics.db_wal_caught_up.clone(),
+        );
+        registry.register(
+            "gpu_market_db_wal_writes",
+            "Writes SQLite made to its write-ahead log through this process's writer",
+            metrics.db_wal_writes.clone(),
+        );
+        registry.register(
+            "gpu_market_db_wal_write_calls",
+            "System calls that carried the writer's write-ahead log writes (fewer than the writes when they are gathered per commit)",
+            metrics.db_wal_write_calls.clone(),
         );
         registry.register(
             "gpu_market_db_checkpoint_failures",

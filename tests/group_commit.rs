@@ -623,6 +623,42 @@ async fn under_steady_writes_the_log_starts_over_instead_of_growing() {
     store.close().await;
 }
 
+/// SQLite writes a commit's log frames as two writes each (a header, then the page); the writer's
+/// connection hands a commit's back-to-back writes to the file together (`store::log_writes`), so a
+/// group of registrations reaches the log in a few system calls, and every one of them is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_log_writes_reach_the_file_in_a_few_calls() {
+    common::install_drivers();
+    let database = TestDatabase::create().await;
+    if database.sqlite_file().is_none() {
+        return;
+    }
+    let store = open(&database).await;
+    let before = store.write_stats().expect("SQLite has a write queue");
+    let now = Timestamp::now();
+    let registered = (0..64).map(|_| {
+        let store = store.clone();
+        async move {
+            let gpu = gpu(now);
+            gpus::insert(&store, &gpu).await.expect("register");
+            gpu.id
+        }
+    });
+    let ids = futures_util::future::join_all(registered).await;
+    let after = store.write_stats().expect("SQLite has a write queue");
+    let writes = after.log_writes - before.log_writes;
+    let calls = after.log_write_calls - before.log_write_calls;
+    assert!(
+        calls > 0 && calls * 4 <= writes,
+        "{writes} log writes in {calls} calls"
+    );
+    for id in &ids {
+        let read = gpus::get(&store, id).await.expect("read back");
+        assert!(read.is_some(), "{id} was acknowledged but is not there");
+    }
+    store.close().await;
+}
+
 /// PostgreSQL: a caller that gives up on a transaction while its `BEGIN` is on the wire (a client
 /// that hangs up, say) leaves no connection inside a transaction the server keeps open, where a
 /// later autocommit write would never commit. Cancelled after ever longer waits, so some

@@ -89,6 +89,10 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
         metrics
             .db_wal_caught_up
             .set(saturating(stats.log_caught_up));
+        metrics.db_wal_writes.set(saturating(stats.log_writes));
+        metrics
+            .db_wal_write_calls
+            .set(saturating(stats.log_write_calls));
         metrics
             .db_checkpoint_failures
             .set(saturating(stats.checkpoint_failures));

@@ -26,7 +26,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::statement::Statement;
-use super::{Store, StoreError, StoreResult, checkpoint};
+use super::{Store, StoreError, StoreResult, checkpoint, log_writes};
 
 /// The most writes one commit holds, so that a flood of writes still commits (and answers) in steps.
 const MAX_GROUP: usize = 256;
@@ -101,6 +101,8 @@ struct Counters {
     waiting: AtomicU64,
     groups: AtomicU64,
     committed: AtomicU64,
+    log_writes: AtomicU64,
+    log_write_calls: AtomicU64,
 }
 
 /// What the SQLite write queue has done so far.
@@ -120,6 +122,10 @@ pub struct WriteStats {
     /// The writer's catch-ups after a checkpoint that left nothing to copy, so that the log could
     /// start over (see [`super::checkpoint`]).
     pub log_caught_up: u64,
+    /// SQLite's writes to the write-ahead log, and the system calls that carried them (fewer when
+    /// the writer's connection gathers them, see [`super::log_writes`]).
+    pub log_writes: u64,
+    pub log_write_calls: u64,
 }
 
 impl WriteQueue {
@@ -163,6 +169,8 @@ impl WriteQueue {
             checkpoint_failures: checkpoints(|c| &c.failed),
             log_pages: checkpoints(|c| &c.log_pages),
             log_caught_up: checkpoints(|c| &c.caught_up),
+            log_writes: self.counters.log_writes.load(Ordering::Relaxed),
+            log_write_calls: self.counters.log_write_calls.load(Ordering::Relaxed),
         }
     }
 
@@ -362,6 +370,7 @@ fn coordinate(
             Ok(()) => commit_group(conn, &mut group, counters),
             Err(err) => fail_group(conn, Vec::new(), &mut group, err),
         }
+
         if let Some(checkpointer) = &checkpointer {
             checkpointer.signal();
         }
@@ -422,6 +431,11 @@ fn commit_group(conn: &Connection, pending: &mut VecDeque<Job>, counters: &Count
         counters.groups.fetch_add(1, Ordering::Relaxed);
         counters.committed.fetch_add(kept, Ordering::Relaxed);
     }
+    let log = log_writes::take_counts();
+    counters.log_writes.fetch_add(log.writes, Ordering::Relaxed);
+    counters
+        .log_write_calls
+        .fetch_add(log.calls, Ordering::Relaxed);
     for reply in replies {
         reply(committed.as_ref().err());
     }

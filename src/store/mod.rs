@@ -13,6 +13,7 @@ pub mod decisions;
 pub mod gpus;
 mod group_commit;
 pub mod idempotency;
+mod log_writes;
 pub mod price_state;
 pub mod prices;
 pub mod reviews;
@@ -31,7 +32,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Connection, Executor, Transaction};
 
-use crate::config::{DatabaseConfig, redact_url};
+use crate::config::{DatabaseConfig, SqliteSynchronous, redact_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -386,11 +387,17 @@ fn sqlite_readers(max_connections: u32) -> u32 {
 /// A rusqlite connection to the SQLite file at `path` (which exists), set up with `setup`
 /// ([`sqlite_setup`]): the write queue's, the checkpointer's and the booking path's readers'.
 fn sqlite_connection(path: &Path, setup: &str) -> rusqlite::Result<rusqlite::Connection> {
+    open_sqlite(path, setup, "unix")
+}
+
+/// [`sqlite_connection`] through the VFS named `vfs`.
+fn open_sqlite(path: &Path, setup: &str, vfs: &str) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     // One thread at a time uses it: SQLite's own per-connection mutex would only cost.
-    let conn = rusqlite::Connection::open_with_flags(
+    let conn = rusqlite::Connection::open_with_flags_and_vfs(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        vfs,
     )?;
     // The journal mode is the file's (sqlx's connections set it first); this statement returns it.
     let (journal, rest) = setup.split_once(';').unwrap_or((setup, ""));
@@ -411,7 +418,22 @@ fn write_queue(
     // The checkpointer syncs the database file unless `sqlite_synchronous` is OFF; it commits
     // nothing itself.
     let checkpointer = open(Synchronous::Configured)?;
-    group_commit::WriteQueue::start(open(synchronous)?, Some(checkpointer))
+    // The writer gathers its log writes only where every commit syncs the log (see [`log_writes`]).
+    let writer = match (synchronous, config.sqlite_synchronous) {
+        (Synchronous::Configured, SqliteSynchronous::Full) => {
+            log_writes::register().map_err(|code| {
+                std::io::Error::other(format!("SQLite refused the log-writes layer (code {code})"))
+            })?;
+            open_sqlite(
+                path,
+                &sqlite_setup(config, synchronous),
+                log_writes::VFS_NAME,
+            )
+            .map_err(std::io::Error::other)?
+        }
+        _ => open(synchronous)?,
+    };
+    group_commit::WriteQueue::start(writer, Some(checkpointer))
 }
 
 impl DecisionLogFile {

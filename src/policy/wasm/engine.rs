@@ -1,5 +1,5 @@
 //! One wasmtime [`Engine`] per slot kind, each with its own instance pool and call permits, and the
-//! epoch tickers that give calls a wall-clock deadline.
+//! epoch ticker that gives calls a wall-clock deadline.
 //!
 //! Why one engine per slot: the pooling allocator's limits are engine-wide. With one shared pool, a
 //! module that instantiates many core instances per call could take every pool slot and make the
@@ -10,8 +10,9 @@
 //! call than its slot allows cannot instantiate, so it fails its load checks and never serves.
 //!
 //! Engines are process-wide and created on first use (the pool reserves its address space once,
-//! compiled modules are shared by every runtime and by the CLI helpers). Each ticker is a plain thread
-//! rather than a tokio task so that a starved or shut-down runtime can never stop deadlines firing.
+//! compiled modules are shared by every runtime and by the CLI helpers). The epoch ticker is a plain
+//! thread rather than a tokio task so that a starved or shut-down runtime can never stop deadlines
+//! firing.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -93,16 +94,7 @@ fn slot_engine(slot: Slot) -> Result<&'static SlotEngine, PolicyError> {
             let budget = budget(slot);
             let engine = Engine::new(&config(&budget))
                 .map_err(|e| format!("creating the {slot} wasmtime engine: {e:#}"))?;
-            let ticker = engine.clone();
-            std::thread::Builder::new()
-                .name(format!("policy-epoch-{slot}"))
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(EPOCH_TICK);
-                        ticker.increment_epoch();
-                    }
-                })
-                .map_err(|e| format!("starting the {slot} epoch ticker: {e}"))?;
+            start_ticker()?;
             Ok(SlotEngine {
                 engine,
                 permits: Arc::new(Semaphore::new(budget.concurrent_calls as usize)),
@@ -110,6 +102,32 @@ fn slot_engine(slot: Slot) -> Result<&'static SlotEngine, PolicyError> {
         })
         .as_ref()
         .map_err(|e| PolicyError::Internal(e.clone()))
+}
+
+/// Starts, once, the thread that advances every slot engine's epoch each [`EPOCH_TICK`]. One thread
+/// for the three engines: a thread per engine woke the process three times as often, each wake-up a
+/// context switch that could preempt a request or the SQLite writer on a busy machine.
+fn start_ticker() -> Result<(), String> {
+    static TICKER: OnceLock<Result<(), String>> = OnceLock::new();
+    TICKER
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("policy-epoch".into())
+                .spawn(|| {
+                    loop {
+                        std::thread::sleep(EPOCH_TICK);
+                        for slot in ENGINES
+                            .iter()
+                            .filter_map(|engine| engine.get()?.as_ref().ok())
+                        {
+                            slot.engine.increment_epoch();
+                        }
+                    }
+                })
+                .map(drop)
+                .map_err(|e| format!("starting the policy epoch ticker: {e}"))
+        })
+        .clone()
 }
 
 /// The engine every module of `slot` is compiled for and runs in.
