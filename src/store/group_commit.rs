@@ -370,7 +370,6 @@ fn coordinate(
             Ok(()) => commit_group(conn, &mut group, counters),
             Err(err) => fail_group(conn, Vec::new(), &mut group, err),
         }
-
         if let Some(checkpointer) = &checkpointer {
             checkpointer.signal();
         }

@@ -387,18 +387,22 @@ fn sqlite_readers(max_connections: u32) -> u32 {
 /// A rusqlite connection to the SQLite file at `path` (which exists), set up with `setup`
 /// ([`sqlite_setup`]): the write queue's, the checkpointer's and the booking path's readers'.
 fn sqlite_connection(path: &Path, setup: &str) -> rusqlite::Result<rusqlite::Connection> {
-    open_sqlite(path, setup, "unix")
+    open_sqlite(path, setup, None)
 }
 
-/// [`sqlite_connection`] through the VFS named `vfs`.
-fn open_sqlite(path: &Path, setup: &str, vfs: &str) -> rusqlite::Result<rusqlite::Connection> {
+/// [`sqlite_connection`] through the VFS named `vfs` (SQLite's default when `None`).
+fn open_sqlite(
+    path: &Path,
+    setup: &str,
+    vfs: Option<&str>,
+) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     // One thread at a time uses it: SQLite's own per-connection mutex would only cost.
-    let conn = rusqlite::Connection::open_with_flags_and_vfs(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        vfs,
-    )?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match vfs {
+        Some(vfs) => rusqlite::Connection::open_with_flags_and_vfs(path, flags, vfs)?,
+        None => rusqlite::Connection::open_with_flags(path, flags)?,
+    };
     // The journal mode is the file's (sqlx's connections set it first); this statement returns it.
     let (journal, rest) = setup.split_once(';').unwrap_or((setup, ""));
     conn.query_row(journal, [], |_| Ok(()))?;
@@ -427,7 +431,7 @@ fn write_queue(
             open_sqlite(
                 path,
                 &sqlite_setup(config, synchronous),
-                log_writes::VFS_NAME,
+                Some(log_writes::VFS_NAME),
             )
             .map_err(std::io::Error::other)?
         }
