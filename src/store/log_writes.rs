@@ -25,9 +25,12 @@ use std::sync::OnceLock;
 
 use rusqlite::ffi;
 
-/// The layer's name, as `Connection::open_with_flags_and_vfs` takes it.
-pub(super) const VFS_NAME: &str = "gpu-market-log-writes";
 const VFS_NAME_C: &CStr = c"gpu-market-log-writes";
+/// The layer's name, as `Connection::open_with_flags_and_vfs` takes it.
+pub(super) const VFS_NAME: &str = match VFS_NAME_C.to_str() {
+    Ok(name) => name,
+    Err(_) => panic!("the layer's name is UTF-8"),
+};
 
 /// The most bytes gathered before they are written: the largest write the unix VFS makes in one
 /// call (it masks a write's length to 17 bits, and reports a longer one as a full disk). That is 31

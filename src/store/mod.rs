@@ -416,27 +416,23 @@ fn write_queue(
     path: &Path,
     synchronous: Synchronous,
 ) -> std::io::Result<group_commit::WriteQueue> {
-    let open = |synchronous| {
-        sqlite_connection(path, &sqlite_setup(config, synchronous)).map_err(std::io::Error::other)
+    let open = |synchronous, vfs| {
+        open_sqlite(path, &sqlite_setup(config, synchronous), vfs).map_err(std::io::Error::other)
     };
     // The checkpointer syncs the database file unless `sqlite_synchronous` is OFF; it commits
     // nothing itself.
-    let checkpointer = open(Synchronous::Configured)?;
+    let checkpointer = open(Synchronous::Configured, None)?;
     // The writer gathers its log writes only where every commit syncs the log (see [`log_writes`]).
-    let writer = match (synchronous, config.sqlite_synchronous) {
-        (Synchronous::Configured, SqliteSynchronous::Full) => {
-            log_writes::register().map_err(|code| {
-                std::io::Error::other(format!("SQLite refused the log-writes layer (code {code})"))
-            })?;
-            open_sqlite(
-                path,
-                &sqlite_setup(config, synchronous),
-                Some(log_writes::VFS_NAME),
-            )
-            .map_err(std::io::Error::other)?
-        }
-        _ => open(synchronous)?,
-    };
+    let gathers = matches!(
+        (synchronous, config.sqlite_synchronous),
+        (Synchronous::Configured, SqliteSynchronous::Full)
+    );
+    if gathers {
+        log_writes::register().map_err(|code| {
+            std::io::Error::other(format!("SQLite refused the log-writes layer (code {code})"))
+        })?;
+    }
+    let writer = open(synchronous, gathers.then_some(log_writes::VFS_NAME))?;
     group_commit::WriteQueue::start(writer, Some(checkpointer))
 }
 
