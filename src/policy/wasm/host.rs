@@ -16,7 +16,7 @@ use crate::domain::DecisionEntry;
 use super::cache::ArtifactCache;
 use super::call::{CallReport, Failure, FailureKind};
 use super::engine::permits;
-use super::inline::{Attempt, InlineGate};
+use super::inline::{Attempt, InlineGate, ThreadCpuClock};
 use super::limits::Limits;
 use super::metrics::PolicyMetrics;
 use super::signing::TrustedKeys;
@@ -117,6 +117,7 @@ impl Host {
         let mut spent = None;
         if gate.open() {
             let attempt = Attempt::inline(limits);
+            let clock = ThreadCpuClock::start();
             // A panic in the host's call code fails this decision, as a panicked blocking task does.
             let report = std::panic::catch_unwind(AssertUnwindSafe(|| work(&data, attempt)))
                 .unwrap_or_else(|_| {
@@ -124,7 +125,12 @@ impl Host {
                 });
             match &report.result {
                 Err(failure) if attempt.overran(failure, limits) => {
-                    gate.close();
+                    // A deadline that found the thread waiting for a core says nothing of the module.
+                    let preempted = failure.kind == FailureKind::Deadline
+                        && clock.mostly_waited(attempt.timeout);
+                    if !preempted {
+                        gate.close();
+                    }
                     spent = Some(report.cost);
                 }
                 _ => return (report, Some(data)),
@@ -197,6 +203,50 @@ mod tests {
                 ..CallCost::default()
             },
         }
+    }
+
+    /// An inline attempt whose deadline fires; `busy` says whether the thread ran through it.
+    fn late(busy: bool, attempt: Attempt) -> CallReport<u32> {
+        if attempt != Attempt::inline(&Limits::default()) {
+            return CallReport {
+                result: Ok(1),
+                cost: CallCost::default(),
+            };
+        }
+        if busy {
+            let clock = ThreadCpuClock::start();
+            while clock.mostly_waited(attempt.timeout * 2) {
+                std::hint::black_box(());
+            }
+        } else {
+            std::thread::sleep(attempt.timeout * 2);
+        }
+        CallReport::failed(Failure::new(FailureKind::Deadline, "slice's deadline"))
+    }
+
+    #[tokio::test]
+    async fn a_deadline_that_found_the_thread_waiting_leaves_the_version_inline() {
+        let host = Host::new(PathBuf::from("."), None);
+        let (gate, limits) = (InlineGate::default(), Limits::default());
+        // Preempted (here: asleep) through the slice's deadline: answered on the pool, gate open.
+        let (report, _) = host
+            .call_fitting(Slot::Pricing, &gate, &limits, false, |busy, attempt| {
+                late(*busy, attempt)
+            })
+            .await;
+        assert_eq!(report.result, Ok(1));
+        assert!(
+            gate.open(),
+            "a preempted call does not send its version to the pool"
+        );
+        // Running through it: the module is slow, and its version goes to the pool.
+        let (report, _) = host
+            .call_fitting(Slot::Pricing, &gate, &limits, true, |busy, attempt| {
+                late(*busy, attempt)
+            })
+            .await;
+        assert_eq!(report.result, Ok(1));
+        assert!(!gate.open());
     }
 
     #[tokio::test]

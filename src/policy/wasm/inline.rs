@@ -7,6 +7,14 @@
 //! slot's whole budget (a module imports nothing, so the first attempt left no trace), and its version
 //! then goes straight to the pool for [`BACKOFF`]. A module that spins therefore holds an async worker
 //! for at most one short slice per in-flight call per back-off period, never for its full deadline.
+//!
+//! The deadline is wall-clock time, and on a busy machine the scheduler can take the core away from a
+//! call of a few microseconds for longer than the slice. Such a call is run again on the pool too, but
+//! it does not send its version there: the gate closes on a deadline only when the thread spent at
+//! least half the slice's deadline running (its CPU clock, [`ThreadCpuClock`]). Without that, every
+//! preempted quote sent the pricing module's calls to the pool for a second, on two cores under load
+//! about 30 blocking threads came and went, and spawning onto them took 6 % of the request threads'
+//! time (bench/load.sh, book+release).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +67,42 @@ impl Attempt {
             _ => false,
         }
     }
+}
+
+/// The calling thread's CPU clock from the start of an attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadCpuClock(Option<Duration>);
+
+impl ThreadCpuClock {
+    pub fn start() -> Self {
+        Self(thread_cpu_time())
+    }
+
+    /// Whether a deadline of `timeout` that fired since the start found the thread waiting for a core
+    /// most of the time: it ran less than half of it. Unknown (the clock could not be read) is no.
+    pub fn mostly_waited(&self, timeout: Duration) -> bool {
+        match (self.0, thread_cpu_time()) {
+            (Some(start), Some(now)) => now.saturating_sub(start) < timeout / 2,
+            _ => false,
+        }
+    }
+}
+
+/// The CPU time the calling thread has run for. std has no thread clock; one `clock_gettime` call.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(now.tv_sec).ok()?,
+        u32::try_from(now.tv_nsec).ok()?,
+    ))
 }
 
 /// Whether one module version's calls run on the calling thread now.
@@ -114,6 +158,31 @@ mod tests {
         };
         let inline = Attempt::inline(&small);
         assert!(!inline.overran(&fuel, &small) && !inline.overran(&deadline, &small));
+    }
+
+    #[test]
+    fn the_cpu_clock_tells_waiting_from_running() {
+        let timeout = Duration::from_millis(20);
+        let clock = ThreadCpuClock::start();
+        std::thread::sleep(timeout);
+        assert!(
+            clock.mostly_waited(timeout),
+            "asleep, the thread ran nothing"
+        );
+        let clock = ThreadCpuClock::start();
+        let started = Instant::now();
+        let mut spins = 0_u64;
+        while started.elapsed() < timeout {
+            spins = std::hint::black_box(spins + 1);
+        }
+        // The spin ran for 20 ms of wall time; a loaded machine may take the core away for part of it,
+        // so only a spin that got at least 10 ms of CPU can say it did not mostly wait.
+        let ran = thread_cpu_time()
+            .zip(clock.0)
+            .map(|(now, start)| now - start);
+        if ran.is_some_and(|ran| ran >= timeout / 2) {
+            assert!(!clock.mostly_waited(timeout));
+        }
     }
 
     #[test]
