@@ -166,7 +166,7 @@ impl Statement {
     /// Prepares (from the connection's cache) and binds the statement on SQLite. `$n` is a named
     /// parameter there, numbered by first appearance, so each of the statement's parameters is bound
     /// to the argument its name numbers: read off the statement, not looked up by a name formatted per
-    /// argument (that lookup was about 4 % of the group-commit thread's time).
+    /// argument (that lookup was about 4 % of the group-commit thread's profile samples).
     pub(super) fn prepare<'c>(
         &self,
         conn: &'c rusqlite::Connection,

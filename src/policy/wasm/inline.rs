@@ -12,9 +12,9 @@
 //! call of a few microseconds for longer than the slice. Such a call is run again on the pool too, but
 //! it does not send its version there: the gate closes on a deadline only when the thread spent at
 //! least half the slice's deadline running (its CPU clock, [`ThreadCpuClock`]). Without that, every
-//! preempted quote sent the pricing module's calls to the pool for a second, on two cores under load
-//! about 30 blocking threads came and went, and spawning onto them took 6 % of the request threads'
-//! time (bench/load.sh, book+release).
+//! preempted quote sent the pricing module's calls to the pool for a second: on two cores under load
+//! up to 30 blocking threads came and went, and spawning onto them took 6 % of the request threads'
+//! profile samples (bench/load.sh, book+release).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
