@@ -96,117 +96,9 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- wrk scripts ---------------------------------------------------------------------------------
-# Shared: each thread gets an index (setup), reads the GPU ids from $GM_BENCH_IDS, and done() prints one
-# machine-readable line: requests, duration, p99 latency, non-2xx answers and (for the cycle) cycles.
-cat >"$WORK/common.lua" <<'LUA'
-local threads = {}
-local thread_count = 0
-
-function setup(thread)
-    thread:set("thread_index", thread_count)
-    thread_count = thread_count + 1
-    table.insert(threads, thread)
-end
-
-function load_ids()
-    local ids = {}
-    for line in io.lines(os.getenv("GM_BENCH_IDS")) do
-        if #line > 0 then table.insert(ids, line) end
-    end
-    return ids
-end
-
-function done(summary, latency, requests)
-    local cycles, failed = 0, 0
-    for _, thread in ipairs(threads) do
-        cycles = cycles + (thread:get("cycles") or 0)
-        failed = failed + (thread:get("failed") or 0)
-    end
-    io.write(string.format("RESULT requests=%d duration_us=%d p99_us=%d non2xx=%d socket_errors=%d cycles=%d failed=%d\n",
-        summary.requests, summary.duration, latency:percentile(99.0), summary.errors.status,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        cycles, failed))
-end
-LUA
-
-cat >"$WORK/list.lua" <<'LUA'
-dofile(os.getenv("GM_BENCH_COMMON"))
-function request()
-    return wrk.format("GET", "/v1/marketplace/gpu/list")
-end
-LUA
-
-cat >"$WORK/details.lua" <<'LUA'
-dofile(os.getenv("GM_BENCH_COMMON"))
-local ids, next_index
-function init(args)
-    ids = load_ids()
-    next_index = (thread_index * 37) % #ids
-end
-function request()
-    next_index = next_index % #ids + 1
-    return wrk.format("GET", "/v1/marketplace/gpu/" .. ids[next_index])
-end
-LUA
-
-# Book+release: each thread owns a disjoint slice of the GPUs and tracks each one's state
-# (free → booking → booked → releasing → free). The action and GPU travel in X-Request-ID, which the
-# service echoes, so every answer is matched to its request whatever the connection. A cycle is one
-# successful release (its booking succeeded before it).
-cat >"$WORK/cycle.lua" <<'LUA'
-dofile(os.getenv("GM_BENCH_COMMON"))
-local mine, state, cursor, serial = {}, {}, 0, 0
-cycles, failed = 0, 0
-local FREE, BOOKING, BOOKED, RELEASING = 0, 1, 2, 3
-local book_headers = { ["Content-Type"] = "application/json" }
-
-function init(args)
-    local ids = load_ids()
-    local thread_total = tonumber(os.getenv("GM_BENCH_THREADS"))
-    for i, id in ipairs(ids) do
-        if (i - 1) % thread_total == thread_index then
-            table.insert(mine, id)
-            state[#mine] = FREE
-        end
-    end
-end
-
-function request()
-    for _ = 1, #mine do
-        cursor = cursor % #mine + 1
-        local s = state[cursor]
-        if s == FREE or s == BOOKED then
-            serial = serial + 1
-            local id = mine[cursor]
-            if s == FREE then
-                state[cursor] = BOOKING
-                book_headers["X-Request-ID"] = "b-" .. cursor .. "-" .. serial
-                return wrk.format("POST", "/v1/marketplace/gpu/" .. id .. "/book", book_headers,
-                    '{"gpu_id":"' .. id .. '","duration_hours":1}')
-            else
-                state[cursor] = RELEASING
-                return wrk.format("POST", "/v1/marketplace/gpu/" .. id .. "/release",
-                    { ["X-Request-ID"] = "r-" .. cursor .. "-" .. serial })
-            end
-        end
-    end
-    -- every GPU of this thread is in flight (more connections than GPUs): read something harmless
-    return wrk.format("GET", "/health")
-end
-
-function response(status, headers, body)
-    local rid = headers["x-request-id"] or headers["X-Request-ID"] or ""
-    local action, index = string.match(rid, "^(%a)%-(%d+)%-")
-    if not action then return end
-    index = tonumber(index)
-    if action == "b" then
-        if status == 201 then state[index] = BOOKED else state[index] = FREE; failed = failed + 1 end
-    else
-        state[index] = FREE
-        if status == 200 then cycles = cycles + 1 else failed = failed + 1 end
-    end
-end
-LUA
+# bench/wrk/: common.lua (thread indexes, the GPU ids, the RESULT line), list.lua, details.lua and
+# cycle.lua (book+release); bench/ab.sh runs the same cycle.
+WRK_SCRIPTS="$ROOT/bench/wrk"
 
 # ---- serial sync rate ------------------------------------------------------------------------------
 # SQLite in WAL mode with synchronous = FULL syncs the log once per commit. The probe overwrites 4 KiB
@@ -278,12 +170,12 @@ server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat" 2>/dev/n
 
 run_wrk() { # backend scenario script url
     local backend="$1" scenario="$2" script="$3" url="$4"
-    GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
+    GM_BENCH_COMMON="$WRK_SCRIPTS/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$script" "$url" >/dev/null 2>&1 || true
     if [[ "$scenario" == cycle* ]]; then reset_bookings "$url"; fi
     local out cpu_before
     cpu_before="$(server_cpu_ticks)"
-    out="$(GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
+    out="$(GM_BENCH_COMMON="$WRK_SCRIPTS/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$script" "$url")"
     local cpu_ticks=$(($(server_cpu_ticks) - cpu_before))
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -408,8 +300,8 @@ bench_backend() { # name database_url
     list_bytes="$(curl -s "$base/v1/marketplace/gpu/list" | wc -c)"
     say "list response: $list_bytes bytes"
 
-    run_wrk "$backend" list "$WORK/list.lua" "$base/v1/marketplace/gpu/list"
-    run_wrk "$backend" details "$WORK/details.lua" "$base/v1/marketplace/gpu/"
+    run_wrk "$backend" list "$WRK_SCRIPTS/list.lua" "$base/v1/marketplace/gpu/list"
+    run_wrk "$backend" details "$WRK_SCRIPTS/details.lua" "$base/v1/marketplace/gpu/"
     # Each round: the disk's sync rate, the cycles, the sync rate again. The report keeps the round with
     # the median writes per sync and the range over all of them (a shared machine's disk and cores drift
     # by several percent from one run to the next).
@@ -417,7 +309,7 @@ bench_backend() { # name database_url
     for round in $(seq 1 "$CYCLE_ROUNDS"); do
         unset "RESULT[$backend,syncs]"
         measure_syncs "$backend" "$database_url"
-        run_wrk "$backend" cycle "$WORK/cycle.lua" "$base/v1/marketplace/gpu/"
+        run_wrk "$backend" cycle "$WRK_SCRIPTS/cycle.lua" "$base/v1/marketplace/gpu/"
         measure_syncs "$backend" "$database_url"
         # Each cycle commits two writes: its booking and its release.
         RESULT["$backend,writes"]="$(awk -v c="${RESULT["$backend,cycle,rate"]}" 'BEGIN { printf "%.0f", 2 * c }')"
@@ -455,7 +347,7 @@ bench_lifecycle() { # backend database_url_maker
             sync
             start_server "$backend" "$url" "$variant"
             register_gpus "$BASE"
-            run_wrk "$backend" "cycle-$variant-$round" "$WORK/cycle.lua" "$BASE/v1/marketplace/gpu/"
+            run_wrk "$backend" "cycle-$variant-$round" "$WRK_SCRIPTS/cycle.lua" "$BASE/v1/marketplace/gpu/"
             if [[ "$variant" == shadow ]]; then
                 # How much the shadow did: its pacing decides how many live inputs it skips.
                 curl -s -H 'X-Api-Key: ' "$BASE/v1/admin/policies" | python3 -c '

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 
 use axum::extract::connect_info::MockConnectInfo;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::ApiContext;
 use super::forwarded::{self, CallerAddr, Untrusted};
@@ -132,11 +130,7 @@ pub fn miner_id_header(parts: &axum::http::HeaderMap) -> Option<String> {
 /// Resolves the caller's address ([`CallerAddr`]: the peer, or what a trusted proxy forwarded) and,
 /// in local mode, refuses every caller that is not on a loopback address, and every forwarded request
 /// that did not come through a trusted proxy (a proxy on the same host would make everyone local).
-pub async fn local_mode_guard(
-    State(state): State<ApiContext>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub fn admit(state: &ApiContext, request: &mut Request) -> Result<(), Error> {
     let peer = peer_addr(request.extensions());
     let config = state.config();
     let guarded = state.auth.local_mode() && !config.allow_open_access;
@@ -153,23 +147,21 @@ pub async fn local_mode_guard(
                     format!("the forwarded address {hop:?} is not an IP address")
                 }
             };
-            return Error::forbidden(format!(
+            return Err(Error::forbidden(format!(
                 "this server runs in local mode (no API keys configured) and only serves loopback callers; {why}"
-            ))
-            .into_response();
+            )));
         }
         // With keys, forwarding headers decide nothing about access: the peer stays the caller.
         Some(Err(_)) => peer.map(|p| p.ip().to_canonical()),
         None => None,
     };
     if guarded && !caller.is_some_and(|ip| ip.is_loopback()) {
-        return Error::forbidden(
+        return Err(Error::forbidden(
             "this server runs in local mode (no API keys configured) and only serves loopback callers",
-        )
-        .into_response();
+        ));
     }
     if let Some(ip) = caller {
         request.extensions_mut().insert(CallerAddr(ip));
     }
-    next.run(request).await
+    Ok(())
 }

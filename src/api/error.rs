@@ -3,10 +3,8 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -91,8 +89,7 @@ const MAX_REJECTION_TEXT: usize = 16 * 1024;
 /// themselves: a body over the limit, an unreadable body, a bad path parameter...) as
 /// `{"detail": <its text>}`, keeping its status and other headers, so that every error follows the
 /// contract's shape.
-pub async fn json_rejections(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub async fn json_rejection(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()

@@ -123,15 +123,11 @@ pub fn scrub_nul(value: &mut serde_json::Value) {
 
 /// No resource's id contains U+0000: a path with `%00` names nothing (and must not reach PostgreSQL,
 /// which cannot compare such text).
-pub async fn nul_in_path(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if request.uri().path().contains("%00") {
-        return Error::not_found("no such resource").into_response();
+pub fn refuse_nul_in_path(uri: &axum::http::Uri) -> Result<(), Error> {
+    if uri.path().contains("%00") {
+        return Err(Error::not_found("no such resource"));
     }
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

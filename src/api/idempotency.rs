@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,11 +40,7 @@ const IDEMPOTENT_ROUTES: [&str; 4] = [
     "/v1/marketplace/gpu/{id}/reviews",
 ];
 
-pub async fn idempotent_writes(
-    State(ctx): State<ApiContext>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn idempotent_writes(ctx: &ApiContext, request: Request, next: Next) -> Response {
     let applies = request.method() == Method::POST
         && request
             .extensions()
@@ -63,7 +59,7 @@ pub async fn idempotent_writes(
     };
     let principal = principal.id.to_string();
     let (parts, body) = request.into_parts();
-    let bytes = match read_body(Request::from_parts(parts.clone(), body), &ctx).await {
+    let bytes = match read_body(Request::from_parts(parts.clone(), body), ctx).await {
         Ok(bytes) => bytes,
         Err(err) => return err.into_response(),
     };
@@ -81,7 +77,7 @@ pub async fn idempotent_writes(
             Err(err) => return err.into_response(),
             Ok(Claim::Claimed) => {
                 let request = Request::from_parts(parts, Body::from(bytes));
-                return run_claimed(ctx, principal, key, request, next).await;
+                return run_claimed(ctx.clone(), principal, key, request, next).await;
             }
             Ok(Claim::Existing(existing)) => existing,
         };

@@ -8,15 +8,10 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tower::BoxError;
-use tower::load_shed::error::Overloaded;
-use tower::timeout::error::Elapsed;
 
 use super::ApiContext;
 use super::auth::{api_key, peer_addr};
@@ -81,11 +76,11 @@ fn is_limited_write(request: &Request) -> bool {
 
 /// Token buckets on writes: per key's principal, or per address for callers without a valid key.
 /// Local mode (no keys, loopback only) is not limited.
-pub async fn limit_writes(State(ctx): State<ApiContext>, request: Request, next: Next) -> Response {
+pub fn take_write_token(ctx: &ApiContext, request: &Request) -> Result<(), Error> {
     let config = ctx.config();
     let local_only = ctx.auth.local_mode() && !config.allow_open_access;
-    if local_only || !is_limited_write(&request) {
-        return next.run(request).await;
+    if local_only || !is_limited_write(request) {
+        return Ok(());
     }
     let principal = (!ctx.auth.local_mode())
         .then(|| ctx.auth.authenticate(api_key(request.headers())).ok())
@@ -102,28 +97,24 @@ pub async fn limit_writes(State(ctx): State<ApiContext>, request: Request, next:
             },
         },
     };
-    match ctx.limiter.check(caller) {
-        Ok(()) => next.run(request).await,
-        Err(err) => err.into_response(),
+    ctx.limiter.check(caller)
+}
+
+/// The answer beyond the cap on requests in flight.
+pub fn overloaded() -> Error {
+    Error::Unavailable {
+        detail: "the server is at its limit of concurrent requests; retry shortly".into(),
+        retry_after_seconds: 1,
     }
 }
 
-/// The errors of the deadline and concurrency layers (see `api::router`) as 503 JSON.
-pub async fn overload_answer(error: BoxError) -> Error {
-    if error.is::<Overloaded>() {
-        Error::Unavailable {
-            detail: "the server is at its limit of concurrent requests; retry shortly".into(),
-            retry_after_seconds: 1,
-        }
-    } else if error.is::<Elapsed>() {
-        Error::Unavailable {
-            detail: "the request did not complete within the server's time limit; a write sent \
-                     with an Idempotency-Key still completes, and retrying with the same key \
-                     returns its answer"
-                .into(),
-            retry_after_seconds: 1,
-        }
-    } else {
-        Error::Internal(format!("request failed: {error}"))
+/// The answer of a request that did not finish within the server's deadline.
+pub fn past_deadline() -> Error {
+    Error::Unavailable {
+        detail: "the request did not complete within the server's time limit; a write sent \
+                 with an Idempotency-Key still completes, and retrying with the same key \
+                 returns its answer"
+            .into(),
+        retry_after_seconds: 1,
     }
 }

@@ -17,25 +17,20 @@ pub mod idempotency;
 pub mod limits;
 pub mod offers;
 pub mod orders;
+pub mod pipeline;
 pub mod pricing;
 pub mod reviews;
 pub mod system;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use prometheus_client::registry::Registry;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::timeout::TimeoutLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -89,21 +84,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(context: ApiContext) -> Router {
     let max_body = context.config().max_body_bytes;
-    let server = &context.config().server;
-    // 0 = no deadline: a year stands for "never" (tokio caps far-off deadlines itself).
-    let timeout = match server.request_timeout_ms {
-        0 => Duration::from_secs(365 * 24 * 3600),
-        ms => Duration::from_millis(ms),
-    };
-    // Innermost first: idempotency (reads the body, so under the body limit), the body limit, the
-    // write buckets, then deadline and concurrency cap (their errors become 503 JSON), metrics, ...
-    let overload = ServiceBuilder::new()
-        .layer(HandleErrorLayer::<_, ()>::new(limits::overload_answer))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(
-            server.max_concurrent_requests,
-        ))
-        .layer(TimeoutLayer::new(timeout));
     let (api, mut document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(gpus::router())
         .merge(bookings::router())
@@ -120,27 +100,13 @@ pub fn router(context: ApiContext) -> Router {
     api.merge(docs::router(document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Innermost first: the service's own checks and records (one layer, see `pipeline`) under the
+        // body limit, which they read the body with; then the request id and tracing.
         .layer(middleware::from_fn_with_state(
-            context.clone(),
-            idempotency::idempotent_writes,
+            Arc::new(pipeline::Pipeline::new(context.clone())),
+            pipeline::run,
         ))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn(extract::nul_in_path))
-        .layer(middleware::from_fn(error::json_rejections))
-        .layer(middleware::from_fn_with_state(
-            context.clone(),
-            limits::limit_writes,
-        ))
-        .layer(overload)
-        .layer(middleware::from_fn_with_state(
-            context.clone(),
-            record_metrics,
-        ))
-        .layer(middleware::from_fn_with_state(
-            context.clone(),
-            auth::local_mode_guard,
-        ))
-        .layer(middleware::from_fn(with_request_id))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -159,38 +125,4 @@ pub fn router(context: ApiContext) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .with_state(context)
-}
-
-async fn record_metrics(
-    State(context): State<ApiContext>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    // The route template, not the raw path, so ids do not explode the label set.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    let elapsed: Duration = started.elapsed();
-    context.market.metrics.observe_request(
-        &method,
-        &route,
-        response.status().as_u16(),
-        elapsed.as_secs_f64(),
-    );
-    response
-}
-
-/// Makes the request's `x-request-id` known to the layers below (the decision log records it).
-async fn with_request_id(request: Request, next: middleware::Next) -> axum::response::Response {
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    crate::request_context::scope(id, next.run(request)).await
 }
