@@ -103,35 +103,8 @@ function model_query(m)
     return (string.gsub(model_name(m), " ", ""))
 end
 
-local threads = {}
-local thread_count = 0
-
-function setup(thread)
-    thread:set("thread_index", thread_count)
-    thread_count = thread_count + 1
-    table.insert(threads, thread)
-end
-
-function load_ids()
-    local ids = {}
-    for line in io.lines(os.getenv("GM_BENCH_IDS")) do
-        if #line > 0 then table.insert(ids, line) end
-    end
-    return ids
-end
-
-function done(summary, latency, requests)
-    local cycles, failed, leftover = 0, 0, 0
-    for _, thread in ipairs(threads) do
-        cycles = cycles + (thread:get("cycles") or 0)
-        failed = failed + (thread:get("failed") or 0)
-        leftover = leftover + (thread:get("leftover") or 0)
-    end
-    io.write(string.format("RESULT requests=%d duration_us=%d p99_us=%d non2xx=%d socket_errors=%d cycles=%d failed=%d leftover=%d bytes=%d\n",
-        summary.requests, summary.duration, latency:percentile(99.0), summary.errors.status - leftover,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        cycles, failed, leftover, summary.bytes))
-end
+-- Thread indexes, the GPU ids and the RESULT line.
+dofile(os.getenv("GM_BENCH_WRK") .. "/common.lua")
 LUA
 
 # Registers GPUs GM_SEED_FROM .. GM_SEED_TO-1, thread t taking every GM_BENCH_THREADS-th from
@@ -297,7 +270,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 declare -A RESULT
 
-WRK_ENV=(GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS"
+WRK_ENV=(GM_BENCH_WRK="$ROOT/bench/wrk" GM_BENCH_COMMON="$WORK/common.lua" GM_BENCH_IDS="$WORK/ids" GM_BENCH_THREADS="$THREADS"
     GM_MODELS="$MODELS" GM_PAGE="$PAGE")
 wrk_env() { env "${WRK_ENV[@]}" "$@"; }
 
