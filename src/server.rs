@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, ServiceExt};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -185,8 +185,8 @@ impl App {
     ) -> anyhow::Result<()> {
         let grace = Duration::from_millis(self.context.config().server.shutdown_grace_ms);
         let tasks = self.spawn_background(&shutdown);
-        let service = self
-            .router()
+        let max_body = self.context.config().max_body_bytes;
+        let service = api::around_routes(self.router(), max_body)
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

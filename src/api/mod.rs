@@ -22,6 +22,7 @@ pub mod pricing;
 pub mod reviews;
 pub mod system;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,8 +30,10 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use prometheus_client::registry::Registry;
 use tokio_util::task::TaskTracker;
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -82,8 +85,9 @@ impl ApiState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The API's routes, each under the service's own checks (`pipeline`), without the layers of
+/// [`around_routes`].
 pub fn router(context: ApiContext) -> Router {
-    let max_body = context.config().max_body_bytes;
     let (api, mut document) = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(gpus::router())
         .merge(bookings::router())
@@ -100,14 +104,34 @@ pub fn router(context: ApiContext) -> Router {
     api.merge(docs::router(document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        // Innermost first: the service's own checks and records (one layer, see `pipeline`) under the
-        // body limit, which they read the body with; then the request id and tracing.
+        // The service's own checks and records, in one layer (see `pipeline`).
         .layer(middleware::from_fn_with_state(
             Arc::new(pipeline::Pipeline::new(context.clone())),
             pipeline::run,
         ))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .with_state(context)
+}
+
+/// What wraps the whole router once, rather than each route: axum clones a route's layers for
+/// every request it serves, and these need nothing the route knows. Outermost first: every answer,
+/// error or not, tells browsers not to guess its content type; the request id is set (a UUID when the
+/// client sent none), traced, and echoed; the body limit is set for the extractors and the idempotency
+/// check that read the body.
+pub fn around_routes(
+    router: Router,
+    max_body: usize,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(SetResponseHeaderLayer::overriding(
+            X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let id = request
@@ -118,11 +142,7 @@ pub fn router(context: ApiContext) -> Router {
                 tracing::info_span!("request", id, method = %request.method(), uri = %request.uri())
             }),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        // Outermost: every answer, error or not, tells browsers not to guess its content type.
-        .layer(SetResponseHeaderLayer::overriding(
-            X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .with_state(context)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(DefaultBodyLimit::max(max_body))
+        .service(router)
 }
