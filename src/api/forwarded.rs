@@ -3,7 +3,7 @@
 //!
 //! Local mode serves loopback callers with every role. Behind a proxy on the same host every request
 //! arrives from loopback, so a request that says it was forwarded is judged by the address it was
-//! forwarded for, or refused when the proxy is not trusted (see `auth::local_mode_guard`).
+//! forwarded for, or refused when the proxy is not trusted (see `auth::admit`).
 
 use std::net::{IpAddr, SocketAddr};
 
