@@ -135,6 +135,9 @@ impl App {
         })
     }
 
+    /// The API's routes under the service's own checks. `serve` also wraps them in the transport
+    /// layers (`api::around_routes`: `nosniff`, request id, trace span, body limit); an embedder that
+    /// serves this router itself should do the same.
     pub fn router(&self) -> Router {
         api::router(self.context.clone())
     }
