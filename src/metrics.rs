@@ -61,6 +61,7 @@ pub struct Metrics {
     pub db_wal_writes: Gauge,
     pub db_wal_write_calls: Gauge,
     pub db_checkpoint_failures: Gauge,
+    pub db_long_reads: Gauge,
     /// The last full catalogue price refresh: how long it took and how many GPUs it quoted.
     pub price_refresh_seconds: Gauge<f64, AtomicU64>,
     pub price_refresh_gpus: Gauge,
@@ -98,6 +99,7 @@ impl Metrics {
             db_wal_writes: Gauge::default(),
             db_wal_write_calls: Gauge::default(),
             db_checkpoint_failures: Gauge::default(),
+            db_long_reads: Gauge::default(),
             price_refresh_seconds: Gauge::default(),
             price_refresh_gpus: Gauge::default(),
             price_refreshes: Counter::default(),
@@ -188,6 +190,11 @@ impl Metrics {
             "gpu_market_db_checkpoint_failures",
             "SQLite write-ahead log checkpoints that failed (the log grows until one succeeds)",
             metrics.db_checkpoint_failures.clone(),
+        );
+        registry.register(
+            "gpu_market_db_long_reads",
+            "SQLite reads stopped at the request thread's budget and run again on a reader thread",
+            metrics.db_long_reads.clone(),
         );
         registry.register(
             "gpu_market_price_refresh_seconds",

@@ -97,6 +97,11 @@ pub async fn metrics(State(ctx): State<ApiContext>) -> Response {
             .db_checkpoint_failures
             .set(saturating(stats.checkpoint_failures));
     }
+    if let Some(long_reads) = system::long_reads(&ctx.market) {
+        metrics
+            .db_long_reads
+            .set(i64::try_from(long_reads).unwrap_or(i64::MAX));
+    }
     let mut body = String::new();
     if let Err(err) = prometheus_client::encoding::text::encode(&mut body, &ctx.registry) {
         tracing::error!(error = %err, "metrics encoding failed");

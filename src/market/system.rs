@@ -52,6 +52,11 @@ pub fn write_stats(market: &Market) -> Option<WriteStats> {
     market.store.write_stats()
 }
 
+/// This replica's SQLite reads that ran past the calling thread's budget (`None` on PostgreSQL).
+pub fn long_reads(market: &Market) -> Option<u64> {
+    market.store.long_reads()
+}
+
 /// Changes whenever this replica commits a write the catalogue shows. Writes by other replicas do not
 /// change it; caches bound their staleness with a TTL.
 pub fn catalogue_generation(market: &Market) -> u64 {

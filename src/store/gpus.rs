@@ -140,12 +140,12 @@ impl Names {
         column: &str,
         pattern: String,
     ) -> StoreResult<Self> {
-        let names: Vec<String> = sqlx::query_scalar(&format!(
+        let query = Statement::new(format!(
             "SELECT {column} FROM {table} WHERE {column} LIKE $1 ESCAPE '\\'"
         ))
-        .bind(&pattern)
-        .fetch_all(store.reader())
-        .await?;
+        .bind(&pattern);
+        let names: Vec<(String,)> = store.fetch_all(&query, |row| Ok((row.get(0)?,))).await?;
+        let names: Vec<String> = names.into_iter().map(|(name,)| name).collect();
         Ok(match names.len() {
             0 => Self::None,
             n if n > MAX_BOUND_NAMES => Self::Pattern(pattern),
@@ -273,9 +273,20 @@ fn insert_statements(gpu: &Gpu) -> Vec<Statement> {
     statements
 }
 
+static GET_GPU: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {GPU_COLUMNS} FROM gpus WHERE id = $1 AND deleted_at IS NULL")
+});
+
+/// A GPU by id. On SQLite it runs on the calling thread (see [`super::sqlite_reads`]).
 pub async fn get(store: &Store, id: &GpuId) -> StoreResult<Option<Gpu>> {
-    let sql = format!("SELECT {GPU_COLUMNS} FROM gpus WHERE id = $1 AND deleted_at IS NULL");
-    Ok(sqlx::query_as(&sql)
+    if let Some(readers) = store.sqlite_reads() {
+        return readers.read(|conn| {
+            conn.prepare_cached(&GET_GPU)?
+                .query_row([id.as_str()], |row| sqlite_reads::gpu(row, 0))
+                .optional()
+        });
+    }
+    Ok(sqlx::query_as(&GET_GPU)
         .bind(id)
         .fetch_optional(store.reader())
         .await?)
@@ -343,10 +354,9 @@ pub async fn list(
     let Some(sql) = list_query(store, filter, order, page).await? else {
         return Ok(Vec::new());
     };
-    let (text, args) = sql.into_parts();
-    Ok(sqlx::query_as_with(&text, args)
-        .fetch_all(store.reader())
-        .await?)
+    store
+        .fetch_all(&sql.into_statement(), |row| sqlite_reads::gpu(row, 0))
+        .await
 }
 
 /// The database's plan for [`list`], one line per step (empty when the filter matches nothing

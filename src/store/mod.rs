@@ -258,9 +258,47 @@ impl Store {
         &self.reader
     }
 
-    /// SQLite's readers on the calling thread, for the few point reads that take them.
+    /// SQLite's readers on the calling thread, for the reads that take them.
     fn sqlite_reads(&self) -> Option<&sqlite_reads::SqliteReaders> {
         self.sqlite_reads.as_deref()
+    }
+
+    /// The rows of a read: on SQLite on the calling thread when it fits a short read's budget
+    /// ([`sqlite_reads`]), otherwise (and on PostgreSQL) through sqlx's readers. `inline_row` reads
+    /// one row from rusqlite as `T`'s sqlx `FromRow` does from sqlx.
+    async fn fetch_all<T>(
+        &self,
+        query: &Statement,
+        inline_row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        if let Some(readers) = self.sqlite_reads() {
+            let read = readers.read_bounded(sqlite_reads::SHORT_READ_INSTRUCTIONS, |conn| {
+                let mut prepared = query.prepare(conn)?;
+                let mut rows = prepared.raw_query();
+                let mut all = Vec::new();
+                while let Some(row) = rows.next()? {
+                    all.push(inline_row(row)?);
+                }
+                Ok(all)
+            })?;
+            match read {
+                sqlite_reads::Bounded::Done(all) => return Ok(all),
+                sqlite_reads::Bounded::TooLong => {}
+            }
+        }
+        Ok(sqlx::query_as_with(query.text(), query.any_arguments())
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    /// SQLite reads too long for the calling thread, run again on sqlx's readers (`None` on
+    /// PostgreSQL).
+    pub fn long_reads(&self) -> Option<u64> {
+        self.sqlite_reads()
+            .map(sqlite_reads::SqliteReaders::long_reads)
     }
 
     pub fn writer(&self) -> &AnyPool {
@@ -536,16 +574,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// An in-memory URL still gives one database to the write queue and the readers (a private
-    /// file), gone with the store.
-    #[tokio::test]
-    async fn an_in_memory_database_serves_its_writes_to_its_readers() {
+    async fn in_memory_store() -> Store {
         install_default_drivers();
         let config = DatabaseConfig {
             url: Secret::new("sqlite::memory:".to_owned()),
             ..DatabaseConfig::default()
         };
-        let store = Store::connect(&config).await.expect("connect");
+        Store::connect(&config).await.expect("connect")
+    }
+
+    /// An in-memory URL still gives one database to the write queue and the readers (a private
+    /// file), gone with the store.
+    #[tokio::test]
+    async fn an_in_memory_database_serves_its_writes_to_its_readers() {
+        let store = in_memory_store().await;
         store.migrate().await.expect("migrate");
         let written = store
             .execute(Statement::new(
@@ -567,5 +609,33 @@ mod tests {
         store.close().await;
         drop(store);
         assert!(!dir.exists(), "the private directory outlived the store");
+    }
+
+    /// A read too long for the request's thread is stopped there and answered by sqlx's readers,
+    /// whole; a short one is answered on the thread.
+    #[tokio::test]
+    async fn a_long_read_is_run_again_on_the_reader_threads_and_answers_whole() {
+        let store = in_memory_store().await;
+        assert_eq!(store.long_reads(), Some(0));
+        // Counting to 100 000 takes several instructions a step: far past a short read's budget.
+        let long = Statement::new(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             SELECT COUNT(*), SUM(i) FROM n",
+        )
+        .bind(100_000_i64);
+        let rows: Vec<(i64, i64)> = store
+            .fetch_all(&long, |row| Ok((row.get(0)?, row.get(1)?)))
+            .await
+            .expect("the long read");
+        assert_eq!(rows, vec![(100_000, 5_000_050_000)]);
+        assert_eq!(store.long_reads(), Some(1));
+        let short = Statement::new("SELECT $1, $2").bind(7_i64).bind(8_i64);
+        let rows: Vec<(i64, i64)> = store
+            .fetch_all(&short, |row| Ok((row.get(0)?, row.get(1)?)))
+            .await
+            .expect("the short read");
+        assert_eq!(rows, vec![(7, 8)]);
+        assert_eq!(store.long_reads(), Some(1), "a short read was handed over");
+        store.close().await;
     }
 }

@@ -1,22 +1,24 @@
-//! SQLite point reads on the calling thread.
+//! SQLite reads on the calling thread.
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own, so each read is a hand-off to
-//! that thread and a wake-up back: two context switches. A booking and a release each make one
-//! read by key, and on a machine whose cores are busy serving requests those switches cost more
-//! than the read (the sqlx reader threads were a sixth of the server's CPU samples in the book+release
-//! cycle). The reads on that path run here instead, on the request's own thread, through rusqlite
-//! connections that are lent out one caller at a time.
+//! that thread and a wake-up back: two context switches, which on a machine whose cores are busy
+//! serving requests cost more than the read (the sqlx reader threads were a sixth of the server's
+//! CPU samples in the book+release cycle, and about a third in a catalogue list). The booking path's
+//! point reads, a GPU's details and the catalogue's pages run here instead, on the request's own
+//! thread, through rusqlite connections that are lent out one caller at a time.
 //!
-//! A read by key takes tens of microseconds, and in WAL mode a reader never waits for the writer,
-//! so it holds the async worker no longer than the hand-off did. Everything else (lists, scans,
-//! the decision log's joins) stays on sqlx's readers.
+//! In WAL mode a reader never waits for the writer, so a read by key or an indexed page holds the
+//! async worker for tens of microseconds, no longer than the hand-off did. A query that may read
+//! much more (a list whose filter the index order cannot serve) runs with a budget of SQLite
+//! virtual-machine instructions ([`SqliteReaders::read_bounded`]); past it the read stops and the
+//! caller runs it again on sqlx's readers, so no request holds an async worker for long.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{FromSql, FromSqlResult, Type, ValueRef};
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, ErrorCode, Row};
 
 use super::{StoreError, StoreResult};
 use crate::domain::{
@@ -28,13 +30,42 @@ use crate::domain::{
 /// needs no more; a burst beyond them opens connections that are closed after their read.
 const IDLE_CONNECTIONS: usize = 8;
 
+/// SQLite calls a connection's progress handler after about this many virtual-machine instructions.
+const INSTRUCTIONS_PER_TICK: u32 = 1_000;
+
+/// The instructions a bounded read may run on the calling thread before it is handed to sqlx: an
+/// indexed page of the catalogue takes under a thousand, and this many take well under a
+/// millisecond.
+pub(super) const SHORT_READ_INSTRUCTIONS: u32 = 20_000;
+
+/// Prepared statements kept per connection: the catalogue's filters combine into more distinct
+/// queries than rusqlite's default of 16.
+const CACHED_STATEMENTS: usize = 64;
+
+/// What a bounded read came to.
+#[derive(Debug)]
+pub(super) enum Bounded<T> {
+    Done(T),
+    /// It ran past its budget and was stopped; nothing of it is kept.
+    TooLong,
+}
+
+/// A connection with the budget its progress handler counts down.
+struct ReadConnection {
+    conn: Connection,
+    /// Progress-handler ticks left to the read in progress; at zero SQLite interrupts it.
+    ticks_left: Arc<AtomicU32>,
+}
+
 /// Read connections to one SQLite file.
 pub(super) struct SqliteReaders {
     path: PathBuf,
     setup: String,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<ReadConnection>>,
     /// Set by [`Self::close`], with the store's pools.
     closed: AtomicBool,
+    /// Bounded reads stopped at their budget (and run again on sqlx's readers).
+    long_reads: AtomicU64,
 }
 
 impl std::fmt::Debug for SqliteReaders {
@@ -53,6 +84,7 @@ impl SqliteReaders {
             setup,
             idle: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            long_reads: AtomicU64::new(0),
         }
     }
 
@@ -62,42 +94,90 @@ impl SqliteReaders {
         self.lock_idle().clear();
     }
 
-    /// Runs `read` on an idle connection, or on a new one when all are lent out.
+    /// Runs `read` on an idle connection, or on a new one when all are lent out, however long it
+    /// takes: for reads by key.
     pub(super) fn read<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreResult<T> {
+        match self.read_bounded(u32::MAX, read)? {
+            Bounded::Done(value) => Ok(value),
+            // A budget of u32::MAX ticks is about 4 * 10^12 instructions: hours of work.
+            Bounded::TooLong => Err(StoreError::Query(sqlx::Error::Protocol(
+                "an unbounded SQLite read ran out of its budget".into(),
+            ))),
+        }
+    }
+
+    /// Runs `read` for at most about `instructions` SQLite virtual-machine instructions; past them
+    /// SQLite interrupts it and this returns [`Bounded::TooLong`].
+    pub(super) fn read_bounded<T>(
+        &self,
+        instructions: u32,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<Bounded<T>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Query(sqlx::Error::PoolClosed));
         }
         let idle = self.lock_idle().pop();
-        let conn = match idle {
-            Some(conn) => conn,
+        let lent = match idle {
+            Some(lent) => lent,
             None => self.open()?,
         };
-        let outcome = read(&conn);
-        // A connection whose read failed may be mid-statement or broken: it is not lent again.
+        lent.ticks_left.store(
+            instructions.div_ceil(INSTRUCTIONS_PER_TICK),
+            Ordering::Relaxed,
+        );
+        let outcome = match read(&lent.conn) {
+            Ok(value) => Ok(Bounded::Done(value)),
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == ErrorCode::OperationInterrupted =>
+            {
+                self.long_reads.fetch_add(1, Ordering::Relaxed);
+                Ok(Bounded::TooLong)
+            }
+            Err(err) => Err(err),
+        };
+        // A connection whose read failed may be mid-statement or broken: it is not lent again. An
+        // interrupted statement is reset when its handle drops, so that connection is fine.
         if outcome.is_ok() && !self.closed.load(Ordering::Acquire) {
             let mut idle = self.lock_idle();
             if idle.len() < IDLE_CONNECTIONS {
-                idle.push(conn);
+                idle.push(lent);
             }
         }
         Ok(outcome?)
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    /// Bounded reads stopped at their budget so far.
+    pub(super) fn long_reads(&self) -> u64 {
+        self.long_reads.load(Ordering::Relaxed)
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ReadConnection>> {
         // The list holds no invariant a panicking holder could break.
         self.idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
+    fn open(&self) -> rusqlite::Result<ReadConnection> {
         let conn = super::sqlite_connection(&self.path, &self.setup)?;
         // These connections only read; a bug that wrote through one would bypass group commit.
         conn.execute_batch("PRAGMA query_only = ON;")?;
-        Ok(conn)
+        conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+        let ticks_left = Arc::new(AtomicU32::new(u32::MAX));
+        let counter = Arc::clone(&ticks_left);
+        // Installed once per connection, so a read sets a number instead of boxing a handler.
+        conn.progress_handler(
+            i32::try_from(INSTRUCTIONS_PER_TICK).unwrap_or(i32::MAX),
+            Some(move || {
+                let left = counter.load(Ordering::Relaxed);
+                counter.store(left.saturating_sub(1), Ordering::Relaxed);
+                left == 0
+            }),
+        );
+        Ok(ReadConnection { conn, ticks_left })
     }
 }
 
@@ -187,4 +267,56 @@ pub(super) fn booking(row: &Row<'_>) -> rusqlite::Result<Booking> {
         pricing_decision: row.get(23)?,
         timeout_decision: row.get(24)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readers() -> (tempfile::TempDir, SqliteReaders) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let path = dir.path().join("reads.db");
+        drop(Connection::open(&path).expect("creates the file"));
+        let readers = SqliteReaders::new(&path, "PRAGMA journal_mode = WAL;".to_owned());
+        (dir, readers)
+    }
+
+    /// Sums 1..=n, n steps of a recursive query: several instructions each.
+    fn sum_to(conn: &Connection, n: i64) -> rusqlite::Result<i64> {
+        conn.query_row(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             SELECT SUM(i) FROM n",
+            [n],
+            |row| row.get(0),
+        )
+    }
+
+    #[test]
+    fn a_bounded_read_stops_at_its_budget_and_its_connection_serves_the_next() {
+        let (_dir, readers) = readers();
+        let read = readers
+            .read_bounded(SHORT_READ_INSTRUCTIONS, |conn| sum_to(conn, 100_000))
+            .expect("stopped, not failed");
+        assert!(matches!(read, Bounded::TooLong), "{read:?}");
+        assert_eq!(readers.long_reads(), 1);
+        // The stopped connection went back idle and reads again, with a fresh budget.
+        assert_eq!(readers.lock_idle().len(), 1);
+        let read = readers
+            .read_bounded(SHORT_READ_INSTRUCTIONS, |conn| sum_to(conn, 10))
+            .expect("reads");
+        assert!(matches!(read, Bounded::Done(55)), "{read:?}");
+        assert_eq!(readers.lock_idle().len(), 1);
+        assert_eq!(readers.long_reads(), 1);
+    }
+
+    #[test]
+    fn an_unbounded_read_runs_to_its_end_after_a_bounded_one_was_stopped() {
+        let (_dir, readers) = readers();
+        let stopped = readers
+            .read_bounded(1, |conn| sum_to(conn, 100_000))
+            .expect("stopped");
+        assert!(matches!(stopped, Bounded::TooLong));
+        let sum = readers.read(|conn| sum_to(conn, 100_000)).expect("reads");
+        assert_eq!(sum, 5_000_050_000);
+    }
 }
