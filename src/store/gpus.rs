@@ -448,10 +448,12 @@ fn resolved_list_query(
     push_filters(&mut sql, filter);
     sql.push(" ORDER BY ")
         .push(capability_listing.map_or_else(|| order.sql(), |(by, _)| by));
-    sql.push(" LIMIT ")
-        .bind(page.limit)
-        .push(" OFFSET ")
-        .bind(page.offset);
+    // The page as literals, not parameters: PostgreSQL plans a prepared statement's parameters for
+    // any value, and for an unknown LIMIT it assumes a tenth of the table, so it planned every call
+    // afresh (its generic plan, a parallel scan for a capability, cost more than a custom one).
+    // With LIMIT 20 in the text it keeps one plan per query shape. Both are integers: nothing to
+    // escape.
+    sql.push(&format!(" LIMIT {} OFFSET {}", page.limit, page.offset));
     sql
 }
 
@@ -592,10 +594,10 @@ fn aggregate_query(matching: &Resolved<'_>) -> Sql {
 fn asking_at_query(matching: &Resolved<'_>, offset: i64, count: i64) -> Sql {
     let mut sql = Sql::new("SELECT price_micro FROM gpus WHERE deleted_at IS NULL");
     push_matching(&mut sql, matching, false);
-    sql.push(" ORDER BY price_micro LIMIT ")
-        .bind(count)
-        .push(" OFFSET ")
-        .bind(offset);
+    // Literals, as in a catalogue page (see `resolved_list_query`).
+    sql.push(&format!(
+        " ORDER BY price_micro LIMIT {count} OFFSET {offset}"
+    ));
     sql
 }
 
