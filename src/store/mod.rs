@@ -284,9 +284,8 @@ impl Store {
                 }
                 Ok(all)
             })?;
-            match read {
-                sqlite_reads::Bounded::Done(all) => return Ok(all),
-                sqlite_reads::Bounded::TooLong => {}
+            if let sqlite_reads::Bounded::Done(all) = read {
+                return Ok(all);
             }
         }
         Ok(sqlx::query_as_with(query.text(), query.any_arguments())

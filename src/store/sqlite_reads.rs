@@ -100,9 +100,9 @@ impl SqliteReaders {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreResult<T> {
-        match self.read_bounded(u32::MAX, read)? {
+        match self.read_for_ticks(u32::MAX, read)? {
             Bounded::Done(value) => Ok(value),
-            // A budget of u32::MAX ticks is about 4 * 10^12 instructions: hours of work.
+            // u32::MAX ticks are about 4 * 10^12 instructions: hours of work.
             Bounded::TooLong => Err(StoreError::Query(sqlx::Error::Protocol(
                 "an unbounded SQLite read ran out of its budget".into(),
             ))),
@@ -116,6 +116,15 @@ impl SqliteReaders {
         instructions: u32,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> StoreResult<Bounded<T>> {
+        self.read_for_ticks(instructions.div_ceil(INSTRUCTIONS_PER_TICK), read)
+    }
+
+    /// Runs `read` with `ticks` calls of the progress handler to spend.
+    fn read_for_ticks<T>(
+        &self,
+        ticks: u32,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<Bounded<T>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Query(sqlx::Error::PoolClosed));
         }
@@ -124,10 +133,7 @@ impl SqliteReaders {
             Some(lent) => lent,
             None => self.open()?,
         };
-        lent.ticks_left.store(
-            instructions.div_ceil(INSTRUCTIONS_PER_TICK),
-            Ordering::Relaxed,
-        );
+        lent.ticks_left.store(ticks, Ordering::Relaxed);
         let outcome = match read(&lent.conn) {
             Ok(value) => Ok(Bounded::Done(value)),
             Err(rusqlite::Error::SqliteFailure(failure, _))
